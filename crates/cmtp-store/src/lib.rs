@@ -1,1 +1,178 @@
-//! placeholder
+//! Storage for `cmtpd`: users and mailboxes behind two small, backend-neutral traits
+//! ([`UserStore`], [`MailStore`]), with an embedded crash-safe default backend
+//! ([`EmbeddedStore`] = [`FsUsers`] + [`LogMail`]).
+//!
+//! The contract that matters: [`Delivery::commit`] resolves only once the message (data
+//! and metadata) is durable on disk, so the server may answer SUCCESS right after it.
+//! Concurrent commits share one `fdatasync` (group commit). See `docs/storage.md`.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod embedded;
+mod error;
+mod log;
+mod metrics;
+mod name;
+mod record;
+mod users;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+pub use embedded::EmbeddedStore;
+pub use error::{Result, StoreError};
+pub use log::{LogDelivery, LogMail, MessageReader, Options};
+pub use metrics::{BATCH_BUCKETS, FSYNC_BUCKETS_US, MetricsSnapshot, StoreMetrics};
+pub use name::validate_name;
+pub use users::FsUsers;
+
+/// One user account as stored: the account name, its Ed25519 public key, the xzibit
+/// (the encrypted private key blob, opaque to the store) and its creation time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Account name (validated by [`validate_name`]).
+    pub name: String,
+    /// Ed25519 public key, 32 raw bytes.
+    pub public_key: [u8; 32],
+    /// The xzibit, raw bytes exactly as imported.
+    pub xzibit: Vec<u8>,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    // The xzibit is an encrypted secret: keep it out of logs, show only its length.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("public_key", &hex::encode(self.public_key))
+            .field("xzibit_len", &self.xzibit.len())
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
+/// User accounts. Synchronous: records are a few small files (or one row).
+///
+/// Every call reads the backing store afresh, so changes made by another process (the
+/// admin CLI) are seen at once.
+pub trait UserStore: Send + Sync + 'static {
+    /// The whole record, or `None` if there is no such user.
+    fn get(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Only the public key (the hot path: KEY requests).
+    fn public_key(&self, name: &str) -> Result<Option<[u8; 32]>>;
+    /// Only the xzibit (LOGIN).
+    fn xzibit(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Adds a user durably; [`StoreError::AlreadyExists`] if the name is taken.
+    fn add(&self, user: &UserRecord) -> Result<()>;
+    /// Removes a user durably; `false` if there was none.
+    fn remove(&self, name: &str) -> Result<bool>;
+    /// All users, sorted by name.
+    fn list(&self) -> Result<Vec<UserRecord>>;
+}
+
+/// What the server knows about a message when it commits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// Destination mailbox (account name); `""` is the server's own (postmaster).
+    pub mailbox: String,
+    /// Sender account (≤ 255 bytes).
+    pub src_account: String,
+    /// Sender domain (≤ 255 bytes).
+    pub src_domain: String,
+    /// Message (crypto) version from the envelope.
+    pub version: u32,
+    /// Number of attachments.
+    pub attachment_count: u32,
+    /// Byte offset in the stored message where the body ends (length of a `head` fetch).
+    pub body_end: u64,
+}
+
+/// A stored message's listing entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Message id: unique in the store, increasing with commit order (roughly).
+    pub id: u64,
+    /// Commit time, Unix seconds.
+    pub received: u64,
+    /// Size of the stored bytes.
+    pub size: u64,
+    /// Metadata given at commit.
+    pub meta: MessageMeta,
+}
+
+/// Per-mailbox figures in [`StoreStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxStats {
+    /// Live messages.
+    pub messages: u64,
+    /// Sum of their sizes.
+    pub bytes: u64,
+}
+
+/// Store-wide figures (the admin CLI's `mailbox stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live messages in all mailboxes.
+    pub messages: u64,
+    /// Sum of the live messages' sizes.
+    pub bytes: u64,
+    /// Per mailbox (`""` = postmaster).
+    pub mailboxes: BTreeMap<String, MailboxStats>,
+    /// Number of log segments (0 for backends without segments).
+    pub segments: u64,
+    /// Bytes of all segment files.
+    pub log_bytes: u64,
+    /// Segment bytes belonging to live records.
+    pub live_bytes: u64,
+    /// Segment bytes of deleted messages and tombstones, reclaimable by a compaction
+    /// that does not exist yet.
+    pub dead_bytes: u64,
+    /// Live messages stored in their own blob file (larger than the inline threshold).
+    pub blobs: u64,
+    /// Sum of those blob files' sizes.
+    pub blob_bytes: u64,
+}
+
+/// A streamed read of one stored message, in chunks, with bounded memory.
+pub trait MessageRead: Send {
+    /// The next chunk of at most `max` bytes (`max` ≥ 1), or `None` at the end.
+    fn read_chunk(&mut self, max: usize) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// Bytes not yet returned.
+    fn remaining(&self) -> u64;
+}
+
+/// A message being received: bytes are written as they arrive, then committed.
+/// Dropping it without `commit` aborts: nothing becomes visible, temporary data is removed.
+pub trait Delivery: Send + 'static {
+    /// Appends bytes to the message. Memory stays bounded: large messages go to disk.
+    fn write(&mut self, chunk: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    /// Commits the message; resolves with its id only once it is durable (SUCCESS may
+    /// be sent then). The stored message is exactly the bytes written.
+    fn commit(self, meta: MessageMeta) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Mailboxes: append-only delivery, listing, streamed reads, deletion.
+pub trait MailStore: Send + Sync + 'static {
+    /// The streaming delivery type.
+    type Delivery: Delivery;
+    /// The streamed reader type.
+    type Reader: MessageRead;
+    /// Starts a streaming delivery.
+    fn begin(&self) -> Self::Delivery;
+    /// The mailbox's messages in ascending id order.
+    fn list(&self, mailbox: &str) -> impl Future<Output = Result<Vec<MessageInfo>>> + Send;
+    /// One message and a reader over its exact bytes, or `None` if it does not exist.
+    fn open(
+        &self,
+        mailbox: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<Option<(MessageInfo, Self::Reader)>>> + Send;
+    /// Deletes a message; durable when it resolves; `false` if there was none.
+    fn delete(&self, mailbox: &str, id: u64) -> impl Future<Output = Result<bool>> + Send;
+    /// Store-wide figures.
+    fn stats(&self) -> Result<StoreStats>;
+    /// Durability-commit observations (batches, batch sizes, fsync latency) for metrics.
+    fn metrics(&self) -> MetricsSnapshot;
+}

@@ -1,0 +1,82 @@
+//! The default backend: [`FsUsers`] + [`LogMail`] over one data directory.
+
+use std::path::Path;
+
+use crate::{
+    FsUsers, LogDelivery, LogMail, MailStore, MessageInfo, MessageReader, MetricsSnapshot, Options,
+    Result, StoreStats, UserRecord, UserStore,
+};
+
+/// Users and mail in one data directory; implements both [`UserStore`] and [`MailStore`].
+pub struct EmbeddedStore {
+    /// The user directories.
+    pub users: FsUsers,
+    /// The mail log.
+    pub mail: LogMail,
+}
+
+impl EmbeddedStore {
+    /// Opens as the writer (the server). Fails with `StoreError::Locked` if another
+    /// process holds the mail lock.
+    pub fn open(data_dir: impl AsRef<Path>, opts: Options) -> Result<Self> {
+        let d = data_dir.as_ref();
+        Ok(Self {
+            users: FsUsers::open(d)?,
+            mail: LogMail::open(d, opts)?,
+        })
+    }
+
+    /// Opens for the admin CLI while the server may run: users read-write (each change is
+    /// atomic on its own), mail read-only.
+    pub fn open_read_only(data_dir: impl AsRef<Path>) -> Result<Self> {
+        let d = data_dir.as_ref();
+        Ok(Self {
+            users: FsUsers::open_read_only(d),
+            mail: LogMail::open_read_only(d)?,
+        })
+    }
+}
+
+impl UserStore for EmbeddedStore {
+    fn get(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.users.get(name)
+    }
+    fn public_key(&self, name: &str) -> Result<Option<[u8; 32]>> {
+        self.users.public_key(name)
+    }
+    fn xzibit(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.users.xzibit(name)
+    }
+    fn add(&self, user: &UserRecord) -> Result<()> {
+        self.users.add(user)
+    }
+    fn remove(&self, name: &str) -> Result<bool> {
+        self.users.remove(name)
+    }
+    fn list(&self) -> Result<Vec<UserRecord>> {
+        self.users.list()
+    }
+}
+
+impl MailStore for EmbeddedStore {
+    type Delivery = LogDelivery;
+    type Reader = MessageReader;
+    fn begin(&self) -> LogDelivery {
+        self.mail.begin()
+    }
+    async fn list(&self, mailbox: &str) -> Result<Vec<MessageInfo>> {
+        MailStore::list(&self.mail, mailbox).await
+    }
+    async fn open(&self, mailbox: &str, id: u64) -> Result<Option<(MessageInfo, MessageReader)>> {
+        self.mail.open(mailbox, id).await
+    }
+    async fn delete(&self, mailbox: &str, id: u64) -> Result<bool> {
+        self.mail.delete(mailbox, id).await
+    }
+    fn stats(&self) -> Result<StoreStats> {
+        self.mail.stats()
+    }
+    fn metrics(&self) -> MetricsSnapshot {
+        self.mail.metrics()
+    }
+}

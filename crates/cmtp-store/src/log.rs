@@ -1,0 +1,1104 @@
+//! The embedded mail store: an append-only segment log with group commit.
+//!
+//! One writer thread owns the active segment. Deliveries hand it complete records over a
+//! channel; it takes everything pending, writes it, does ONE `fdatasync`, updates the
+//! in-memory index and only then completes every waiter. Messages larger than the inline
+//! threshold stream to their own blob file and are referenced by a small record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::metrics::StoreMetrics;
+use crate::record::{self, Decoded, KIND_MESSAGE, RECORD_HEADER, SEGMENT_HEADER, SEGMENT_MAGIC};
+use crate::users::sync_dir;
+use crate::{
+    Delivery, MailStore, MailboxStats, MessageInfo, MessageMeta, MessageRead, MetricsSnapshot,
+    Result, StoreError, StoreStats,
+};
+
+/// Largest inline threshold accepted (records must stay below `record::MAX_PAYLOAD`).
+const MAX_INLINE: usize = 64 * 1024 * 1024;
+/// Write buffer of a spilling delivery: memory per large delivery stays about this.
+const SPILL_BUF: usize = 1024 * 1024;
+/// Largest chunk a reader returns, whatever `max` asks.
+const MAX_READ_CHUNK: usize = 8 * 1024 * 1024;
+/// Data pieces above this go straight to the file instead of through the batch buffer.
+const DIRECT_WRITE: usize = 64 * 1024;
+/// The active segment is zero-filled ahead of the records in steps of this size.
+const PREALLOC_STEP: u64 = 8 * 1024 * 1024;
+
+/// Tuning of the embedded mail log.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Messages up to this size are stored inline in the log; larger ones in their own
+    /// blob file. Capped at 64 MiB. Default 1 MiB.
+    pub inline_threshold: usize,
+    /// A new segment is started once the active one would exceed this size. Default 256 MiB.
+    pub segment_size: u64,
+    /// Most bytes one group commit takes from the queue (the rest go in the next one).
+    /// Default 16 MiB.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            inline_threshold: 1 << 20,
+            segment_size: 256 << 20,
+            max_batch_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Where a message's bytes are.
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    /// Inline in a segment, starting at this file offset.
+    Inline { segment: u64, offset: u64 },
+    /// In `blobs/<id as 16 hex digits>`.
+    Blob,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    info: MessageInfo,
+    loc: Loc,
+    /// Bytes of its record in the log (header + payload).
+    rec_len: u64,
+}
+
+/// The in-memory index, rebuilt from the log on open.
+#[derive(Debug, Default)]
+struct Index {
+    mailboxes: HashMap<String, BTreeMap<u64, Entry>>,
+    /// Largest id seen in any record.
+    max_id: u64,
+    /// Segment number → bytes known valid (scanned or written).
+    segments: BTreeMap<u64, u64>,
+    live_bytes: u64,
+    dead_bytes: u64,
+    /// Read-only mode: where the next incremental scan resumes.
+    scan_seg: u64,
+    scan_off: u64,
+}
+
+impl Index {
+    fn apply_message(&mut self, info: MessageInfo, loc: Loc, rec_len: u64) {
+        self.max_id = self.max_id.max(info.id);
+        self.live_bytes += rec_len;
+        let mb = self.mailboxes.entry(info.meta.mailbox.clone()).or_default();
+        mb.insert(info.id, Entry { info, loc, rec_len });
+    }
+
+    /// Applies a tombstone; returns the removed entry, if it was live.
+    fn apply_delete(&mut self, id: u64, mailbox: &str, rec_len: u64) -> Option<Entry> {
+        self.max_id = self.max_id.max(id);
+        self.dead_bytes += rec_len;
+        let mb = self.mailboxes.get_mut(mailbox)?;
+        let e = mb.remove(&id)?;
+        if mb.is_empty() {
+            self.mailboxes.remove(mailbox);
+        }
+        self.live_bytes -= e.rec_len;
+        self.dead_bytes += e.rec_len;
+        Some(e)
+    }
+
+    fn get(&self, mailbox: &str, id: u64) -> Option<&Entry> {
+        self.mailboxes.get(mailbox)?.get(&id)
+    }
+}
+
+/// State shared by the handles and the writer thread.
+struct Shared {
+    mail: PathBuf,
+    blobs: PathBuf,
+    blobs_tmp: PathBuf,
+    index: Mutex<Index>,
+    next_id: AtomicU64,
+    metrics: StoreMetrics,
+    /// Set after a failed write/fsync: the store accepts no more writes.
+    failed: AtomicBool,
+    readers: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+impl Shared {
+    fn segment_path(&self, n: u64) -> PathBuf {
+        segment_path(&self.mail, n)
+    }
+
+    fn blob_path(&self, id: u64) -> PathBuf {
+        self.blobs.join(format!("{id:016x}"))
+    }
+
+    fn segment_reader(&self, n: u64) -> io::Result<Arc<File>> {
+        let mut r = self.readers.lock();
+        if let Some(f) = r.get(&n) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(self.segment_path(n))?);
+        r.insert(n, f.clone());
+        Ok(f)
+    }
+
+    fn fsync(&self, f: &File, data_only: bool) -> io::Result<()> {
+        let t = Instant::now();
+        let r = if data_only {
+            f.sync_data()
+        } else {
+            f.sync_all()
+        };
+        self.metrics.observe_fsync(t.elapsed());
+        r
+    }
+
+    fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        let t = Instant::now();
+        let r = sync_dir(dir);
+        self.metrics.observe_fsync(t.elapsed());
+        r
+    }
+}
+
+fn segment_path(mail: &Path, n: u64) -> PathBuf {
+    mail.join(format!("segment-{n:08}.log"))
+}
+
+/// Segment numbers present in `mail`, ascending.
+fn list_segments(mail: &Path) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(mail) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let name = e?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(num) = name
+            .strip_prefix("segment-")
+            .and_then(|s| s.strip_suffix(".log"))
+        else {
+            continue;
+        };
+        if let Ok(n) = num.parse::<u64>() {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// `read_exact`, but a file that ended early (a reader racing a writer's truncation at
+/// open) is `false`, like a torn record, not an error.
+fn read_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Scans segment `n` from `start`, applying every valid record to `index`. Returns the
+/// end of the last valid record and the file's length at scan time; they differ when
+/// the scan stopped at a torn or invalid record.
+fn scan_segment(path: &Path, n: u64, start: u64, index: &mut Index) -> Result<(u64, u64)> {
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut r = io::BufReader::with_capacity(256 * 1024, file);
+    let mut pos = start;
+    if pos == 0 {
+        let mut h = [0u8; SEGMENT_HEADER as usize];
+        if r.read_exact(&mut h).is_err() || &h[..8] != SEGMENT_MAGIC || h[8..] != n.to_le_bytes() {
+            return Ok((0, file_len));
+        }
+        pos = SEGMENT_HEADER;
+    } else {
+        r.seek(SeekFrom::Start(pos))?;
+    }
+    let mut payload = Vec::new();
+    loop {
+        if pos + RECORD_HEADER as u64 > file_len {
+            break;
+        }
+        let mut h = [0u8; RECORD_HEADER];
+        if !read_or_eof(&mut r, &mut h)? {
+            break;
+        }
+        let Some(head) = record::parse_header(&h) else {
+            break;
+        };
+        let rec_len = RECORD_HEADER as u64 + u64::from(head.len);
+        if pos + rec_len > file_len {
+            break;
+        }
+        payload.resize(head.len as usize, 0);
+        if !read_or_eof(&mut r, &mut payload)? {
+            break;
+        }
+        if !record::crc_ok(&h, &payload, head.crc) {
+            break;
+        }
+        match record::decode(head.kind, &payload)? {
+            Decoded::Message { info, data_offset } => {
+                let loc = match data_offset {
+                    Some(off) => Loc::Inline {
+                        segment: n,
+                        offset: pos + (RECORD_HEADER + off) as u64,
+                    },
+                    None => Loc::Blob,
+                };
+                index.apply_message(info, loc, rec_len);
+            }
+            Decoded::Delete { id, mailbox } => {
+                index.apply_delete(id, &mailbox, rec_len);
+            }
+        }
+        pos += rec_len;
+    }
+    Ok((pos, file_len))
+}
+
+/// Whether bytes `from..len` of the file are all zero.
+fn tail_is_zero(path: &Path, from: u64, len: u64) -> io::Result<bool> {
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// A record for the writer thread.
+enum Op {
+    /// Inline message: header + metadata, then the data.
+    Message {
+        info: MessageInfo,
+        head: Vec<u8>,
+        data: Vec<u8>,
+    },
+    /// Reference to an already durable blob.
+    BlobRef { info: MessageInfo, head: Vec<u8> },
+    /// Tombstone.
+    Delete {
+        id: u64,
+        mailbox: String,
+        rec: Vec<u8>,
+    },
+}
+
+impl Op {
+    fn len(&self) -> usize {
+        match self {
+            Op::Message { head, data, .. } => head.len() + data.len(),
+            Op::BlobRef { head, .. } => head.len(),
+            Op::Delete { rec, .. } => rec.len(),
+        }
+    }
+}
+
+struct Req {
+    op: Op,
+    /// `Ok(existed)` for a delete, `Ok(true)` otherwise.
+    done: oneshot::Sender<Result<bool>>,
+}
+
+/// The writer thread's own state.
+struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Req>,
+    file: File,
+    segment: u64,
+    pos: u64,
+    opts: Options,
+    buf: Vec<u8>,
+    /// The file holds written zeros up to here (records end at `pos`).
+    alloc_end: u64,
+    zeros: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut bytes = first.op.len();
+            let mut batch = vec![first];
+            while bytes < self.opts.max_batch_bytes {
+                match self.rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.op.len();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.shared.failed.load(Ordering::Acquire) {
+                for r in batch {
+                    let _ = r.done.send(Err(StoreError::Failed));
+                }
+                continue;
+            }
+            match self.write_batch(&batch, bytes as u64) {
+                Ok(offsets) => self.apply(batch, offsets, bytes as u64),
+                Err(e) => {
+                    tracing::error!(error = %e, "mail log write failed; refusing further writes");
+                    self.shared.failed.store(true, Ordering::Release);
+                    let msg = e.to_string();
+                    for r in batch {
+                        let _ = r
+                            .done
+                            .send(Err(StoreError::Io(io::Error::other(msg.clone()))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the active segment (trimmed to its records) and starts the next one.
+    fn rotate(&mut self) -> io::Result<()> {
+        // Trim the zero-filled tail first and make it durable: a finished segment is
+        // exactly its records, before any later segment exists.
+        self.file.set_len(self.pos)?;
+        self.shared.fsync(&self.file, false)?;
+        let n = self.segment + 1;
+        let path = self.shared.segment_path(n);
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        f.write_all_at(&record::segment_header(n), 0)?;
+        self.file = f;
+        self.segment = n;
+        self.pos = SEGMENT_HEADER;
+        self.alloc_end = SEGMENT_HEADER;
+        self.preallocate(SEGMENT_HEADER)?;
+        self.shared.fsync(&self.file, false)?;
+        self.shared.fsync_dir(&self.shared.mail)?;
+        self.shared.index.lock().segments.insert(n, SEGMENT_HEADER);
+        Ok(())
+    }
+
+    /// Makes sure the file holds written zeros up to at least `upto`, in large steps.
+    ///
+    /// Why zeros and not `fallocate`: `fdatasync` after overwriting blocks that already
+    /// exist needs no journal commit (no size change, no extent conversion), which on
+    /// ext4 makes it several times faster and independent of other processes'
+    /// writeback. Only the rare extension pays for the metadata.
+    fn preallocate(&mut self, upto: u64) -> io::Result<()> {
+        if upto <= self.alloc_end {
+            return Ok(());
+        }
+        let step = PREALLOC_STEP.min(self.opts.segment_size.max(SEGMENT_HEADER));
+        let target = upto.div_ceil(step) * step;
+        let target = target.min(self.opts.segment_size.max(upto));
+        let mut at = self.alloc_end;
+        while at < target {
+            let n = (target - at).min(self.zeros.len() as u64) as usize;
+            self.file.write_all_at(&self.zeros[..n], at)?;
+            at += n as u64;
+        }
+        self.alloc_end = target;
+        Ok(())
+    }
+
+    /// Writes the batch and makes it durable; returns each record's file offset.
+    fn write_batch(&mut self, batch: &[Req], bytes: u64) -> io::Result<Vec<u64>> {
+        if self.pos > SEGMENT_HEADER && self.pos + bytes > self.opts.segment_size {
+            self.rotate()?;
+        }
+        self.preallocate(self.pos + bytes)?;
+        let mut offsets = Vec::with_capacity(batch.len());
+        let mut written = self.pos;
+        let mut flushed = self.pos;
+        self.buf.clear();
+        for r in batch {
+            offsets.push(written);
+            written += r.op.len() as u64;
+            match &r.op {
+                Op::Message { head, data, .. } => {
+                    self.buf.extend_from_slice(head);
+                    if data.len() > DIRECT_WRITE {
+                        self.file.write_all_at(&self.buf, flushed)?;
+                        flushed += self.buf.len() as u64;
+                        self.buf.clear();
+                        self.file.write_all_at(data, flushed)?;
+                        flushed += data.len() as u64;
+                    } else {
+                        self.buf.extend_from_slice(data);
+                    }
+                }
+                Op::BlobRef { head, .. } => self.buf.extend_from_slice(head),
+                Op::Delete { rec, .. } => self.buf.extend_from_slice(rec),
+            }
+        }
+        self.file.write_all_at(&self.buf, flushed)?;
+        debug_assert_eq!(flushed + self.buf.len() as u64, written);
+        // The one fsync of this group commit.
+        self.shared.fsync(&self.file, true)?;
+        self.pos = written;
+        Ok(offsets)
+    }
+
+    /// Updates the index, completes the waiters, then unlinks deleted blobs.
+    fn apply(&mut self, batch: Vec<Req>, offsets: Vec<u64>, bytes: u64) {
+        let n = batch.len() as u64;
+        let mut dead_blobs = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        {
+            let mut index = self.shared.index.lock();
+            index.segments.insert(self.segment, self.pos);
+            for (r, off) in batch.into_iter().zip(offsets) {
+                let rec_len = r.op.len() as u64;
+                let existed = match r.op {
+                    Op::Message { info, head, .. } => {
+                        let offset = off + head.len() as u64;
+                        index.apply_message(
+                            info,
+                            Loc::Inline {
+                                segment: self.segment,
+                                offset,
+                            },
+                            rec_len,
+                        );
+                        true
+                    }
+                    Op::BlobRef { info, .. } => {
+                        index.apply_message(info, Loc::Blob, rec_len);
+                        true
+                    }
+                    Op::Delete { id, mailbox, .. } => {
+                        match index.apply_delete(id, &mailbox, rec_len) {
+                            Some(e) => {
+                                if matches!(e.loc, Loc::Blob) {
+                                    dead_blobs.push(e.info.id);
+                                }
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                };
+                replies.push((r.done, existed));
+            }
+        }
+        self.shared.metrics.observe_batch(n, bytes);
+        // The tombstone is durable: the blob may go (before the reply, so a finished
+        // delete has freed the space). A crash before this leaves an orphan, removed
+        // on the next open.
+        for id in dead_blobs {
+            if let Err(e) = fs::remove_file(self.shared.blob_path(id)) {
+                tracing::warn!(id, error = %e, "could not remove a deleted blob");
+            }
+        }
+        for (done, existed) in replies {
+            let _ = done.send(Ok(existed));
+        }
+    }
+}
+
+/// Shared by [`LogMail`] and its deliveries; stops the writer thread when the last goes.
+struct Inner {
+    shared: Arc<Shared>,
+    tx: Option<mpsc::Sender<Req>>,
+    thread: Option<JoinHandle<()>>,
+    opts: Options,
+    /// Held for the writer's lifetime: the `flock` on `mail/LOCK`.
+    _lock: Option<File>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer loop once the queue is drained; join so
+        // the lock is released only after the last write.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Inner {
+    fn read_only(&self) -> bool {
+        self.tx.is_none()
+    }
+
+    async fn submit(&self, op: Op) -> Result<bool> {
+        let tx = self.tx.as_ref().ok_or(StoreError::ReadOnly)?;
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Failed);
+        }
+        let (done, rx) = oneshot::channel();
+        tx.send(Req { op, done }).map_err(|_| StoreError::Failed)?;
+        rx.await.map_err(|_| StoreError::Failed)?
+    }
+
+    /// Read-only mode: picks up records the writer appended since the last call.
+    fn refresh(&self) -> Result<()> {
+        if !self.read_only() {
+            return Ok(());
+        }
+        let sh = &self.shared;
+        let mut index = sh.index.lock();
+        for n in list_segments(&sh.mail)? {
+            if n < index.scan_seg {
+                continue;
+            }
+            if n > index.scan_seg {
+                // Move on only if the previous segment was read to its end (the writer
+                // rotates only after the old segment is complete).
+                let prev = index.scan_seg;
+                let prev_len = if prev == 0 {
+                    0
+                } else {
+                    fs::metadata(sh.segment_path(prev))
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                };
+                if prev != 0 && index.scan_off < prev_len {
+                    break;
+                }
+                index.scan_seg = n;
+                index.scan_off = 0;
+            }
+            let start = index.scan_off;
+            let (end, _) = scan_segment(&sh.segment_path(n), n, start, &mut index)?;
+            index.scan_off = end;
+            index.segments.insert(n, end);
+        }
+        Ok(())
+    }
+}
+
+/// The embedded mail store: an append-only segment log with group commit.
+///
+/// Writer mode (the server) holds an exclusive lock; read-only mode (the admin CLI) takes
+/// no lock and rescans newly appended records on each call.
+pub struct LogMail {
+    inner: Arc<Inner>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn new_shared(mail: PathBuf) -> Shared {
+    Shared {
+        blobs: mail.join("blobs"),
+        blobs_tmp: mail.join("blobs").join("tmp"),
+        mail,
+        index: Mutex::new(Index::default()),
+        next_id: AtomicU64::new(1),
+        metrics: StoreMetrics::default(),
+        failed: AtomicBool::new(false),
+        readers: Mutex::new(HashMap::new()),
+    }
+}
+
+fn lock_exclusive(path: &Path) -> Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            StoreError::Locked
+        } else {
+            e.into()
+        });
+    }
+    Ok(f)
+}
+
+impl LogMail {
+    /// Opens `<data>/mail` as the writer: takes the exclusive lock, scans and verifies
+    /// every segment, truncates a torn tail of the last one, removes temporary and orphan
+    /// blobs, and starts the writer thread. [`StoreError::Locked`] if a writer runs.
+    pub fn open(data_dir: impl AsRef<Path>, mut opts: Options) -> Result<Self> {
+        opts.inline_threshold = opts.inline_threshold.min(MAX_INLINE);
+        opts.max_batch_bytes = opts.max_batch_bytes.max(1);
+        let sh = new_shared(data_dir.as_ref().join("mail"));
+        fs::create_dir_all(&sh.blobs_tmp)?;
+        let lock = lock_exclusive(&sh.mail.join("LOCK"))?;
+
+        let mut index = Index::default();
+        let segments = list_segments(&sh.mail)?;
+        let last = segments.last().copied();
+        for &n in &segments {
+            let path = sh.segment_path(n);
+            let (end, len) = scan_segment(&path, n, 0, &mut index)?;
+            index.segments.insert(n, end.max(SEGMENT_HEADER));
+            if end == len && end >= SEGMENT_HEADER {
+                continue;
+            }
+            // The active segment is zero-filled ahead of its records: a tail of zeros is
+            // that preallocation; anything else is a batch torn by a crash.
+            let zero_tail = end >= SEGMENT_HEADER && tail_is_zero(&path, end, len)?;
+            if Some(n) != last && !zero_tail {
+                // Older segments were complete and durable before the next one began:
+                // damage there is not a torn write.
+                return Err(StoreError::Corrupt(format!(
+                    "{} is invalid at byte {end} of {len}",
+                    path.display()
+                )));
+            }
+            if zero_tail {
+                tracing::debug!(
+                    segment = n,
+                    valid = end,
+                    len,
+                    "trimming preallocated log tail"
+                );
+            } else {
+                tracing::warn!(segment = n, valid = end, len, "truncating a torn log tail");
+            }
+            let f = OpenOptions::new().write(true).open(&path)?;
+            if end < SEGMENT_HEADER {
+                f.set_len(0)?;
+                f.write_all_at(&record::segment_header(n), 0)?;
+            } else {
+                f.set_len(end)?;
+            }
+            sh.fsync(&f, false)?;
+        }
+        let segment = match last {
+            Some(n) => n,
+            None => {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(sh.segment_path(1))?;
+                f.write_all(&record::segment_header(1))?;
+                sh.fsync(&f, false)?;
+                sh.fsync_dir(&sh.mail)?;
+                index.segments.insert(1, SEGMENT_HEADER);
+                1
+            }
+        };
+        let pos = index.segments[&segment];
+
+        // Blobs: temporaries are aborted deliveries; unreferenced ones lost their BlobRef
+        // (crash before it was durable) or were deleted (crash before the unlink).
+        for e in fs::read_dir(&sh.blobs_tmp)? {
+            let p = e?.path();
+            let _ = fs::remove_file(&p);
+        }
+        let mut live = std::collections::HashSet::new();
+        for mb in index.mailboxes.values() {
+            for (id, e) in mb {
+                if matches!(e.loc, Loc::Blob) {
+                    live.insert(*id);
+                }
+            }
+        }
+        let mut max_blob = 0;
+        for e in fs::read_dir(&sh.blobs)? {
+            let e = e?;
+            if !e.file_type()?.is_file() {
+                continue;
+            }
+            let name = e.file_name();
+            let id = name.to_str().and_then(|s| u64::from_str_radix(s, 16).ok());
+            match id {
+                Some(id) if live.contains(&id) => max_blob = max_blob.max(id),
+                _ => {
+                    tracing::info!(blob = ?name, "removing an unreferenced blob");
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        for mb in index.mailboxes.values() {
+            for (id, e) in mb {
+                if matches!(e.loc, Loc::Blob) && !sh.blob_path(*id).exists() {
+                    return Err(StoreError::Corrupt(format!(
+                        "blob of message {id} is missing"
+                    )));
+                }
+            }
+        }
+        sh.next_id
+            .store(index.max_id.max(max_blob) + 1, Ordering::Relaxed);
+        *sh.index.lock() = index;
+
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(sh.segment_path(segment))?;
+        file.seek(SeekFrom::Start(pos))?;
+        let shared = Arc::new(sh);
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            file,
+            segment,
+            pos,
+            opts: opts.clone(),
+            buf: Vec::with_capacity(1 << 20),
+            alloc_end: pos,
+            zeros: vec![0; 1 << 20],
+        };
+        let thread = std::thread::Builder::new()
+            .name("cmtp-store-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                tx: Some(tx),
+                thread: Some(thread),
+                opts,
+                _lock: Some(lock),
+            }),
+        })
+    }
+
+    /// Opens `<data>/mail` read-only, without the lock, while a writer may be running:
+    /// the log is append-only and every record carries a CRC, so a record being written
+    /// is simply not seen yet. Each call picks up newly committed records. Writes fail
+    /// with [`StoreError::ReadOnly`]; nothing on disk is changed.
+    pub fn open_read_only(data_dir: impl AsRef<Path>) -> Result<Self> {
+        let sh = new_shared(data_dir.as_ref().join("mail"));
+        let inner = Inner {
+            shared: Arc::new(sh),
+            tx: None,
+            thread: None,
+            opts: Options::default(),
+            _lock: None,
+        };
+        inner.refresh()?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The live counters (for a metrics exporter that wants to read them itself).
+    pub fn live_metrics(&self) -> &StoreMetrics {
+        &self.inner.shared.metrics
+    }
+
+    async fn refreshed(&self) -> Result<()> {
+        if self.inner.read_only() {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || inner.refresh())
+                .await
+                .map_err(|e| StoreError::Io(io::Error::other(e.to_string())))??;
+        }
+        Ok(())
+    }
+}
+
+/// A spilled (large) delivery's blob file.
+struct Spill {
+    id: u64,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+/// A streaming delivery into [`LogMail`]. Dropping it aborts: nothing is visible and a
+/// temporary blob is removed.
+pub struct LogDelivery {
+    inner: Arc<Inner>,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    size: u64,
+    spill: Option<Spill>,
+}
+
+impl Drop for LogDelivery {
+    fn drop(&mut self) {
+        if let Some(s) = self.spill.take() {
+            drop(s.file);
+            let _ = fs::remove_file(&s.tmp);
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e.to_string())))?
+}
+
+impl LogDelivery {
+    /// Writes the buffer to the spill file off the runtime.
+    async fn flush_spill(&mut self) -> Result<()> {
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut file = spill.file.take().ok_or(StoreError::Failed)?;
+        let buf = std::mem::take(&mut self.buf);
+        let (file, mut buf) = blocking(move || {
+            file.write_all(&buf)?;
+            Ok((file, buf))
+        })
+        .await?;
+        buf.clear();
+        self.buf = buf;
+        if let Some(s) = self.spill.as_mut() {
+            s.file = Some(file);
+        }
+        Ok(())
+    }
+
+    async fn start_spill(&mut self) -> Result<()> {
+        let sh = &self.inner.shared;
+        let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+        let tmp = sh.blobs_tmp.join(format!("{id:016x}"));
+        let path = tmp.clone();
+        let file = blocking(move || Ok(File::create(&path)?)).await?;
+        self.spill = Some(Spill {
+            id,
+            tmp,
+            file: Some(file),
+        });
+        self.buf.reserve(SPILL_BUF.saturating_sub(self.buf.len()));
+        Ok(())
+    }
+}
+
+impl Delivery for LogDelivery {
+    async fn write(&mut self, mut chunk: &[u8]) -> Result<()> {
+        if self.inner.read_only() {
+            return Err(StoreError::ReadOnly);
+        }
+        self.crc.update(chunk);
+        self.size += chunk.len() as u64;
+        if self.spill.is_none() {
+            if self.buf.len() + chunk.len() <= self.inner.opts.inline_threshold {
+                self.buf.extend_from_slice(chunk);
+                return Ok(());
+            }
+            self.start_spill().await?;
+        }
+        while !chunk.is_empty() {
+            let n = chunk
+                .len()
+                .min(SPILL_BUF.saturating_sub(self.buf.len()).max(1));
+            self.buf.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.buf.len() >= SPILL_BUF {
+                self.flush_spill().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self, meta: MessageMeta) -> Result<u64> {
+        if self.inner.read_only() {
+            return Err(StoreError::ReadOnly);
+        }
+        record::check_meta(&meta)?;
+        let received = now_secs();
+        let inner = self.inner.clone();
+        if self.spill.is_none() {
+            let id = inner.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let info = MessageInfo {
+                id,
+                received,
+                size: self.size,
+                meta,
+            };
+            let head = record::encode_message_head(KIND_MESSAGE, &info, self.size, &self.crc);
+            let data = std::mem::take(&mut self.buf);
+            inner.submit(Op::Message { info, head, data }).await?;
+            return Ok(id);
+        }
+        self.flush_spill().await?;
+        let mut spill = self.spill.take().ok_or(StoreError::Failed)?;
+        let id = spill.id;
+        let file = spill.file.take().ok_or(StoreError::Failed)?;
+        let sh = inner.shared.clone();
+        let tmp = spill.tmp.clone();
+        let done = blocking(move || {
+            sh.fsync(&file, false)?;
+            drop(file);
+            let path = sh.blob_path(id);
+            fs::rename(&tmp, &path)?;
+            sh.fsync_dir(&sh.blobs)?;
+            Ok(path)
+        })
+        .await;
+        let path = match done {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fs::remove_file(&spill.tmp);
+                return Err(e);
+            }
+        };
+        let info = MessageInfo {
+            id,
+            received,
+            size: self.size,
+            meta,
+        };
+        let head = record::encode_blob_ref(&info, self.crc.clone().finalize());
+        if let Err(e) = inner.submit(Op::BlobRef { info, head }).await {
+            // Not referenced: remove now (or it is an orphan removed on the next open).
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(id)
+    }
+}
+
+/// A streamed reader over one stored message (inline in a segment or in a blob file).
+pub struct MessageReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl MessageRead for MessageReader {
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<Vec<u8>>> {
+        let left = self.end - self.pos;
+        if left == 0 {
+            return Ok(None);
+        }
+        let n = (max.clamp(1, MAX_READ_CHUNK) as u64).min(left) as usize;
+        let file = self.file.clone();
+        let pos = self.pos;
+        let buf = blocking(move || {
+            let mut buf = vec![0u8; n];
+            file.read_exact_at(&mut buf, pos)?;
+            Ok(buf)
+        })
+        .await?;
+        self.pos += n as u64;
+        Ok(Some(buf))
+    }
+
+    fn remaining(&self) -> u64 {
+        self.end - self.pos
+    }
+}
+
+impl MailStore for LogMail {
+    type Delivery = LogDelivery;
+    type Reader = MessageReader;
+
+    fn begin(&self) -> LogDelivery {
+        LogDelivery {
+            inner: self.inner.clone(),
+            buf: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+            spill: None,
+        }
+    }
+
+    async fn list(&self, mailbox: &str) -> Result<Vec<MessageInfo>> {
+        self.refreshed().await?;
+        let index = self.inner.shared.index.lock();
+        Ok(index
+            .mailboxes
+            .get(mailbox)
+            .map(|mb| mb.values().map(|e| e.info.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn open(&self, mailbox: &str, id: u64) -> Result<Option<(MessageInfo, MessageReader)>> {
+        self.refreshed().await?;
+        let Some(entry) = self.inner.shared.index.lock().get(mailbox, id).cloned() else {
+            return Ok(None);
+        };
+        let sh = self.inner.shared.clone();
+        let size = entry.info.size;
+        let opened = blocking(move || {
+            Ok(match entry.loc {
+                Loc::Inline { segment, offset } => Some((sh.segment_reader(segment)?, offset)),
+                // Deleted (and unlinked) since the index lookup: as if it never existed.
+                Loc::Blob => match File::open(sh.blob_path(entry.info.id)) {
+                    Ok(f) => Some((Arc::new(f), 0)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(e.into()),
+                },
+            })
+        })
+        .await?;
+        let Some((file, pos)) = opened else {
+            return Ok(None);
+        };
+        let info = entry.info;
+        Ok(Some((
+            info,
+            MessageReader {
+                file,
+                pos,
+                end: pos + size,
+            },
+        )))
+    }
+
+    async fn delete(&self, mailbox: &str, id: u64) -> Result<bool> {
+        if self.inner.read_only() {
+            return Err(StoreError::ReadOnly);
+        }
+        if self.inner.shared.index.lock().get(mailbox, id).is_none() {
+            return Ok(false);
+        }
+        let rec = record::encode_delete(id, mailbox);
+        self.inner
+            .submit(Op::Delete {
+                id,
+                mailbox: mailbox.to_owned(),
+                rec,
+            })
+            .await
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        self.inner.refresh()?;
+        let index = self.inner.shared.index.lock();
+        let mut s = StoreStats {
+            segments: index.segments.len() as u64,
+            log_bytes: index.segments.values().sum(),
+            live_bytes: index.live_bytes,
+            dead_bytes: index.dead_bytes,
+            ..StoreStats::default()
+        };
+        for (name, mb) in &index.mailboxes {
+            let mut m = MailboxStats::default();
+            for e in mb.values() {
+                m.messages += 1;
+                m.bytes += e.info.size;
+                if matches!(e.loc, Loc::Blob) {
+                    s.blobs += 1;
+                    s.blob_bytes += e.info.size;
+                }
+            }
+            s.messages += m.messages;
+            s.bytes += m.bytes;
+            s.mailboxes.insert(name.clone(), m);
+        }
+        Ok(s)
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        self.inner.shared.metrics.snapshot()
+    }
+}
