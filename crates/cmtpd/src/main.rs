@@ -1,1 +1,145 @@
-fn main() {}
+//! The `cmtpd` binary: parses the command line and runs `serve` or an admin subcommand.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use cmtpd::cli::{Cli, Command, ConfigCommand, KeyCommand, MailboxCommand, ServeArgs, UserCommand};
+use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat};
+use cmtpd::{Server, admin};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cmtpd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Command::Config(ConfigCommand::Default) = cli.command {
+        print!("{EXAMPLE_CONFIG}");
+        return Ok(());
+    }
+    let cfg = Config::load(cli.global.config.as_deref(), &cli.overrides())
+        .context("loading the configuration")?;
+    init_logging(cfg.log_format);
+    let data = cfg.data_dir.clone();
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    };
+    let out = match cli.command {
+        Command::Serve(args) => return serve(cfg, args),
+        Command::Config(_) => unreachable!("handled above"),
+        Command::Key(KeyCommand::Show) => admin::key_show(&data)? + "\n",
+        Command::User(UserCommand::Add {
+            name,
+            password_stdin,
+        }) => {
+            let pw = read_password(password_stdin)?;
+            let pk = admin::user_add(&data, &name, pw.as_bytes())
+                .with_context(|| format!("adding user {name:?}"))?;
+            format!("added {name} {}\n", pk.to_hex())
+        }
+        Command::User(UserCommand::Import {
+            name,
+            public_key,
+            xzibit,
+        }) => {
+            admin::user_import(&data, &name, &public_key, &xzibit)
+                .with_context(|| format!("importing user {name:?}"))?;
+            format!("imported {name}\n")
+        }
+        Command::User(UserCommand::List { json }) => admin::user_list(&data, json)?,
+        Command::User(UserCommand::Remove { name }) => {
+            admin::user_remove(&data, &name)?;
+            format!("removed {name}\n")
+        }
+        Command::Mailbox(MailboxCommand::Stats { json }) => admin::mailbox_stats(&data, json)?,
+        Command::Mailbox(MailboxCommand::List { account }) => {
+            rt()?.block_on(admin::mailbox_list(&data, account.as_deref()))?
+        }
+        Command::Mailbox(MailboxCommand::Show { id, account }) => {
+            rt()?.block_on(admin::mailbox_show(&data, account.as_deref(), id))?
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> Result<zeroize::Zeroizing<String>> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let pw = admin::password_from_reader(std::io::stdin().lock())
+            .context("reading the password from standard input")?;
+        return Ok(pw);
+    }
+    let a = zeroize::Zeroizing::new(rpassword::prompt_password("Password: ")?);
+    let b = zeroize::Zeroizing::new(rpassword::prompt_password("Password (again): ")?);
+    if a != b {
+        bail!("the passwords differ");
+    }
+    Ok(a)
+}
+
+fn serve(cfg: Config, args: ServeArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        let server = Server::bind(cfg.clone()).context("starting the server")?;
+        for a in server.local_addrs() {
+            tracing::info!(addr = %a, domain = cfg.primary_domain(), "CMTP listening");
+        }
+        if let Some(m) = server.metrics_addr() {
+            tracing::info!(addr = %m, "metrics listening");
+        }
+        tracing::info!(
+            public_key = %server.shared().signer.public().to_hex(),
+            data_dir = %cfg.data_dir.display(),
+            "server ready"
+        );
+        if let Some(path) = &args.ready_file {
+            server.write_ready_file(path)?;
+        }
+        server.run(shutdown).await;
+        Ok(())
+    })
+}
+
+/// Installs the SIGTERM/SIGINT handlers now (before the ready file is written, so a
+/// signal sent as soon as the server is ready is never lost) and resolves on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}

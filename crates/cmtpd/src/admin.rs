@@ -1,0 +1,476 @@
+//! The admin subcommands (user, key, mailbox), usable while the server runs on the same
+//! data directory: users are written atomically and read by the server on every lookup;
+//! mail is opened read-only.
+//!
+//! Each function returns the text to print, so the binary stays a thin shell.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
+use cmtp_proto::{AttachmentPlain, Body, MessageDecoder, MessageEvent, MessageLimits};
+use cmtp_store::{EmbeddedStore, FsUsers, MailStore, MessageRead, UserRecord, UserStore};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::keys;
+
+/// Errors of the admin subcommands.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A name breaking the spec §2 rule.
+    #[error("invalid account name {0:?}: {1}")]
+    InvalidName(String, cmtp_proto::NameError),
+    /// The account already exists.
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    /// No such account.
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
+    /// No such message.
+    #[error("no message {id} in mailbox {mailbox:?}")]
+    NoSuchMessage {
+        /// Mailbox.
+        mailbox: String,
+        /// Id.
+        id: u64,
+    },
+    /// An empty password was given.
+    #[error("the password must not be empty")]
+    EmptyPassword,
+    /// A file or directory could not be read or created.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An imported file is not what it should be.
+    #[error("{0}")]
+    BadImport(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] cmtp_store::StoreError),
+    /// Server key problem.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    /// Crypto failed.
+    #[error(transparent)]
+    Crypto(#[from] cmtp_crypto::CryptoError),
+}
+
+/// Result of the admin functions.
+pub type Result<T> = std::result::Result<T, AdminError>;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    cmtp_proto::validate_name(name).map_err(|e| AdminError::InvalidName(name.to_owned(), e))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| AdminError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn add_record(data_dir: &Path, rec: &UserRecord) -> Result<()> {
+    keys::ensure_data_dir(data_dir).map_err(|source| AdminError::Io {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let users = FsUsers::open(data_dir)?;
+    match users.add(rec) {
+        Err(cmtp_store::StoreError::AlreadyExists) => Err(AdminError::Exists(rec.name.clone())),
+        r => Ok(r?),
+    }
+}
+
+/// `user add`: a fresh key pair sealed in a version-2 xzibit under `password`.
+/// Returns the new public key.
+pub fn user_add(data_dir: &Path, name: &str, password: &[u8]) -> Result<PublicKey> {
+    check_name(name)?;
+    if password.is_empty() {
+        return Err(AdminError::EmptyPassword);
+    }
+    if FsUsers::open_read_only(data_dir)
+        .public_key(name)?
+        .is_some()
+    {
+        return Err(AdminError::Exists(name.to_owned()));
+    }
+    let kp = KeyPair::generate()?;
+    let xz = Xzibit::create_v2(&kp, password)?;
+    add_record(
+        data_dir,
+        &UserRecord {
+            name: name.to_owned(),
+            public_key: *kp.public().as_bytes(),
+            xzibit: xz.into_bytes(),
+            created: now(),
+        },
+    )?;
+    Ok(kp.public())
+}
+
+/// Reads a password from the first line of `input` (only the final `\n` is removed, as
+/// the 2016 tool did, so leading and trailing spaces are kept).
+pub fn password_from_reader(
+    mut input: impl std::io::BufRead,
+) -> std::io::Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    input.read_line(&mut line)?;
+    if line.ends_with('\n') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+/// `user import`: an account made by the 2016 tools (raw 32-byte public key file and
+/// xzibit file). The xzibit's structure is checked; it cannot be opened without the
+/// password.
+pub fn user_import(data_dir: &Path, name: &str, public_key: &Path, xzibit: &Path) -> Result<()> {
+    check_name(name)?;
+    let pk = read(public_key)?;
+    let pk: [u8; 32] = pk.as_slice().try_into().map_err(|_| {
+        AdminError::BadImport(format!(
+            "{} is {} bytes, a public key file is exactly 32",
+            public_key.display(),
+            pk.len()
+        ))
+    })?;
+    PublicKey::from_array(pk)
+        .to_x25519()
+        .map_err(|_| AdminError::BadImport("the public key is not a usable Ed25519 key".into()))?;
+    let xz = read(xzibit)?;
+    Xzibit::parse(&xz).map_err(|e| {
+        AdminError::BadImport(format!("{} is not a valid xzibit: {e}", xzibit.display()))
+    })?;
+    add_record(
+        data_dir,
+        &UserRecord {
+            name: name.to_owned(),
+            public_key: pk,
+            xzibit: xz,
+            created: now(),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct UserJson {
+    name: String,
+    public_key: String,
+    xzibit_version: Option<u32>,
+    created: u64,
+}
+
+/// `user list` (a table, or JSON with `json`).
+pub fn user_list(data_dir: &Path, json: bool) -> Result<String> {
+    let users = FsUsers::open_read_only(data_dir).list()?;
+    let rows: Vec<UserJson> = users
+        .into_iter()
+        .map(|u| UserJson {
+            xzibit_version: Xzibit::parse(&u.xzibit).ok().map(|x| x.version()),
+            public_key: hex::encode(u.public_key),
+            name: u.name,
+            created: u.created,
+        })
+        .collect();
+    if json {
+        return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
+    }
+    let mut o = String::new();
+    if rows.is_empty() {
+        o.push_str("no users\n");
+    }
+    for r in rows {
+        let v = r
+            .xzibit_version
+            .map_or_else(|| "?".to_owned(), |v| v.to_string());
+        let _ = writeln!(o, "{}  {}  xzibit v{}", r.name, r.public_key, v);
+    }
+    Ok(o)
+}
+
+/// `user remove`.
+pub fn user_remove(data_dir: &Path, name: &str) -> Result<()> {
+    check_name(name)?;
+    if FsUsers::open_read_only(data_dir).remove(name)? {
+        Ok(())
+    } else {
+        Err(AdminError::NoSuchUser(name.to_owned()))
+    }
+}
+
+/// `key show`: the server public key in lower-case hex (created when missing).
+pub fn key_show(data_dir: &Path) -> Result<String> {
+    let (kp, _) = keys::load_or_create(data_dir)?;
+    Ok(kp.public().to_hex())
+}
+
+#[derive(Serialize)]
+struct StatsJson {
+    messages: u64,
+    bytes: u64,
+    segments: u64,
+    log_bytes: u64,
+    live_bytes: u64,
+    dead_bytes: u64,
+    blobs: u64,
+    blob_bytes: u64,
+    mailboxes: std::collections::BTreeMap<String, MailboxJson>,
+}
+
+#[derive(Serialize)]
+struct MailboxJson {
+    messages: u64,
+    bytes: u64,
+}
+
+fn open_mail(data_dir: &Path) -> Result<EmbeddedStore> {
+    Ok(EmbeddedStore::open_read_only(data_dir)?)
+}
+
+/// `mailbox stats`.
+pub fn mailbox_stats(data_dir: &Path, json: bool) -> Result<String> {
+    let s = open_mail(data_dir)?.stats()?;
+    if json {
+        let j = StatsJson {
+            messages: s.messages,
+            bytes: s.bytes,
+            segments: s.segments,
+            log_bytes: s.log_bytes,
+            live_bytes: s.live_bytes,
+            dead_bytes: s.dead_bytes,
+            blobs: s.blobs,
+            blob_bytes: s.blob_bytes,
+            mailboxes: s
+                .mailboxes
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        MailboxJson {
+                            messages: v.messages,
+                            bytes: v.bytes,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        return Ok(serde_json::to_string_pretty(&j).unwrap_or_default() + "\n");
+    }
+    let mut o = format!(
+        "{} messages, {} bytes; {} segments ({} bytes: {} live, {} dead); {} blobs ({} bytes)\n",
+        s.messages,
+        s.bytes,
+        s.segments,
+        s.log_bytes,
+        s.live_bytes,
+        s.dead_bytes,
+        s.blobs,
+        s.blob_bytes
+    );
+    for (name, m) in &s.mailboxes {
+        let shown = if name.is_empty() { "(server)" } else { name };
+        let _ = writeln!(o, "  {shown}: {} messages, {} bytes", m.messages, m.bytes);
+    }
+    Ok(o)
+}
+
+/// `mailbox list [ACCOUNT]` (default: the server's own mailbox).
+pub async fn mailbox_list(data_dir: &Path, account: Option<&str>) -> Result<String> {
+    let mailbox = account.unwrap_or("");
+    if !mailbox.is_empty() {
+        check_name(mailbox)?;
+    }
+    let store = open_mail(data_dir)?;
+    let list = MailStore::list(&store, mailbox).await?;
+    let mut o = String::new();
+    if list.is_empty() {
+        o.push_str("no messages\n");
+    }
+    for m in list {
+        let _ = writeln!(
+            o,
+            "{}  received {}  {} bytes  v{}  {} attachments  from {}@{}",
+            m.id,
+            m.received,
+            m.size,
+            m.meta.version,
+            m.meta.attachment_count,
+            m.meta.src_account,
+            m.meta.src_domain
+        );
+    }
+    Ok(o)
+}
+
+/// `mailbox show ID [--account A]`: envelope, log and — for the server's own mailbox —
+/// the body (version 1 opened with the server key, version 0 shown as text).
+pub async fn mailbox_show(data_dir: &Path, account: Option<&str>, id: u64) -> Result<String> {
+    let mailbox = account.unwrap_or("");
+    if !mailbox.is_empty() {
+        check_name(mailbox)?;
+    }
+    let store = open_mail(data_dir)?;
+    let Some((info, mut reader)) = store.open(mailbox, id).await? else {
+        return Err(AdminError::NoSuchMessage {
+            mailbox: mailbox.to_owned(),
+            id,
+        });
+    };
+    let mut raw = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0).min(1 << 26));
+    while let Some(chunk) = reader.read_chunk(1 << 20).await? {
+        raw.extend_from_slice(&chunk);
+    }
+    let server_key = if mailbox.is_empty() {
+        Some(keys::load_or_create(data_dir)?.0)
+    } else {
+        None
+    };
+    Ok(render_message(
+        &raw,
+        info.id,
+        info.received,
+        server_key.as_ref(),
+    ))
+}
+
+/// Pretty-prints a stored message; opens sealed parts when `key` is given.
+fn render_message(raw: &[u8], id: u64, received: u64, key: Option<&KeyPair>) -> String {
+    let mut o = format!("message {id}, received {received}, {} bytes\n", raw.len());
+    let mut dec = MessageDecoder::new(MessageLimits::UNLIMITED);
+    let (mut log, mut body) = (Vec::new(), Vec::new());
+    let mut atts: Vec<Vec<u8>> = Vec::new();
+    let mut env = None;
+    let mut pos = 0;
+    loop {
+        match dec.decode(&raw[pos..]) {
+            Ok((n, ev)) => {
+                match ev {
+                    Some(MessageEvent::Envelope(e)) => env = Some(e),
+                    Some(MessageEvent::Log(b)) => log.extend_from_slice(b),
+                    Some(MessageEvent::Body(b)) => body.extend_from_slice(b),
+                    Some(MessageEvent::AttachmentStart { .. }) => atts.push(Vec::new()),
+                    Some(MessageEvent::Attachment(b)) => {
+                        if let Some(a) = atts.last_mut() {
+                            a.extend_from_slice(b);
+                        }
+                    }
+                    Some(MessageEvent::End) => break,
+                    None if n == 0 => {
+                        o.push_str("(stored message is truncated)\n");
+                        break;
+                    }
+                    None => {}
+                }
+                pos += n;
+            }
+            Err(e) => {
+                let _ = writeln!(o, "(stored message does not decode: {e})");
+                break;
+            }
+        }
+    }
+    let Some(env) = env else { return o };
+    let _ = writeln!(
+        o,
+        "from: {}@{}\nto: {}@{}\nversion: {}\nattachments: {}",
+        env.src_account,
+        env.src_domain,
+        env.dest_account,
+        env.dest_domain,
+        env.version,
+        env.attachment_count
+    );
+    for entry in log.split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let _ = writeln!(o, "log: {}", String::from_utf8_lossy(entry));
+    }
+    let open = |ct: &[u8]| -> Option<Zeroizing<Vec<u8>>> {
+        match env.version {
+            0 => Some(Zeroizing::new(ct.to_vec())),
+            v => key.and_then(|k| cmtp_crypto::open_for(v, ct, k).ok()),
+        }
+    };
+    match open(&body) {
+        Some(plain) => match Body::decode(&plain) {
+            Body::Internal(b) => {
+                let _ = writeln!(
+                    o,
+                    "date: {}\nsubject: {}\nreply-to: {}\ncc: {}\n\n{}",
+                    b.timestamp,
+                    b.subject,
+                    b.reply_to,
+                    b.cc.join(", "),
+                    b.text
+                );
+            }
+            Body::Legacy(t) => {
+                let _ = writeln!(o, "\n{t}");
+            }
+        },
+        None => {
+            let _ = writeln!(
+                o,
+                "\n(body: {} bytes, sealed; only the server's own mail can be opened here)",
+                body.len()
+            );
+        }
+    }
+    for (i, a) in atts.iter().enumerate() {
+        match open(a).and_then(|p| AttachmentPlain::decode(&p).ok()) {
+            Some(p) => {
+                let _ = writeln!(o, "attachment {i}: {:?}, {} bytes", p.name, p.data.len());
+            }
+            None => {
+                let _ = writeln!(o, "attachment {i}: {} bytes (not opened)", a.len());
+            }
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_line_keeps_spaces() {
+        let p = password_from_reader(&b" a b\t \nrest"[..]).unwrap();
+        assert_eq!(p.as_str(), " a b\t ");
+    }
+
+    #[test]
+    fn renders_plain_server_mail() {
+        let env = cmtp_proto::Envelope::new(0, "", "localhost", "alice", "a.example");
+        let mut raw = Vec::new();
+        cmtp_proto::message::encode_message(&env, b"hop1\0", b"hello there", &[], &mut raw)
+            .unwrap();
+        let t = render_message(&raw, 7, 1, None);
+        assert!(t.contains("from: alice@a.example"), "{t}");
+        assert!(t.contains("log: hop1"), "{t}");
+        assert!(t.contains("hello there"), "{t}");
+    }
+
+    #[test]
+    fn bad_names_never_reach_a_path() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["../x", "", "a/b", ".."] {
+            assert!(matches!(
+                user_add(d.path(), n, b"pw"),
+                Err(AdminError::InvalidName(..))
+            ));
+        }
+        assert!(!d.path().join("x").exists());
+    }
+}

@@ -1,0 +1,229 @@
+//! Command-line interface (clap derive): `serve` and the admin subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{LogFormat, Overrides};
+
+/// cmtpd — the Cipher Mail (CMTP/1) server, and its administration tool.
+///
+/// Everything lives in one data directory (default ./cmtp-data, or $CMTPD_DATA_DIR):
+/// the server key, the users and the mail. The admin subcommands work on that directory
+/// while the server runs; the server sees their changes at once.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cmtpd",
+    version,
+    after_help = "EXAMPLES:
+  Run a server for example.org on all interfaces:
+    cmtpd --domain example.org serve --listen 0.0.0.0:9001
+  Add a user (prompts twice for the password), then list users:
+    cmtpd user add alice
+    cmtpd user list
+  Add a user from a script:
+    printf '%s\\n' \"$PASSWORD\" | cmtpd user add bob --password-stdin
+  Import a user made by the 2016 tools:
+    cmtpd user import carol --public-key public.key --xzibit carol.xzibit
+  Show the server's public key (what clients pin):
+    cmtpd key show
+  Read the server's own mailbox (postmaster):
+    cmtpd mailbox list && cmtpd mailbox show 3
+  Start from a commented configuration:
+    cmtpd config default > cmtpd.toml && cmtpd --config cmtpd.toml serve"
+)]
+pub struct Cli {
+    /// Options shared by every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted by every subcommand (before or after it).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file (see `cmtpd config default`). Without it, defaults apply.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        value_name = "FILE",
+        env = "CMTPD_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+    /// Data directory (server key, users, mail); default ./cmtp-data or $CMTPD_DATA_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A local domain (repeat for several; the first is the primary). Default: localhost.
+    #[arg(long = "domain", global = true, value_name = "NAME")]
+    pub domains: Vec<String>,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the CMTP server (creates the data directory and server key on first start).
+    ///
+    /// Stops gracefully on SIGTERM or SIGINT: stops accepting, lets deliveries in
+    /// progress finish (bounded by shutdown_grace_secs), exits 0.
+    Serve(ServeArgs),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// The server's key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Inspect stored mail (the server's own mailbox by default).
+    #[command(subcommand)]
+    Mailbox(MailboxCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `cmtpd serve` options.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for CMTP (repeat for several). Default 127.0.0.1:9001.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// Address of the HTTP /metrics and /health endpoint. Default 127.0.0.1:9101.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Do not run the metrics endpoint.
+    #[arg(long, conflicts_with = "metrics_listen")]
+    pub no_metrics: bool,
+    /// Once listening, write the bound addresses here (one `cmtp ADDR` / `metrics ADDR`
+    /// per line), useful with port 0.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// `cmtpd user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account: a fresh key pair, stored with its xzibit (v2, Argon2id).
+    ///
+    /// Example: cmtpd user add alice
+    Add {
+        /// Account name (UTF-8, ≤ 255 bytes, no `/`, `\`, control characters; not `.`/`..`).
+        name: String,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Import an account made by the 2016 tools (its public.key and xzibit files).
+    ///
+    /// Example: cmtpd user import bob --public-key bob/public.key --xzibit bob/bob.xzibit
+    Import {
+        /// Account name.
+        name: String,
+        /// Raw 32-byte Ed25519 public key file.
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        /// The xzibit file (version 1, 156 bytes, or version 2).
+        #[arg(long, value_name = "FILE")]
+        xzibit: PathBuf,
+    },
+    /// List accounts.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an account (its key is no longer handed out; stored mail stays).
+    Remove {
+        /// Account name.
+        name: String,
+    },
+}
+
+/// `cmtpd key ...`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print the server's Ed25519 public key in lower-case hex (creates it if missing).
+    Show,
+}
+
+/// `cmtpd mailbox ...`
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// Message and byte counts, per mailbox and for the whole store.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a mailbox's messages (default: the server's own, postmaster).
+    List {
+        /// Account whose mailbox to list; omit for the server's own.
+        account: Option<String>,
+    },
+    /// Show one message of the server's mailbox (version 1 is opened with the server key).
+    Show {
+        /// Message id (from `mailbox list`).
+        id: u64,
+        /// Mailbox the message is in (default: the server's own). Only the server's
+        /// own mail can be opened; other mailboxes show the envelope only.
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+/// `cmtpd config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the example configuration with every key and its default.
+    Default,
+}
+
+impl Cli {
+    /// The configuration overrides given on the command line.
+    pub fn overrides(&self) -> Overrides {
+        let mut o = Overrides {
+            data_dir: self.global.data_dir.clone(),
+            domains: self.global.domains.clone(),
+            log_format: self.global.log_format,
+            ..Default::default()
+        };
+        if let Command::Serve(s) = &self.command {
+            o.listen = s.listen.clone();
+            o.metrics_listen = s.metrics_listen;
+            o.no_metrics = s.no_metrics;
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_args_after_subcommand() {
+        let c = Cli::try_parse_from([
+            "cmtpd",
+            "user",
+            "list",
+            "--data-dir",
+            "/tmp/x",
+            "--domain",
+            "a.example",
+        ])
+        .unwrap();
+        assert_eq!(c.global.data_dir, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(c.overrides().domains, vec!["a.example".to_owned()]);
+    }
+}

@@ -1,0 +1,333 @@
+//! The server's configuration: one TOML file (every key optional, unknown keys refused),
+//! overridden by command-line flags. Precedence: CLI > config file > defaults.
+//!
+//! Every default is documented in `cmtpd.example.toml` at the repository root, which is
+//! also what `cmtpd config default` prints.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The example configuration shipped with the server (every key with its default).
+pub const EXAMPLE_CONFIG: &str = include_str!("../../../cmtpd.example.toml");
+
+/// Environment variable that replaces the default data directory (`./cmtp-data`).
+pub const DATA_DIR_ENV: &str = "CMTPD_DATA_DIR";
+
+/// Errors while loading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, ...).
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        source: Box<toml::de::Error>,
+    },
+    /// A value that parses but makes no sense (for example no domain at all).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the server key, users and mail live.
+    pub data_dir: PathBuf,
+    /// Local domains; the first is the primary one (greeting, empty `dest_domain`).
+    pub domains: Vec<String>,
+    /// CMTP listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Metrics/health HTTP endpoint; `metrics_enabled = false` disables it.
+    pub metrics_listen: SocketAddr,
+    /// Whether the metrics/health endpoint runs at all.
+    pub metrics_enabled: bool,
+    /// Log format (`text` or `json`); `RUST_LOG` chooses the level (default `info`).
+    pub log_format: LogFormat,
+    /// How long, on SIGTERM/SIGINT, in-flight connections may finish their work.
+    pub shutdown_grace_secs: u64,
+    /// How many signatures of user keys are remembered (KEYREQUEST speed).
+    pub key_signature_cache: usize,
+    /// Size and connection limits.
+    pub limits: Limits,
+    /// Per-IP rate limits (token buckets).
+    pub rate: RateLimits,
+}
+
+/// Size and connection limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message accepted (envelope + log + body + attachments), bytes.
+    pub max_message_size: u64,
+    /// Most attachments in one message.
+    pub max_attachments: u32,
+    /// Largest log in one message, bytes.
+    pub max_log_size: u64,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Most simultaneous connections (all addresses together).
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+}
+
+/// Per-IP token buckets: `*_per_sec` refill rate, `*_burst` bucket size; a rate of 0
+/// disables that limit. A command over its limit gets a signed FAILURE (the connection
+/// stays usable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Every command (any kind) from one IP.
+    pub commands_per_sec: u32,
+    /// Burst for `commands_per_sec`.
+    pub commands_burst: u32,
+    /// LOGIN from one IP (each LOGIN hands out an xzibit that can be attacked offline).
+    pub login_per_sec: u32,
+    /// Burst for `login_per_sec`.
+    pub login_burst: u32,
+    /// KEYREQUEST for a user (not the server key) from one IP (slows account enumeration).
+    pub keyrequest_per_sec: u32,
+    /// Burst for `keyrequest_per_sec`.
+    pub keyrequest_burst: u32,
+    /// Refused mailbox requests (AUTHFAILURE) from one IP; once spent, mailbox commands
+    /// get FAILURE without the signature check (which is what an attacker makes us pay).
+    pub mbox_auth_failures_per_sec: u32,
+    /// Burst for `mbox_auth_failures_per_sec`.
+    pub mbox_auth_failures_burst: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            domains: vec!["localhost".to_owned()],
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            metrics_enabled: true,
+            log_format: LogFormat::Text,
+            shutdown_grace_secs: 10,
+            key_signature_cache: 65_536,
+            limits: Limits::default(),
+            rate: RateLimits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024 * 1024,
+            max_attachments: 64,
+            max_log_size: 64 * 1024,
+            idle_timeout_secs: 300,
+            max_connections: 16_384,
+            max_connections_per_ip: 1024,
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            commands_per_sec: 20_000,
+            commands_burst: 100_000,
+            login_per_sec: 20,
+            login_burst: 100,
+            keyrequest_per_sec: 1_000,
+            keyrequest_burst: 5_000,
+            mbox_auth_failures_per_sec: 10,
+            mbox_auth_failures_burst: 50,
+        }
+    }
+}
+
+/// `$CMTPD_DATA_DIR` when set (and not empty), else `./cmtp-data`.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os(DATA_DIR_ENV) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from("./cmtp-data"),
+    }
+}
+
+/// Command-line values that override the file (None / empty = not given).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--domain` (repeatable).
+    pub domains: Vec<String>,
+    /// `--listen` (repeatable).
+    pub listen: Vec<SocketAddr>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--no-metrics`.
+    pub no_metrics: bool,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Parses a TOML text.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Loads `path` (or the defaults when `None`), applies the overrides, and validates.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.to_owned(),
+                    source: e,
+                })?;
+                Self::from_toml(&text, p)?
+            }
+            None => Self::default(),
+        };
+        cfg.apply(overrides);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies command-line overrides (CLI wins over the file).
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(d) = &o.data_dir {
+            self.data_dir = d.clone();
+        }
+        if !o.domains.is_empty() {
+            self.domains = o.domains.clone();
+        }
+        if !o.listen.is_empty() {
+            self.listen = o.listen.clone();
+        }
+        if let Some(m) = o.metrics_listen {
+            self.metrics_listen = m;
+            self.metrics_enabled = true;
+        }
+        if o.no_metrics {
+            self.metrics_enabled = false;
+        }
+        if let Some(f) = o.log_format {
+            self.log_format = f;
+        }
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.domains.is_empty() {
+            return Err(ConfigError::Invalid("at least one domain is needed".into()));
+        }
+        // Names are compared byte for byte (docs/protocol.md §4): kept as configured.
+        for d in &self.domains {
+            if d.is_empty()
+                || d.len() > 255
+                || d.contains(['/', '\\', '\0'])
+                || d == "."
+                || d == ".."
+                || d.chars().any(char::is_control)
+            {
+                return Err(ConfigError::Invalid(format!("bad domain name {d:?}")));
+            }
+        }
+        if self.listen.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one listen address is needed".into(),
+            ));
+        }
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "connection limits must be at least 1".into(),
+            ));
+        }
+        if self.limits.idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "idle_timeout_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The primary domain (the first).
+    pub fn primary_domain(&self) -> &str {
+        &self.domains[0]
+    }
+
+    /// Idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.idle_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_the_default() {
+        let parsed = Config::from_toml(EXAMPLE_CONFIG, Path::new("example")).unwrap();
+        // The data dir default depends on the environment; the example shows the plain one.
+        let def = Config {
+            data_dir: PathBuf::from("./cmtp-data"),
+            ..Default::default()
+        };
+        assert_eq!(parsed, def);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml("nonsense = 1\n", Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+        let err = Config::from_toml("[limits]\nmax_mesage_size = 1\n", Path::new("x")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+    }
+
+    #[test]
+    fn cli_wins_over_file() {
+        let mut c = Config::from_toml("domains = [\"a.example\"]\n", Path::new("x")).unwrap();
+        c.apply(&Overrides {
+            domains: vec!["B.example".into()],
+            ..Default::default()
+        });
+        c.validate().unwrap();
+        assert_eq!(c.domains, vec!["B.example".to_owned()]);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn bad_domains_are_refused() {
+        for d in ["", "..", "a/b", "a\\b"] {
+            let mut c = Config {
+                domains: vec![d.into()],
+                ..Default::default()
+            };
+            assert!(c.validate().is_err(), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The server's Ed25519 key (`<data>/server.key`) and the signed replies made with it.
+//!
+//! Ed25519 is deterministic, so every constant reply is signed once at startup; user
+//! keys' signatures are remembered in a bounded cache, so KEYREQUEST rarely signs.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use cmtp_crypto::{KeyPair, PublicKey};
+
+/// File name of the server key inside the data directory.
+pub const SERVER_KEY_FILE: &str = "server.key";
+
+/// Errors about the server key file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing the key file failed.
+    #[error("server key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file exists but is not a valid 64-byte libsodium secret key.
+    #[error("server key file {path} is not a valid 64-byte Ed25519 secret key: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        source: cmtp_crypto::CryptoError,
+    },
+    /// libsodium failed to make a key.
+    #[error("cannot generate a key: {0}")]
+    Crypto(#[from] cmtp_crypto::CryptoError),
+}
+
+/// Loads `<data>/server.key`, generating it (mode 0600, fsync'd) when it does not exist.
+/// Returns the key pair and whether it was created now.
+pub fn load_or_create(data_dir: &Path) -> Result<(KeyPair, bool), KeyError> {
+    let path = data_dir.join(SERVER_KEY_FILE);
+    let io_err = |source| KeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let kp = KeyPair::from_secret_bytes(&bytes).map_err(|source| KeyError::Invalid {
+                path: path.clone(),
+                source,
+            });
+            let mut bytes = bytes;
+            zeroize::Zeroize::zeroize(&mut bytes[..]);
+            return kp.map(|k| (k, false));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    ensure_data_dir(data_dir).map_err(io_err)?;
+    let kp = KeyPair::generate()?;
+    // Write a private temporary file, then hard-link it into place: link(2) never
+    // replaces, so two processes starting at once agree on one key.
+    let tmp = data_dir.join(format!(".server.key.{}.tmp", std::process::id()));
+    let write = || -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&kp.secret_bytes()[..])?;
+        f.sync_all()
+    };
+    let _ = fs::remove_file(&tmp);
+    let res = write().and_then(|()| fs::hard_link(&tmp, &path));
+    let _ = fs::remove_file(&tmp);
+    match res {
+        Ok(()) => {
+            if let Ok(d) = fs::File::open(data_dir) {
+                let _ = d.sync_all();
+            }
+            Ok((kp, true))
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            load_or_create(data_dir).map(|(k, _)| (k, false))
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Creates the data directory (and parents) if missing, mode 0700: it holds the server
+/// key, the xzibits and the mail.
+pub fn ensure_data_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Reads the server's public key without creating anything (None if there is no key).
+pub fn read_public(data_dir: &Path) -> Result<Option<PublicKey>, KeyError> {
+    let path = data_dir.join(SERVER_KEY_FILE);
+    match fs::read(&path) {
+        Ok(mut bytes) => {
+            let kp = KeyPair::from_secret_bytes(&bytes).map_err(|source| KeyError::Invalid {
+                path: path.clone(),
+                source,
+            });
+            zeroize::Zeroize::zeroize(&mut bytes[..]);
+            Ok(Some(kp?.public()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(KeyError::Io { path, source }),
+    }
+}
+
+/// The HELP text (D1).
+pub const HELP_TEXT: &str =
+    "Commands: OHAI NOOP KEYREQUEST LOGIN MAIL OBAI HELP MBOXLIST MBOXFETCH MBOXDEL";
+
+/// Appends a general reply: `TEXT NUL sig(TEXT) NUL`.
+fn general(kp: &KeyPair, text: &str) -> Bytes {
+    let mut v = Vec::with_capacity(text.len() + 66);
+    v.extend_from_slice(text.as_bytes());
+    v.push(0);
+    v.extend_from_slice(kp.sign(text.as_bytes()).as_bytes());
+    v.push(0);
+    Bytes::from(v)
+}
+
+/// A version-0 message: `u32 0 | TEXT NUL | sig(TEXT) NUL`.
+fn v0(kp: &KeyPair, text: &str) -> Bytes {
+    let mut v = Vec::with_capacity(text.len() + 70);
+    v.extend_from_slice(&0u32.to_be_bytes());
+    v.extend_from_slice(text.as_bytes());
+    v.push(0);
+    v.extend_from_slice(kp.sign(text.as_bytes()).as_bytes());
+    v.push(0);
+    Bytes::from(v)
+}
+
+/// A key reply: `u32 1 | key(32) | NUL | sig(key) | NUL` (102 bytes).
+fn key_reply(key: &[u8; 32], sig: &[u8; 64]) -> Bytes {
+    let mut v = Vec::with_capacity(102);
+    v.extend_from_slice(&1u32.to_be_bytes());
+    v.extend_from_slice(key);
+    v.push(0);
+    v.extend_from_slice(sig);
+    v.push(0);
+    Bytes::from(v)
+}
+
+/// Bounded memo of user-key signatures: two generations, the old one dropped whole when
+/// the young one fills, so memory stays below `2 × half` entries without per-entry LRU
+/// bookkeeping.
+struct SigCache {
+    half: usize,
+    young: HashMap<[u8; 32], [u8; 64]>,
+    old: HashMap<[u8; 32], [u8; 64]>,
+}
+
+impl SigCache {
+    fn get(&mut self, key: &[u8; 32]) -> Option<[u8; 64]> {
+        if let Some(s) = self.young.get(key) {
+            return Some(*s);
+        }
+        let s = self.old.remove(key)?;
+        self.insert(*key, s);
+        Some(s)
+    }
+
+    fn insert(&mut self, key: [u8; 32], sig: [u8; 64]) {
+        if self.half == 0 {
+            return;
+        }
+        if self.young.len() >= self.half {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, sig);
+    }
+}
+
+/// The server key and every pre-signed constant reply.
+pub struct Signer {
+    kp: KeyPair,
+    /// General `SUCCESS`.
+    pub success: Bytes,
+    /// General `FAILURE`.
+    pub failure: Bytes,
+    /// Version-0 `KEYNOTAVAILABLE`.
+    pub key_not_available: Bytes,
+    /// Version-0 `DELIVERYFAILURE`.
+    pub delivery_failure: Bytes,
+    /// Version-0 `FAILURE` (LOGIN of an unknown user; mailbox server error).
+    pub v0_failure: Bytes,
+    /// Version-0 `AUTHFAILURE` (mailbox).
+    pub auth_failure: Bytes,
+    /// Version-0 `NOSUCHMESSAGE` (mailbox).
+    pub no_such_message: Bytes,
+    /// The HELP reply.
+    pub help: Bytes,
+    /// The key reply carrying the server's own key.
+    pub server_key: Bytes,
+    cache: Mutex<SigCache>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("public", &self.kp.public())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Signs every constant reply; `cache_entries` bounds the user-key signature memo.
+    pub fn new(kp: KeyPair, cache_entries: usize) -> Self {
+        let pk = *kp.public().as_bytes();
+        let server_key = key_reply(&pk, kp.sign(&pk).as_bytes());
+        Self {
+            success: general(&kp, "SUCCESS"),
+            failure: general(&kp, "FAILURE"),
+            key_not_available: v0(&kp, "KEYNOTAVAILABLE"),
+            delivery_failure: v0(&kp, "DELIVERYFAILURE"),
+            v0_failure: v0(&kp, "FAILURE"),
+            auth_failure: v0(&kp, "AUTHFAILURE"),
+            no_such_message: v0(&kp, "NOSUCHMESSAGE"),
+            help: v0(&kp, HELP_TEXT),
+            server_key,
+            cache: Mutex::new(SigCache {
+                half: cache_entries / 2,
+                young: HashMap::new(),
+                old: HashMap::new(),
+            }),
+            kp,
+        }
+    }
+
+    /// The server's public key.
+    pub fn public(&self) -> PublicKey {
+        self.kp.public()
+    }
+
+    /// Signs arbitrary bytes with the server key.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        *self.kp.sign(msg).as_bytes()
+    }
+
+    /// The 102-byte key reply for a user key (signature memoised).
+    pub fn user_key_reply(&self, key: &[u8; 32]) -> Bytes {
+        let cached = self.cache.lock().ok().and_then(|mut c| c.get(key));
+        let sig = match cached {
+            Some(s) => s,
+            None => {
+                let s = self.sign(key);
+                if let Ok(mut c) = self.cache.lock() {
+                    c.insert(*key, s);
+                }
+                s
+            }
+        };
+        key_reply(key, &sig)
+    }
+
+    /// Appends the LOGIN reply: `u32 1 | u32 len | xzibit | sig(xzibit)`.
+    pub fn login_reply(&self, xzibit: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(&(xzibit.len() as u32).to_be_bytes());
+        out.extend_from_slice(xzibit);
+        out.extend_from_slice(&self.sign(xzibit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_created_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, created) = load_or_create(dir.path()).unwrap();
+        assert!(created);
+        let (b, created) = load_or_create(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!(a.public(), b.public());
+        let meta = fs::metadata(dir.path().join(SERVER_KEY_FILE)).unwrap();
+        assert_eq!(meta.len(), 64);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(read_public(dir.path()).unwrap(), Some(a.public()));
+    }
+
+    #[test]
+    fn bad_key_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(SERVER_KEY_FILE), [1u8; 10]).unwrap();
+        assert!(matches!(
+            load_or_create(dir.path()),
+            Err(KeyError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn constant_replies_verify() {
+        let kp = KeyPair::generate().unwrap();
+        let pk = kp.public();
+        let s = Signer::new(kp, 4);
+        assert_eq!(&s.success[..8], b"SUCCESS\0");
+        let sig = cmtp_crypto::Signature::from_bytes(&s.success[8..72]).unwrap();
+        pk.verify(b"SUCCESS", &sig).unwrap();
+        assert_eq!(s.key_not_available.len(), 4 + 16 + 65);
+        assert_eq!(s.server_key.len(), 102);
+        // The cache stays bounded and answers the same bytes.
+        for i in 0..10u8 {
+            let k = [i; 32];
+            let r = s.user_key_reply(&k);
+            assert_eq!(r, s.user_key_reply(&k));
+            let sig = cmtp_crypto::Signature::from_bytes(&r[37..101]).unwrap();
+            pk.verify(&k, &sig).unwrap();
+        }
+        let c = s.cache.lock().unwrap();
+        assert!(c.young.len() + c.old.len() <= 4);
+    }
+}

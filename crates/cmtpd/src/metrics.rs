@@ -1,0 +1,286 @@
+//! Server counters (lock-free atomics) and their Prometheus text rendering.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Kinds of commands counted separately (`cmtpd_commands_total{command=...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum CommandKind {
+    /// `OHAI`
+    Ohai,
+    /// `NOOP`
+    Noop,
+    /// `KEYREQUEST`
+    KeyRequest,
+    /// `LOGIN`
+    Login,
+    /// `MAIL`
+    Mail,
+    /// `OBAI`
+    Obai,
+    /// `HELP`
+    Help,
+    /// `MBOXLIST`
+    MboxList,
+    /// `MBOXFETCH`
+    MboxFetch,
+    /// `MBOXDEL`
+    MboxDel,
+    /// An SMTP verb.
+    Smtp,
+    /// A lone NUL.
+    Empty,
+}
+
+impl CommandKind {
+    const ALL: [CommandKind; 12] = [
+        Self::Ohai,
+        Self::Noop,
+        Self::KeyRequest,
+        Self::Login,
+        Self::Mail,
+        Self::Obai,
+        Self::Help,
+        Self::MboxList,
+        Self::MboxFetch,
+        Self::MboxDel,
+        Self::Smtp,
+        Self::Empty,
+    ];
+
+    /// The label used in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ohai => "OHAI",
+            Self::Noop => "NOOP",
+            Self::KeyRequest => "KEYREQUEST",
+            Self::Login => "LOGIN",
+            Self::Mail => "MAIL",
+            Self::Obai => "OBAI",
+            Self::Help => "HELP",
+            Self::MboxList => "MBOXLIST",
+            Self::MboxFetch => "MBOXFETCH",
+            Self::MboxDel => "MBOXDEL",
+            Self::Smtp => "SMTP",
+            Self::Empty => "EMPTY",
+        }
+    }
+}
+
+/// Why a FAILURE (or a refusal) was sent (`cmtpd_failures_total{reason=...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum FailureReason {
+    /// Unknown command word or malformed framing.
+    Framing,
+    /// An SMTP client.
+    Smtp,
+    /// A malformed message after MAIL.
+    BadMessage,
+    /// A message over the size / attachment / log limits.
+    TooLarge,
+    /// Per-IP command rate exceeded.
+    RateLimited,
+    /// Too many connections (total or per IP).
+    ConnectionLimit,
+    /// Idle timeout.
+    IdleTimeout,
+    /// Storage or other server-side error.
+    Internal,
+    /// Mailbox request refused (AUTHFAILURE).
+    MboxAuth,
+}
+
+impl FailureReason {
+    const ALL: [FailureReason; 9] = [
+        Self::Framing,
+        Self::Smtp,
+        Self::BadMessage,
+        Self::TooLarge,
+        Self::RateLimited,
+        Self::ConnectionLimit,
+        Self::IdleTimeout,
+        Self::Internal,
+        Self::MboxAuth,
+    ];
+
+    /// The label used in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Framing => "framing",
+            Self::Smtp => "smtp",
+            Self::BadMessage => "bad_message",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::ConnectionLimit => "connection_limit",
+            Self::IdleTimeout => "idle_timeout",
+            Self::Internal => "internal",
+            Self::MboxAuth => "mbox_auth",
+        }
+    }
+}
+
+/// Every counter of the server. Shared by all connections through an `Arc`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections currently open.
+    pub connections_open: AtomicI64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    commands: [AtomicU64; CommandKind::ALL.len()],
+    failures: [AtomicU64; FailureReason::ALL.len()],
+    /// Messages stored durably (SUCCESS sent).
+    pub deliveries_ok: AtomicU64,
+    /// Messages refused with DELIVERYFAILURE (or lost to a storage error).
+    pub deliveries_failed: AtomicU64,
+    /// Bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out: AtomicU64,
+}
+
+/// A histogram snapshot to render (bucket upper bounds in seconds, cumulative counts).
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    /// `(le, cumulative count)` pairs in increasing `le` order (without `+Inf`).
+    pub buckets: Vec<(f64, u64)>,
+    /// Total number of observations.
+    pub count: u64,
+    /// Sum of the observations, seconds.
+    pub sum: f64,
+}
+
+impl Metrics {
+    /// Counts one command.
+    pub fn command(&self, kind: CommandKind) {
+        self.commands[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts one failure.
+    pub fn failure(&self, reason: FailureReason) {
+        self.failures[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Commands of one kind so far.
+    pub fn commands_of(&self, kind: CommandKind) -> u64 {
+        self.commands[kind as usize].load(Relaxed)
+    }
+
+    /// Failures of one reason so far.
+    pub fn failures_of(&self, reason: FailureReason) -> u64 {
+        self.failures[reason as usize].load(Relaxed)
+    }
+
+    /// Renders everything in the Prometheus text format (version 0.0.4), plus the store's
+    /// fsync latency histogram when given.
+    pub fn render(&self, fsync: Option<&Histogram>, extra: &[(&str, &str, u64)]) -> String {
+        let mut o = String::with_capacity(4096);
+        let g = |o: &mut String, name: &str, help: &str, kind: &str, v: String| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        g(
+            &mut o,
+            "cmtpd_connections_open",
+            "Connections currently open.",
+            "gauge",
+            self.connections_open.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "cmtpd_connections_total",
+            "Connections accepted since start.",
+            "counter",
+            self.connections_total.load(Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP cmtpd_commands_total Commands received, by command.\n# TYPE cmtpd_commands_total counter"
+        );
+        for k in CommandKind::ALL {
+            let _ = writeln!(
+                o,
+                "cmtpd_commands_total{{command=\"{}\"}} {}",
+                k.label(),
+                self.commands_of(k)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP cmtpd_deliveries_total Messages received, by outcome.\n# TYPE cmtpd_deliveries_total counter"
+        );
+        let _ = writeln!(
+            o,
+            "cmtpd_deliveries_total{{result=\"ok\"}} {}\ncmtpd_deliveries_total{{result=\"failed\"}} {}",
+            self.deliveries_ok.load(Relaxed),
+            self.deliveries_failed.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP cmtpd_failures_total Refusals and failures, by reason.\n# TYPE cmtpd_failures_total counter"
+        );
+        for r in FailureReason::ALL {
+            let _ = writeln!(
+                o,
+                "cmtpd_failures_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.failures_of(r)
+            );
+        }
+        g(
+            &mut o,
+            "cmtpd_bytes_in_total",
+            "Bytes read from clients.",
+            "counter",
+            self.bytes_in.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "cmtpd_bytes_out_total",
+            "Bytes written to clients.",
+            "counter",
+            self.bytes_out.load(Relaxed).to_string(),
+        );
+        for (name, help, v) in extra {
+            g(&mut o, name, help, "counter", v.to_string());
+        }
+        if let Some(h) = fsync {
+            let name = "cmtpd_store_fsync_seconds";
+            let _ = writeln!(
+                o,
+                "# HELP {name} Latency of the store's fsync calls.\n# TYPE {name} histogram"
+            );
+            for (le, c) in &h.buckets {
+                let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {c}");
+            }
+            let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(o, "{name}_sum {}\n{name}_count {}", h.sum, h.count);
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.command(CommandKind::Noop);
+        m.failure(FailureReason::Smtp);
+        let h = Histogram {
+            buckets: vec![(0.001, 3), (0.01, 5)],
+            count: 6,
+            sum: 0.05,
+        };
+        let t = m.render(Some(&h), &[]);
+        assert!(
+            t.contains("cmtpd_commands_total{command=\"NOOP\"} 1\n"),
+            "{t}"
+        );
+        assert!(t.contains("cmtpd_failures_total{reason=\"smtp\"} 1\n"));
+        assert!(t.contains("cmtpd_store_fsync_seconds_bucket{le=\"+Inf\"} 6\n"));
+        assert!(t.contains("cmtpd_connections_open 0\n"));
+    }
+}

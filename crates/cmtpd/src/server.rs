@@ -1,0 +1,396 @@
+//! The listener side: binding (with SO_REUSEADDR), the accept loop with connection
+//! limits, the metrics endpoint, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cmtp_store::{EmbeddedStore, MailStore, Options};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::keys::{self, KeyError, Signer};
+use crate::metrics::{FailureReason, Histogram, Metrics};
+use crate::ratelimit::Limiter;
+use crate::relay::Relay;
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The store could not be opened (for example another server holds its lock).
+    #[error("cannot open the store in {path}: {source}")]
+    Store {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        source: cmtp_store::StoreError,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The ready file could not be written.
+    #[error("cannot write ready file {path}: {source}")]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Everything connections share.
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Config,
+    /// The server key and pre-signed replies.
+    pub signer: Signer,
+    /// Users and mail.
+    pub store: EmbeddedStore,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Per-IP limits.
+    pub limiter: Limiter,
+    /// Policy for foreign domains.
+    pub relay: Relay,
+    /// `220 <domain> CMTP/1 ready\r\n`.
+    pub greeting: Bytes,
+    /// `OHAI CMTP/1 cmtpd/<version>\0`.
+    pub ohai: Bytes,
+}
+
+impl Shared {
+    /// Whether `domain` (empty = ours) is one of the local domains.
+    pub fn is_local(&self, domain: &str) -> bool {
+        // Byte for byte, no case folding (docs/protocol.md §4).
+        domain.is_empty() || self.config.domains.iter().any(|d| d == domain)
+    }
+
+    /// Renders `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let snap = self.store.metrics();
+        let mut cum = 0;
+        let mut h = Histogram::default();
+        for (i, bound) in cmtp_store::FSYNC_BUCKETS_US.iter().enumerate() {
+            cum += snap.fsync_hist.get(i).copied().unwrap_or(0);
+            h.buckets.push((*bound as f64 / 1e6, cum));
+        }
+        h.count = snap.fsyncs;
+        h.sum = snap.fsync_total_us as f64 / 1e6;
+        let extra = [
+            (
+                "cmtpd_store_commits_total",
+                "Group commits made durable by the store.",
+                snap.batches,
+            ),
+            (
+                "cmtpd_store_records_total",
+                "Records written by the store.",
+                snap.records,
+            ),
+            (
+                "cmtpd_store_bytes_total",
+                "Bytes appended to the store's log.",
+                snap.bytes,
+            ),
+        ];
+        self.metrics.render(Some(&h), &extra)
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    metrics_listener: Option<TcpListener>,
+}
+
+/// Binds with SO_REUSEADDR so an immediate restart finds the port free.
+fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    sock.set_reuseaddr(true).map_err(err)?;
+    sock.bind(addr).map_err(err)?;
+    sock.listen(4096).map_err(err)
+}
+
+/// Raises the open-file soft limit to the hard limit (each connection is a descriptor).
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            let old = r.rlim_cur;
+            r.rlim_cur = r.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+                tracing::debug!(from = old, to = r.rlim_max, "raised open-file limit");
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Creates the data directory and key if needed, opens the store and binds every
+    /// address. Must run inside a tokio runtime.
+    pub fn bind(mut config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        raise_fd_limit();
+        let data = config.data_dir.clone();
+        keys::ensure_data_dir(&data).map_err(|source| ServerError::DataDir {
+            path: data.clone(),
+            source,
+        })?;
+        let (kp, created) = keys::load_or_create(&data)?;
+        if created {
+            tracing::info!(public_key = %kp.public().to_hex(), "generated a new server key");
+        }
+        let store = EmbeddedStore::open(&data, Options::default()).map_err(|source| {
+            ServerError::Store {
+                path: data.clone(),
+                source,
+            }
+        })?;
+        let listeners = config
+            .listen
+            .iter()
+            .map(|a| bind(*a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let metrics_listener = if config.metrics_enabled {
+            Some(bind(config.metrics_listen)?)
+        } else {
+            None
+        };
+        let signer = Signer::new(kp, config.key_signature_cache);
+        let greeting = Bytes::from(format!("220 {} CMTP/1 ready\r\n", config.primary_domain()));
+        let ohai = Bytes::from(format!("OHAI CMTP/1 cmtpd/{}\0", env!("CARGO_PKG_VERSION")));
+        let limiter = Limiter::new(config.rate.clone(), config.limits.max_connections_per_ip);
+        Ok(Server {
+            shared: Arc::new(Shared {
+                signer,
+                store,
+                metrics: Metrics::default(),
+                limiter,
+                relay: Relay::Refuse,
+                greeting,
+                ohai,
+                config,
+            }),
+            listeners,
+            metrics_listener,
+        })
+    }
+
+    /// The bound CMTP addresses (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound metrics address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The shared state (metrics, store) — for in-process tests and tools.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Writes the ready file: `cmtp ADDR` lines then `metrics ADDR`, atomically.
+    pub fn write_ready_file(&self, path: &Path) -> Result<(), ServerError> {
+        let mut text = String::new();
+        for a in self.local_addrs() {
+            text.push_str(&format!("cmtp {a}\n"));
+        }
+        if let Some(m) = self.metrics_addr() {
+            text.push_str(&format!("metrics {m}\n"));
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| ServerError::ReadyFile {
+                path: path.to_owned(),
+                source,
+            })
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets connections finish
+    /// for at most the grace period, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            shared,
+            listeners,
+            metrics_listener,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        if let Some(l) = metrics_listener {
+            let s = shared.clone();
+            let render: crate::http::Render = Arc::new(move || s.render_metrics());
+            tasks.spawn(crate::http::serve(l, render, stop_rx.clone()));
+        }
+        let conns = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+        // Connections are tracked so shutdown can wait for them.
+        let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<()>(1);
+        for l in listeners {
+            tasks.spawn(accept_loop(
+                l,
+                shared.clone(),
+                conns.clone(),
+                stop_rx.clone(),
+                conn_tx.clone(),
+            ));
+        }
+        drop(conn_tx);
+        for a in shared.config.listen.iter() {
+            tracing::debug!(%a, "configured listen address");
+        }
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing work in progress");
+        let _ = stop_tx.send(true);
+        let grace = Duration::from_secs(shared.config.shutdown_grace_secs);
+        // Every connection holds a clone of conn_tx: recv() returns None when all are gone.
+        let drained =
+            tokio::time::timeout(grace, async { while conn_rx.recv().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = shared.metrics.connections_open.load(Relaxed),
+                "grace period over; closing remaining connections"
+            );
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    conns: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    conn_tx: tokio::sync::mpsc::Sender<()>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(5);
+                x
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning (mini-redis habit).
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        shared.metrics.connections_total.fetch_add(1, Relaxed);
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            refuse(stream, shared.clone(), "max_connections");
+            continue;
+        };
+        let Some(slot) = shared.limiter.connect(peer.ip()) else {
+            refuse(stream, shared.clone(), "max_connections_per_ip");
+            continue;
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let guard = conn_tx.clone();
+        tokio::spawn(async move {
+            // Released on every exit path, panics included.
+            let _open = OpenGuard::new(shared.clone(), permit, guard);
+            crate::connection::handle(stream, peer, shared, slot, stop).await;
+        });
+    }
+}
+
+/// Counts a connection as open and holds its slot until dropped.
+struct OpenGuard {
+    shared: Arc<Shared>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _alive: tokio::sync::mpsc::Sender<()>,
+}
+
+impl OpenGuard {
+    fn new(
+        shared: Arc<Shared>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        alive: tokio::sync::mpsc::Sender<()>,
+    ) -> Self {
+        shared.metrics.connections_open.fetch_add(1, Relaxed);
+        Self {
+            shared,
+            _permit: permit,
+            _alive: alive,
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.shared.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Answers a connection over a limit with a signed FAILURE and closes it.
+fn refuse(mut stream: TcpStream, shared: Arc<Shared>, limit: &'static str) {
+    shared.metrics.failure(FailureReason::ConnectionLimit);
+    tracing::debug!(limit, "connection refused");
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = stream.write_all(&shared.signer.failure).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    });
+}
+
+/// Resolves once `stop` turns true (or its sender is gone). The guard `wait_for` returns
+/// is not `Send`, so it is dropped here rather than held across a `select!`.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}

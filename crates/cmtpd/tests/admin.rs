@@ -1,0 +1,271 @@
+//! The admin subcommands, run as the real binary while the server runs on the same data
+//! directory; changes are visible to the server at once.
+
+mod common;
+
+use std::process::Output;
+
+use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
+use common::*;
+
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors");
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "unexpected success");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn user_add_list_remove_while_serving() {
+    let srv = TestServer::start();
+    let mut c = srv.client();
+    c.send(b"KEYREQUEST\0lena\0\0");
+    assert_eq!(c.key_or_none(), None);
+
+    let out = ok(&srv.admin(
+        &["user", "add", "lena", "--password-stdin"],
+        Some("correct horse \n"),
+    ));
+    let hex_key = out.split_whitespace().nth(2).unwrap().to_owned();
+    // Seen by the running server at once.
+    c.send(b"KEYREQUEST\0lena\0\0");
+    let key = c.key_or_none().expect("lena's key");
+    assert_eq!(hex::encode(key), hex_key);
+    c.send(b"LOGIN\0lena\0");
+    let xz = Xzibit::parse(&c.login_reply().unwrap()).unwrap();
+    assert_eq!(xz.version(), 2);
+    // Only the final newline is stripped from the password.
+    let kp = xz.open(b"correct horse ").unwrap();
+    assert_eq!(kp.public().as_bytes(), &key);
+
+    // Duplicate, hostile names, empty password.
+    assert!(
+        failed(&srv.admin(&["user", "add", "lena", "--password-stdin"], Some("x\n")))
+            .contains("exists")
+    );
+    for bad in ["../x", "a/b", ".."] {
+        failed(&srv.admin(&["user", "add", bad, "--password-stdin"], Some("pw\n")));
+    }
+    assert!(!srv.dir.path().join("x").exists());
+    failed(&srv.admin(&["user", "add", "mo", "--password-stdin"], Some("\n")));
+
+    srv.add_user("abe", "pw");
+    let list = ok(&srv.admin(&["user", "list", "--json"], None));
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["abe", "lena"]);
+    assert_eq!(v[1]["public_key"].as_str().unwrap(), hex_key);
+    assert_eq!(v[1]["xzibit_version"].as_u64(), Some(2));
+    assert!(ok(&srv.admin(&["user", "list"], None)).contains("lena"));
+
+    ok(&srv.admin(&["user", "remove", "lena"], None));
+    c.send(b"KEYREQUEST\0lena\0\0LOGIN\0lena\0");
+    assert_eq!(c.key_or_none(), None);
+    assert_eq!(c.login_reply(), None);
+    failed(&srv.admin(&["user", "remove", "lena"], None));
+}
+
+#[test]
+fn import_2016_adduser_vectors() {
+    let srv = TestServer::start();
+    let text = std::fs::read_to_string(format!("{VECTORS}/xzibit.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let vectors: Vec<&serde_json::Value> = json["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v.get("public_key_file").is_some())
+        .collect();
+    assert!(vectors.len() >= 3, "expected the adduser vectors");
+    let mut c = srv.client();
+    for v in vectors {
+        let name = v["username"].as_str().unwrap();
+        let xz = hex::decode(v["xzibit"].as_str().unwrap()).unwrap();
+        let pk = hex::decode(v["public_key_file"].as_str().unwrap()).unwrap();
+        let pk_file = srv.dir.path().join(format!("{name}.public.key"));
+        let xz_file = srv.dir.path().join(format!("{name}.xzibit"));
+        std::fs::write(&pk_file, &pk).unwrap();
+        std::fs::write(&xz_file, &xz).unwrap();
+        ok(&srv.admin(
+            &[
+                "user",
+                "import",
+                name,
+                "--public-key",
+                pk_file.to_str().unwrap(),
+                "--xzibit",
+                xz_file.to_str().unwrap(),
+            ],
+            None,
+        ));
+        let login = format!("LOGIN\0{name}\0KEYREQUEST\0{name}\0\0");
+        c.send(login.as_bytes());
+        let got = c.login_reply().expect("xzibit");
+        assert_eq!(got, xz, "{name}: LOGIN returns exactly the imported xzibit");
+        assert_eq!(c.key_or_none().unwrap().to_vec(), pk);
+        let pw = hex::decode(v["password_hex"].as_str().unwrap()).unwrap();
+        let kp: KeyPair = Xzibit::parse(&got).unwrap().open(&pw).unwrap();
+        assert_eq!(kp.public(), PublicKey::from_bytes(&pk).unwrap());
+    }
+    // A broken xzibit or key file is refused.
+    let bad = srv.dir.path().join("bad");
+    std::fs::write(&bad, [0u8; 100]).unwrap();
+    let good_pk = srv.dir.path().join("carol.public.key");
+    let e = failed(&srv.admin(
+        &[
+            "user",
+            "import",
+            "zed",
+            "--public-key",
+            good_pk.to_str().unwrap(),
+            "--xzibit",
+            bad.to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert!(e.contains("xzibit"), "{e}");
+    let e = failed(&srv.admin(
+        &[
+            "user",
+            "import",
+            "zed",
+            "--public-key",
+            bad.to_str().unwrap(),
+            "--xzibit",
+            bad.to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert!(e.contains("32"), "{e}");
+}
+
+#[test]
+fn key_show_and_postmaster_mailbox() {
+    let srv = TestServer::start();
+    let hexkey = ok(&srv.admin(&["key", "show"], None));
+    assert_eq!(hexkey.trim(), srv.key.to_hex());
+
+    let mut c = srv.client();
+    // A sealed (version 1) internal body to the server, and a plaintext one.
+    let body = cmtp_proto::InternalBody {
+        timestamp: 1_700_000_000,
+        subject: "Bounce".into(),
+        reply_to: String::new(),
+        cc: vec![],
+        text: "the sealed text".into(),
+    }
+    .to_bytes()
+    .unwrap();
+    let sealed = cmtp_crypto::seal(&body, &srv.key).unwrap();
+    let att = cmtp_crypto::seal(b"notes.txt\0data", &srv.key).unwrap();
+    let m1 = message(
+        1,
+        ("", ""),
+        ("nina", "x.example"),
+        b"hop\0",
+        &sealed,
+        &[&att],
+    );
+    let m2 = message(0, ("", ""), ("otto", "y.example"), b"", b"plain words", &[]);
+    assert_eq!(c.mail(&m1), "SUCCESS");
+    assert_eq!(c.mail(&m2), "SUCCESS");
+
+    let list = ok(&srv.admin(&["mailbox", "list"], None));
+    let ids: Vec<&str> = list
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert!(list.contains("nina@x.example") && list.contains("otto@y.example"));
+    let show = ok(&srv.admin(&["mailbox", "show", ids[0]], None));
+    assert!(show.contains("subject: Bounce"), "{show}");
+    assert!(show.contains("the sealed text"), "{show}");
+    assert!(show.contains("notes.txt"), "{show}");
+    assert!(show.contains("log: hop"), "{show}");
+    let show = ok(&srv.admin(&["mailbox", "show", ids[1]], None));
+    assert!(show.contains("plain words"), "{show}");
+    failed(&srv.admin(&["mailbox", "show", "999999"], None));
+
+    let stats = ok(&srv.admin(&["mailbox", "stats", "--json"], None));
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["messages"].as_u64(), Some(2));
+    assert_eq!(v["mailboxes"][""]["messages"].as_u64(), Some(2));
+    assert!(ok(&srv.admin(&["mailbox", "stats"], None)).contains("2 messages"));
+    assert!(ok(&srv.admin(&["mailbox", "list", "nobody"], None)).contains("no messages"));
+    failed(&srv.admin(&["mailbox", "list", "../x"], None));
+}
+
+#[test]
+fn help_config_and_fresh_start_defaults() {
+    let d = tempfile::tempdir().unwrap();
+    let help = ok(&admin(d.path(), &["--help"], None));
+    assert!(
+        help.contains("EXAMPLES") && help.contains("user add"),
+        "{help}"
+    );
+    let cfg = ok(&admin(d.path(), &["config", "default"], None));
+    let parsed: cmtpd::Config = toml::from_str(&cfg).unwrap();
+    assert_eq!(parsed.limits.max_message_size, 64 << 20);
+    // Unknown keys in a config file are an error.
+    let bad = d.path().join("bad.toml");
+    std::fs::write(&bad, "listen_adress = [\"127.0.0.1:1\"]\n").unwrap();
+    let e = failed(&admin(
+        d.path(),
+        &["--config", bad.to_str().unwrap(), "key", "show"],
+        None,
+    ));
+    assert!(e.contains("listen_adress"), "{e}");
+
+    // No config, no --data-dir: ./cmtp-data in the working directory is created.
+    let ready = d.path().join("ready");
+    let mut child = std::process::Command::new(bin())
+        .current_dir(d.path())
+        .env_remove("CMTPD_DATA_DIR")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    wait_until("ready file", std::time::Duration::from_secs(30), || {
+        ready.exists()
+    });
+    let key = server_public_key(&d.path().join("cmtp-data"));
+    let text = std::fs::read_to_string(&ready).unwrap();
+    assert!(!text.contains("metrics"));
+    let addr = text
+        .lines()
+        .next()
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let mut c = Client::connect(addr, key);
+    c.send(b"NOOP\0");
+    assert_eq!(c.general(), "SUCCESS");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
