@@ -1,1 +1,529 @@
-fn main() {}
+//! `cmtp` — the Cipher Mail command-line client: a thin layer over `cmtp-client`.
+
+mod exit;
+mod input;
+mod output;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cmtp_client::{
+    Address, Attachment, ClientError, ClientOptions, Compat, Draft, PinStatus, Profile, Session,
+    Timeouts,
+};
+
+/// cmtp — send and read sealed Cipher Mail (CMTP/1).
+///
+/// Every message body and attachment is sealed to its recipient's key. Server keys and
+/// users' keys are pinned on first use; a changed key is a loud error.
+#[derive(Debug, Parser)]
+#[command(name = "cmtp", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const AFTER_HELP: &str = concat!(
+    "PROFILE: --profile DIR, else $CMTP_HOME, else <config dir>/cmtp (e.g. ~/.config/cmtp).
+PASSWORD: --password-stdin (first line of standard input), else $CMTP_PASSWORD, else a
+no-echo prompt. Without `login --remember`, inbox/read/delete fetch the encrypted key
+again from the server and need the password each time.
+
+",
+    "EXIT CODES:
+   0  success
+   1  other error (local file, bad input, ...)
+   2  usage error
+   3  server unreachable (DNS, connection refused, connect timeout)
+   4  not a CMTP server (e.g. an SMTP server answered)
+   5  wrong password
+   6  unknown user (no such account or key)
+   7  a pinned key changed (server or user): see the message for the command that accepts it
+   8  message too large
+   9  delivery failure (DELIVERYFAILURE: no such account there, relaying refused,
+      recipient's domain unreachable)
+  10  protocol error or a server signature that does not verify
+  11  a network step timed out
+  12  mailbox refused the request (AUTHFAILURE) or no such message
+  13  no usable profile (run `cmtp login` first)"
+);
+
+#[derive(Debug, Clone, Args)]
+struct Global {
+    /// Profile folder (default $CMTP_HOME, else the platform config dir + /cmtp).
+    #[arg(long, global = true, value_name = "DIR", env = "CMTP_HOME")]
+    profile: Option<PathBuf>,
+    /// Timeout of each network step, in seconds (default 30; the 2016 server answers
+    /// some errors with silence).
+    #[arg(long, global = true, value_name = "SECS", env = "CMTP_TIMEOUT")]
+    timeout: Option<f64>,
+    /// Connect timeout in seconds (default 10).
+    #[arg(long, global = true, value_name = "SECS", env = "CMTP_CONNECT_TIMEOUT")]
+    connect_timeout: Option<f64>,
+    /// DNS server for discovery (ip:port) instead of the system's.
+    #[arg(long, global = true, value_name = "IP:PORT", env = "CMTP_DNS")]
+    dns: Option<SocketAddr>,
+    /// Server dialect: cmtp1 (default) or 2016 (the 2016 C server; see docs/client.md).
+    #[arg(long, global = true, value_enum)]
+    compat: Option<CompatArg>,
+    /// Read the password from the first line of standard input.
+    #[arg(long, global = true)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompatArg {
+    /// CMTP/1 (docs/protocol.md).
+    Cmtp1,
+    /// The 2016 C server.
+    #[value(name = "2016")]
+    Legacy2016,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Log in: find the server, pin its key, check the password, write the profile.
+    ///
+    /// Example: cmtp login alice@example.org --server 127.0.0.1:9001
+    Login {
+        /// Your address, NAME@DOMAIN.
+        address: String,
+        /// The server (HOST:PORT); default: DNS SRV _cmtp._tcp.DOMAIN, else MX on port 25.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+        /// Store the secret key in the profile (mode 0600) so later commands need no password.
+        #[arg(long)]
+        remember: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget the remembered secret key (the profile and pins stay).
+    Logout,
+    /// Show your address, server and key.
+    Whoami {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look up a user's key through your server, verify it and pin it.
+    ///
+    /// A key that differs from the pinned one is refused (exit 7) unless --accept.
+    Key {
+        /// The address, NAME@DOMAIN.
+        address: String,
+        /// Accept (re-pin) a changed key.
+        #[arg(long)]
+        accept: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The home server's key.
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Send a sealed message (one copy per recipient, To and CC).
+    ///
+    /// The text comes from --body-file, else standard input when it is not a terminal,
+    /// else $VISUAL / $EDITOR.
+    Send {
+        /// Recipient (repeat).
+        #[arg(long, value_name = "ADDR", required = true)]
+        to: Vec<String>,
+        /// Carbon copy (repeat).
+        #[arg(long, value_name = "ADDR")]
+        cc: Vec<String>,
+        /// Subject.
+        #[arg(long, short, default_value = "")]
+        subject: String,
+        /// Reply-to address.
+        #[arg(long, value_name = "ADDR")]
+        reply_to: Option<String>,
+        /// Attach a file (repeat).
+        #[arg(long, value_name = "FILE")]
+        attach: Vec<PathBuf>,
+        /// Read the text from this file (`-` = standard input).
+        #[arg(long, value_name = "FILE")]
+        body_file: Option<PathBuf>,
+        /// Print JSON (and no progress bar).
+        #[arg(long)]
+        json: bool,
+        /// Refuse locally a message larger than this many bytes (default 64 MiB, the
+        /// server default; the server's own limit applies in any case).
+        #[arg(long, value_name = "BYTES")]
+        max_size: Option<u64>,
+    },
+    /// List your mailbox (subjects come from the sealed bodies; attachments are not downloaded).
+    Inbox {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read one message.
+    Read {
+        /// Message id (from `cmtp inbox`).
+        id: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Save the attachments into this folder.
+        #[arg(long, value_name = "DIR")]
+        save_attachments: Option<PathBuf>,
+    },
+    /// Delete one message.
+    Delete {
+        /// Message id.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// Show the pinned key of your home server.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a changed server key after checking its fingerprint with the operator.
+    Trust {
+        /// The new key's fingerprint (as printed) or its hex.
+        #[arg(long)]
+        fingerprint: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cmtp: error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::OTHER);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cmtp: error: {}", render(&e));
+            ExitCode::from(exit::for_error(&e))
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated, skipping a cause whose text the message
+/// already contains (the library's messages often include their source).
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+impl Global {
+    fn profile_dir(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.profile {
+            return Ok(p.clone());
+        }
+        let base = dirs::config_dir()
+            .context("no platform config folder; use --profile DIR or set CMTP_HOME")?;
+        Ok(base.join("cmtp"))
+    }
+
+    fn options(&self) -> Result<ClientOptions> {
+        let d = Timeouts::default();
+        let secs = |v: Option<f64>, dflt: Duration, what: &str| -> Result<Duration> {
+            match v {
+                None => Ok(dflt),
+                Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                    Ok(Duration::from_secs_f64(s))
+                }
+                Some(s) => bail!("{what} must be between 0 and 86400 seconds, not {s}"),
+            }
+        };
+        let timeouts = if self.timeout.is_some() || self.connect_timeout.is_some() {
+            Some(Timeouts {
+                connect: secs(self.connect_timeout, d.connect, "--connect-timeout")?,
+                io: secs(self.timeout, d.io, "--timeout")?,
+            })
+        } else {
+            None
+        };
+        Ok(ClientOptions {
+            timeouts,
+            dns: self.dns,
+            compat: self.compat.map(|c| match c {
+                CompatArg::Cmtp1 => Compat::Cmtp1,
+                CompatArg::Legacy2016 => Compat::Legacy2016,
+            }),
+            max_message: None,
+        })
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    let opts = g.options()?;
+    let dir = g.profile_dir()?;
+    match cli.command {
+        Command::Login {
+            address,
+            server,
+            remember,
+            json,
+        } => {
+            let address = Address::parse(&address)?;
+            let mut profile = Profile::open(&dir)?;
+            let password = input::password(g.password_stdin, &format!("Password for {address}: "))?;
+            let info = Session::login(
+                &mut profile,
+                &address,
+                server.as_deref(),
+                password.as_bytes(),
+                remember,
+                &opts,
+            )
+            .await?;
+            output::login(&info, &dir, json);
+            Ok(exit::OK)
+        }
+        Command::Logout => {
+            let profile = Profile::open(&dir)?;
+            profile.forget_secret()?;
+            println!("the secret key is no longer stored in {}", dir.display());
+            Ok(exit::OK)
+        }
+        Command::Whoami { json } => {
+            let profile = Profile::open(&dir)?;
+            output::whoami(&profile, json)?;
+            Ok(exit::OK)
+        }
+        Command::Server(ServerCommand::Show { json }) => {
+            let profile = Profile::open(&dir)?;
+            output::server_show(&profile, json)?;
+            Ok(exit::OK)
+        }
+        Command::Server(ServerCommand::Trust { fingerprint }) => {
+            let mut profile = Profile::open(&dir)?;
+            let key = Session::trust_server(&mut profile, &fingerprint, &opts).await?;
+            println!(
+                "pinned the new key of {}: {}",
+                profile.require_config()?.server,
+                key.fingerprint()
+            );
+            Ok(exit::OK)
+        }
+        Command::Key {
+            address,
+            accept,
+            json,
+        } => {
+            let address = Address::parse(&address)?;
+            let mut s = Session::open(Profile::open(&dir)?, &opts).await?;
+            let look = s.lookup_key(&address).await?;
+            let code = match &look.status {
+                PinStatus::New => {
+                    s.pin_user(&address, &look.key)?;
+                    exit::OK
+                }
+                PinStatus::Same => exit::OK,
+                PinStatus::Changed(_) if accept => {
+                    s.pin_user(&address, &look.key)?;
+                    exit::OK
+                }
+                PinStatus::Changed(old) => {
+                    eprintln!(
+                        "{}",
+                        ClientError::UserKeyChanged {
+                            address: address.to_string(),
+                            pinned: old.fingerprint(),
+                            presented: look.key.fingerprint(),
+                        }
+                    );
+                    exit::KEY_CHANGED
+                }
+            };
+            output::key(&look, accept, json);
+            s.close().await;
+            Ok(code)
+        }
+        Command::Send {
+            to,
+            cc,
+            subject,
+            reply_to,
+            attach,
+            body_file,
+            json,
+            max_size,
+        } => {
+            let parse_all = |v: &[String]| -> Result<Vec<Address>> {
+                v.iter()
+                    .map(|a| Address::parse(a).map_err(anyhow::Error::from))
+                    .collect()
+            };
+            let mut draft = Draft {
+                to: parse_all(&to)?,
+                cc: parse_all(&cc)?,
+                subject,
+                reply_to: reply_to.as_deref().map(Address::parse).transpose()?,
+                text: String::new(),
+                attachments: Vec::new(),
+            };
+            if draft.subject.contains('\0') {
+                bail!("the subject must not contain NUL");
+            }
+            for p in &attach {
+                draft.attachments.push(
+                    Attachment::from_file(p)
+                        .with_context(|| format!("attaching {}", p.display()))?,
+                );
+            }
+            draft.text = input::body(body_file.as_deref())?;
+            let opts = ClientOptions {
+                max_message: max_size.or(opts.max_message),
+                ..opts
+            };
+            let mut s = Session::open(Profile::open(&dir)?, &opts).await?;
+            let show_bar = !json && std::io::stderr().is_terminal();
+            let mut progress = output::Bar::new(show_bar);
+            let results = s.send(&draft, &mut progress).await?;
+            s.close().await;
+            let mut code = exit::OK;
+            for r in &results {
+                if let Err(e) = &r.outcome
+                    && code == exit::OK
+                {
+                    code = exit::for_kind(e.kind());
+                }
+            }
+            output::send_results(&results, json);
+            Ok(code)
+        }
+        Command::Inbox { json } => {
+            let mut s = unlocked(&dir, &opts, g.password_stdin).await?;
+            let items = s.inbox().await?;
+            s.close().await;
+            output::inbox(&items, json);
+            Ok(exit::OK)
+        }
+        Command::Read {
+            id,
+            json,
+            save_attachments,
+        } => {
+            let mut s = unlocked(&dir, &opts, g.password_stdin).await?;
+            let m = s.read(id).await?;
+            s.close().await;
+            let saved = match &save_attachments {
+                Some(d) => output::save_attachments(&m, d)?,
+                None => Vec::new(),
+            };
+            output::read(&m, &saved, json);
+            Ok(exit::OK)
+        }
+        Command::Delete { id } => {
+            let mut s = unlocked(&dir, &opts, g.password_stdin).await?;
+            s.delete(id).await?;
+            s.close().await;
+            println!("deleted message {id}");
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// A session with the secret key available: remembered, or unlocked with the password.
+async fn unlocked(dir: &std::path::Path, opts: &ClientOptions, stdin: bool) -> Result<Session> {
+    let mut s = Session::open(Profile::open(dir)?, opts).await?;
+    if !s.is_unlocked() {
+        let pw = input::password(stdin, &format!("Password for {}: ", s.address()))?;
+        s.unlock(pw.as_bytes()).await?;
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn errors_render_without_repeating_their_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = anyhow::Error::from(ClientError::Connect {
+            addr: "h:1".into(),
+            source: io,
+        })
+        .context("logging in");
+        assert_eq!(
+            render(&e),
+            "logging in: cannot reach the server at h:1: refused"
+        );
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_every_exit_code() {
+        for code in [
+            exit::OK,
+            exit::OTHER,
+            exit::USAGE,
+            exit::UNREACHABLE,
+            exit::NOT_CMTP,
+            exit::WRONG_PASSWORD,
+            exit::UNKNOWN_USER,
+            exit::KEY_CHANGED,
+            exit::TOO_LARGE,
+            exit::DELIVERY_FAILURE,
+            exit::PROTOCOL,
+            exit::TIMEOUT,
+            exit::MAILBOX,
+            exit::PROFILE,
+        ] {
+            assert!(
+                AFTER_HELP.contains(&format!("\n  {code:>2}  ")),
+                "exit code {code} missing from --help"
+            );
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Reading the password and the message text.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use zeroize::Zeroizing;
+
+/// Environment variable holding the password (for scripts; prefer --password-stdin).
+pub const PASSWORD_ENV: &str = "CMTP_PASSWORD";
+
+/// The password: the first line of standard input with `--password-stdin`, else
+/// `$CMTP_PASSWORD`, else a no-echo prompt on the terminal.
+pub fn password(from_stdin: bool, prompt: &str) -> Result<Zeroizing<String>> {
+    if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        // Strip only the line end: spaces are part of a password.
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        return Ok(Zeroizing::new(trimmed.to_owned()));
+    }
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        return Ok(Zeroizing::new(p));
+    }
+    if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+        bail!("a password is needed: use --password-stdin or set {PASSWORD_ENV}");
+    }
+    let p = rpassword::prompt_password(prompt).context(
+        "reading the password from the terminal (use --password-stdin or CMTP_PASSWORD)",
+    )?;
+    Ok(Zeroizing::new(p))
+}
+
+/// The message text: `--body-file` (`-` = standard input), else standard input when it
+/// is not a terminal, else an editor.
+pub fn body(file: Option<&Path>) -> Result<String> {
+    match file {
+        Some(p) if p == Path::new("-") => read_stdin(),
+        Some(p) => {
+            let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            String::from_utf8(b).with_context(|| format!("{} is not UTF-8 text", p.display()))
+        }
+        None if !std::io::stdin().is_terminal() => read_stdin(),
+        None => editor(),
+    }
+}
+
+fn read_stdin() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .lock()
+        .read_to_string(&mut s)
+        .context("reading the message text from standard input (must be UTF-8)")?;
+    Ok(s)
+}
+
+/// Runs `$VISUAL`, else `$EDITOR`, else `vi` on a private temporary file.
+fn editor() -> Result<String> {
+    let ed = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let path = std::env::temp_dir().join(format!(
+        "cmtp-draft-{}-{}.txt",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        o.open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+    }
+    // The editor command may carry arguments ("code --wait"): let the shell split it.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{ed} \"$1\""))
+        .arg("cmtp-editor")
+        .arg(&path)
+        .status()
+        .with_context(|| format!("running the editor {ed:?}"));
+    let text = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    let status = status?;
+    if !status.success() {
+        bail!("the editor {ed:?} failed ({status}); nothing sent");
+    }
+    let text = text.context("reading the draft back")?;
+    if text.trim().is_empty() {
+        bail!("empty message; nothing sent");
+    }
+    Ok(text)
+}

@@ -1,0 +1,411 @@
+//! What `cmtp` prints. JSON shapes are stable and documented in docs/client.md.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use cmtp_client::{
+    InboxItem, KeyLookup, LoginInfo, MailOutcome, PinStatus, Profile, Progress, ReadMessage,
+    RecipientResult,
+};
+use serde_json::json;
+
+/// Formats Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (civil calendar, no time zones).
+pub fn date(ts: u64) -> String {
+    let days = (ts / 86_400) as i64;
+    let rem = ts % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn status_word(s: &PinStatus) -> &'static str {
+    match s {
+        PinStatus::New => "pinned now (first use)",
+        PinStatus::Same => "matches the pin",
+        PinStatus::Changed(_) => "CHANGED",
+    }
+}
+
+fn status_json(s: &PinStatus) -> &'static str {
+    match s {
+        PinStatus::New => "new",
+        PinStatus::Same => "pinned",
+        PinStatus::Changed(_) => "changed",
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
+}
+
+/// `cmtp login`.
+pub fn login(i: &LoginInfo, dir: &Path, json: bool) {
+    if json {
+        print_json(&json!({
+            "address": i.address.to_string(),
+            "server": i.server,
+            "server_key": i.server_key.to_hex(),
+            "server_fingerprint": i.server_key.fingerprint(),
+            "server_key_status": status_json(&i.server_key_status),
+            "public_key": i.public_key.to_hex(),
+            "fingerprint": i.public_key.fingerprint(),
+            "remembered": i.remembered,
+            "profile": dir.display().to_string(),
+        }));
+        return;
+    }
+    println!("logged in as {} on {}", i.address, i.server);
+    println!(
+        "server key:  {} ({})",
+        i.server_key.fingerprint(),
+        status_word(&i.server_key_status)
+    );
+    println!("your key:    {}", i.public_key.fingerprint());
+    println!(
+        "profile:     {}{}",
+        dir.display(),
+        if i.remembered {
+            " (secret key stored, mode 0600)"
+        } else {
+            " (no secret stored: reading mail asks for the password)"
+        }
+    );
+}
+
+/// `cmtp whoami`.
+pub fn whoami(p: &Profile, json: bool) -> Result<()> {
+    let c = p.require_config()?;
+    let key = p.public_key()?;
+    let server_key = p.server_key()?;
+    let remembered = p.remembered_secret()?.is_some();
+    if json {
+        print_json(&json!({
+            "address": c.address,
+            "server": c.server,
+            "public_key": key.to_hex(),
+            "fingerprint": key.fingerprint(),
+            "server_key": server_key.map(|k| k.to_hex()),
+            "server_fingerprint": server_key.map(|k| k.fingerprint()),
+            "remembered": remembered,
+            "compat": match c.compat { cmtp_client::Compat::Cmtp1 => "cmtp1", cmtp_client::Compat::Legacy2016 => "2016" },
+        }));
+        return Ok(());
+    }
+    println!("address:     {}", c.address);
+    println!("public key:  {}", key.to_hex());
+    println!("fingerprint: {}", key.fingerprint());
+    println!("server:      {}", c.server);
+    if let Some(k) = server_key {
+        println!("server key:  {}", k.fingerprint());
+    }
+    println!(
+        "secret key:  {}",
+        if remembered {
+            "stored in the profile"
+        } else {
+            "not stored (fetched with the password when needed)"
+        }
+    );
+    Ok(())
+}
+
+/// `cmtp server show`.
+pub fn server_show(p: &Profile, json: bool) -> Result<()> {
+    let c = p.require_config()?;
+    let k = p.server_key()?;
+    if json {
+        print_json(&json!({
+            "server": c.server,
+            "server_key": k.map(|k| k.to_hex()),
+            "server_fingerprint": k.map(|k| k.fingerprint()),
+        }));
+    } else {
+        println!("server:      {}", c.server);
+        match k {
+            Some(k) => {
+                println!("key:         {}", k.to_hex());
+                println!("fingerprint: {}", k.fingerprint());
+            }
+            None => println!("key:         (not pinned)"),
+        }
+    }
+    Ok(())
+}
+
+/// `cmtp key`.
+pub fn key(l: &KeyLookup, accepted: bool, json: bool) {
+    let status = match (&l.status, accepted) {
+        (PinStatus::Changed(_), true) => "accepted",
+        (s, _) => status_json(s),
+    };
+    if json {
+        print_json(&json!({
+            "address": l.address.to_string(),
+            "key": l.key.to_hex(),
+            "fingerprint": l.key.fingerprint(),
+            "status": status,
+            "previous_fingerprint": match &l.status { PinStatus::Changed(o) => Some(o.fingerprint()), _ => None },
+        }));
+        return;
+    }
+    println!("address:     {}", l.address);
+    println!("key:         {}", l.key.to_hex());
+    println!("fingerprint: {}", l.key.fingerprint());
+    let word = match (&l.status, accepted) {
+        (PinStatus::Changed(_), true) => "CHANGED, new key accepted and pinned",
+        (PinStatus::Changed(_), false) => "CHANGED, NOT accepted (pin kept)",
+        (s, _) => status_word(s),
+    };
+    println!("pin:         {word}");
+}
+
+/// `cmtp send`: one line per recipient.
+pub fn send_results(results: &[RecipientResult], json: bool) {
+    if json {
+        let v: Vec<_> = results
+            .iter()
+            .map(|r| {
+                let (status, error, code) = match &r.outcome {
+                    Ok(MailOutcome::Delivered) => ("delivered", None, 0),
+                    Ok(MailOutcome::SentUnconfirmed) => ("sent-unconfirmed", None, 0),
+                    Ok(MailOutcome::DeliveryFailure) => (
+                        "failed",
+                        Some("DELIVERYFAILURE".into()),
+                        crate::exit::DELIVERY_FAILURE,
+                    ),
+                    Err(e) => (
+                        "failed",
+                        Some(e.to_string()),
+                        crate::exit::for_kind(e.kind()),
+                    ),
+                };
+                json!({
+                    "recipient": r.address.to_string(),
+                    "cc": r.cc,
+                    "status": status,
+                    "error": error,
+                    "exit_code": code,
+                })
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(v));
+        return;
+    }
+    for r in results {
+        let who = format!("{}{}", r.address, if r.cc { " (cc)" } else { "" });
+        match &r.outcome {
+            Ok(MailOutcome::Delivered) => println!("delivered  {who}"),
+            Ok(MailOutcome::SentUnconfirmed) => {
+                println!("sent       {who} (the 2016 server does not confirm delivery)")
+            }
+            Ok(MailOutcome::DeliveryFailure) => println!("FAILED     {who}: DELIVERYFAILURE"),
+            Err(e) => println!("FAILED     {who}: {e}"),
+        }
+    }
+}
+
+/// `cmtp inbox`.
+pub fn inbox(items: &[InboxItem], json: bool) {
+    if json {
+        print_json(&serde_json::to_value(items).unwrap_or_default());
+        return;
+    }
+    if items.is_empty() {
+        println!("no messages");
+        return;
+    }
+    println!(
+        "{:>6}  {:<23}  {:<28}  {:>9}  SUBJECT",
+        "ID", "DATE", "FROM", "SIZE"
+    );
+    for i in items {
+        let subject = match (&i.error, i.legacy) {
+            (Some(e), _) => format!("(cannot open: {e})"),
+            (None, true) => format!("(plain text) {}", i.subject),
+            (None, false) => i.subject.clone(),
+        };
+        let att = if i.attachments > 0 {
+            format!(
+                " [{} attachment{}]",
+                i.attachments,
+                if i.attachments == 1 { "" } else { "s" }
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>6}  {:<23}  {:<28}  {:>9}  {subject}{att}",
+            i.id,
+            date(i.timestamp),
+            i.from,
+            i.size
+        );
+    }
+}
+
+/// Saves the attachments of `m` into `dir` (created if needed) under safe names,
+/// never overwriting a file. Returns the paths written, in order.
+pub fn save_attachments(m: &ReadMessage, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut out = Vec::with_capacity(m.attachments.len());
+    for (i, a) in m.attachments.iter().enumerate() {
+        let name = a.safe_name(i);
+        let mut n = 0;
+        let (path, mut f) = loop {
+            let candidate = if n == 0 {
+                dir.join(&name)
+            } else {
+                dir.join(format!("{n}-{name}"))
+            };
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&candidate)
+            {
+                Ok(f) => break (candidate, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating {}", candidate.display()));
+                }
+            }
+        };
+        f.write_all(&a.data)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// `cmtp read`.
+pub fn read(m: &ReadMessage, saved: &[PathBuf], json: bool) {
+    if json {
+        let atts: Vec<_> = m
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                json!({
+                    "name": a.name,
+                    "size": a.data.len(),
+                    "saved_as": saved.get(i).map(|p| p.display().to_string()),
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "id": m.id,
+            "from": m.from,
+            "to": m.to,
+            "subject": m.subject,
+            "reply_to": m.reply_to,
+            "cc": m.cc,
+            "timestamp": m.timestamp,
+            "legacy": m.legacy,
+            "log": m.log,
+            "text": m.text,
+            "attachments": atts,
+        }));
+        return;
+    }
+    println!("From:     {}", m.from);
+    println!("To:       {}", m.to);
+    if !m.cc.is_empty() {
+        println!("Cc:       {}", m.cc.join(", "));
+    }
+    if !m.reply_to.is_empty() {
+        println!("Reply-To: {}", m.reply_to);
+    }
+    println!("Subject:  {}", m.subject);
+    if m.legacy {
+        println!("Date:     (not recorded: plain-text message from a 2016 client)");
+    } else {
+        println!("Date:     {}", date(m.timestamp));
+    }
+    for (i, a) in m.attachments.iter().enumerate() {
+        match saved.get(i) {
+            Some(p) => println!(
+                "Attached: {} ({} bytes) saved as {}",
+                a.name,
+                a.data.len(),
+                p.display()
+            ),
+            None => println!("Attached: {} ({} bytes)", a.name, a.data.len()),
+        }
+    }
+    println!();
+    print!("{}", m.text);
+    if !m.text.ends_with('\n') {
+        println!();
+    }
+}
+
+/// An indicatif progress bar for uploads; hidden unless stderr is a terminal (and
+/// not `--json`), and only drawn for uploads over 1 MiB.
+pub struct Bar {
+    enabled: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Bar {
+    /// A bar that draws only when `enabled`.
+    pub fn new(enabled: bool) -> Bar {
+        Bar { enabled, bar: None }
+    }
+}
+
+impl Progress for Bar {
+    fn set_total(&mut self, total: u64) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if self.enabled && total > 1024 * 1024 {
+            let b = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} {eta}",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            self.bar = Some(b);
+        }
+    }
+
+    fn advance(&mut self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::date(1_467_676_800), "2016-07-05 00:00:00 UTC");
+        assert_eq!(super::date(951_782_400 + 3661), "2000-02-29 01:01:01 UTC");
+    }
+}

@@ -1,0 +1,628 @@
+//! End to end: the real `cmtpd` and `cmtp` binaries over loopback TCP.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+// The documented exit codes (docs/client.md); tests pin them.
+const WRONG_PASSWORD: i32 = 5;
+const UNKNOWN_USER: i32 = 6;
+const KEY_CHANGED: i32 = 7;
+const TOO_LARGE: i32 = 8;
+const DELIVERY_FAILURE: i32 = 9;
+const MAILBOX: i32 = 12;
+
+fn login(home: &Path, profile: &Path, addr: &str, server: &str, pw: &str, remember: bool) {
+    let mut args = vec!["login", addr, "--server", server, "--password-stdin"];
+    if remember {
+        args.push("--remember");
+    }
+    cmtp(home, profile, &args, format!("{pw}\n").as_bytes()).ok();
+}
+
+#[test]
+fn mail_with_cc_and_attachments_round_trip() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    add_user(&data, "alice", "alice secret");
+    add_user(&data, "bob", "bob secret");
+    add_user(&data, "carol", "carol secret");
+    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let server = srv.server_arg();
+    let (pa, pb, pc) = (home.join("pa"), home.join("pb"), home.join("pc"));
+    login(home, &pa, "alice@localhost", &server, "alice secret", false);
+    login(home, &pb, "bob@localhost", &server, "bob secret", true);
+    login(home, &pc, "carol@localhost", &server, "carol secret", false);
+
+    // No secret stored without --remember; mode 0600 with it.
+    assert!(!pa.join("secret.key").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(pb.join("secret.key")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    }
+
+    let who = cmtp(home, &pa, &["whoami", "--json"], b"").json();
+    assert_eq!(who["address"], "alice@localhost");
+    assert_eq!(who["public_key"].as_str().unwrap().len(), 64);
+
+    let files = home.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let big = noise(5 * 1024 * 1024 + 17, 7);
+    let small = b"tiny \0 binary\n".to_vec();
+    std::fs::write(files.join("big.bin"), &big).unwrap();
+    std::fs::write(files.join("note.txt"), &small).unwrap();
+    let big_arg = files.join("big.bin");
+    let note_arg = files.join("note.txt");
+    let text = "Hello Bob,\nsealed just for you.\n";
+    let sent = cmtp(
+        home,
+        &pa,
+        &[
+            "send",
+            "--to",
+            "bob@localhost",
+            "--cc",
+            "carol@localhost",
+            "--subject",
+            "Quarterly ✓",
+            "--reply-to",
+            "alice@localhost",
+            "--attach",
+            big_arg.to_str().unwrap(),
+            "--attach",
+            note_arg.to_str().unwrap(),
+            "--json",
+        ],
+        text.as_bytes(),
+    )
+    .json();
+    let sent = sent.as_array().unwrap();
+    assert_eq!(sent.len(), 2);
+    for r in sent {
+        assert_eq!(r["status"], "delivered", "{r}");
+    }
+    assert_eq!(sent[1]["recipient"], "carol@localhost");
+    assert_eq!(sent[1]["cc"], true);
+
+    // Bob's inbox (remembered key: no password).
+    let inbox = cmtp(home, &pb, &["inbox", "--json"], b"").json();
+    let items = inbox.as_array().unwrap();
+    assert_eq!(items.len(), 1, "{inbox}");
+    let it = &items[0];
+    assert_eq!(it["from"], "alice@localhost");
+    assert_eq!(it["subject"], "Quarterly ✓");
+    assert_eq!(it["attachments"], 2);
+    assert!(it["size"].as_u64().unwrap() > big.len() as u64);
+    assert!(it["timestamp"].as_u64().unwrap() > 1_600_000_000);
+    let id = it["id"].as_u64().unwrap().to_string();
+
+    let out = home.join("out-bob");
+    let m = cmtp(
+        home,
+        &pb,
+        &[
+            "read",
+            &id,
+            "--json",
+            "--save-attachments",
+            out.to_str().unwrap(),
+        ],
+        b"",
+    )
+    .json();
+    assert_eq!(m["from"], "alice@localhost");
+    assert_eq!(m["to"], "bob@localhost");
+    assert_eq!(m["subject"], "Quarterly ✓");
+    assert_eq!(m["reply_to"], "alice@localhost");
+    assert_eq!(m["cc"], serde_json::json!(["carol@localhost"]));
+    assert_eq!(m["text"], text);
+    let atts = m["attachments"].as_array().unwrap();
+    assert_eq!(atts.len(), 2);
+    assert_eq!(atts[0]["name"], "big.bin");
+    assert_eq!(atts[0]["size"], big.len());
+    assert_eq!(atts[1]["name"], "note.txt");
+    assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(out.join("note.txt")).unwrap(), small);
+
+    // Human output too.
+    let human = cmtp(home, &pb, &["read", &id], b"");
+    let h = human.ok();
+    assert!(h.contains("From:     alice@localhost"), "{h}");
+    assert!(h.contains("Cc:       carol@localhost"), "{h}");
+    assert!(h.contains("Subject:  Quarterly ✓"), "{h}");
+    assert!(h.contains("sealed just for you."), "{h}");
+
+    // Carol (no remembered key): password from the environment.
+    let mut c = cmtp_cmd(home, &pc);
+    c.env("CMTP_PASSWORD", "carol secret")
+        .args(["inbox", "--json"]);
+    let ci = run(c, b"").json();
+    assert_eq!(ci.as_array().unwrap().len(), 1);
+    assert_eq!(ci[0]["subject"], "Quarterly ✓");
+    // Without a password source and no terminal: a clear error, not a hang.
+    let np = cmtp(home, &pc, &["inbox"], b"");
+    assert_ne!(np.code, 0);
+    assert!(np.stderr.contains("password"), "{np:?}");
+    // Wrong password on an unlocked command.
+    let wp = cmtp(home, &pc, &["inbox", "--password-stdin"], b"nope\n");
+    assert_eq!(wp.code, WRONG_PASSWORD, "{wp:?}");
+
+    // Delete; then it is gone.
+    assert!(
+        cmtp(home, &pb, &["delete", &id], b"")
+            .ok()
+            .contains("deleted")
+    );
+    let inbox = cmtp(home, &pb, &["inbox", "--json"], b"").json();
+    assert_eq!(inbox.as_array().unwrap().len(), 0);
+    let gone = cmtp(home, &pb, &["read", &id], b"");
+    assert_eq!(gone.code, MAILBOX, "{gone:?}");
+}
+
+#[test]
+fn wrong_password_and_unknown_user() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    add_user(&data, "alice", "right");
+    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let server = srv.server_arg();
+    let p = home.join("p");
+    let o = cmtp(
+        home,
+        &p,
+        &[
+            "login",
+            "alice@localhost",
+            "--server",
+            &server,
+            "--password-stdin",
+        ],
+        b"wrong\n",
+    );
+    assert_eq!(o.code, WRONG_PASSWORD, "{o:?}");
+    assert!(o.stderr.contains("wrong password"), "{o:?}");
+    let o = cmtp(
+        home,
+        &p,
+        &[
+            "login",
+            "nobody@localhost",
+            "--server",
+            &server,
+            "--password-stdin",
+        ],
+        b"x\n",
+    );
+    assert_eq!(o.code, UNKNOWN_USER, "{o:?}");
+    // Sending to an unknown user: a per-recipient failure line and exit code.
+    login(home, &p, "alice@localhost", &server, "right", true);
+    let o = cmtp(
+        home,
+        &p,
+        &[
+            "send",
+            "--to",
+            "nobody@localhost",
+            "--to",
+            "alice@localhost",
+        ],
+        b"hi",
+    );
+    assert_eq!(o.code, UNKNOWN_USER, "{o:?}");
+    assert!(o.stdout.contains("FAILED     nobody@localhost"), "{o:?}");
+    assert!(o.stdout.contains("delivered  alice@localhost"), "{o:?}");
+    // A foreign domain: the server refuses to relay → DELIVERYFAILURE... or no key.
+    let o = cmtp(home, &p, &["send", "--to", "x@elsewhere.invalid"], b"hi");
+    assert!(
+        o.code == DELIVERY_FAILURE || o.code == UNKNOWN_USER,
+        "{o:?}"
+    );
+}
+
+#[test]
+fn users_imported_from_2016_vectors_log_in() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    let text = std::fs::read_to_string(vectors_dir().join("xzibit.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut imported = Vec::new();
+    for x in v["vectors"].as_array().unwrap() {
+        let Some(pk) = x["public_key_file"].as_str() else {
+            continue;
+        };
+        let name = x["username"].as_str().unwrap().to_owned();
+        let pw = x["password"].as_str().unwrap().to_owned();
+        let dir = home.join(format!("import-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("public.key"), hex::decode(pk).unwrap()).unwrap();
+        std::fs::write(
+            dir.join(format!("{name}.xzibit")),
+            hex::decode(x["xzibit"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        cmtpd(
+            &data,
+            &[
+                "user",
+                "import",
+                &name,
+                "--public-key",
+                dir.join("public.key").to_str().unwrap(),
+                "--xzibit",
+                dir.join(format!("{name}.xzibit")).to_str().unwrap(),
+            ],
+            b"",
+        )
+        .ok();
+        imported.push((name, pw, x["pk"].as_str().unwrap().to_owned()));
+    }
+    assert!(imported.len() >= 3, "expected the three adduser vectors");
+    add_user(&data, "zed", "zed pw");
+    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let server = srv.server_arg();
+    for (name, pw, pk) in &imported {
+        let p = home.join(format!("p-{name}"));
+        login(home, &p, &format!("{name}@localhost"), &server, pw, false);
+        let who = cmtp(home, &p, &["whoami", "--json"], b"").json();
+        assert_eq!(who["public_key"], pk.as_str());
+    }
+    // Mail to an imported (v1 xzibit) user, read back with its password.
+    let pz = home.join("pz");
+    login(home, &pz, "zed@localhost", &server, "zed pw", true);
+    let (name, pw, _) = &imported[0];
+    cmtp(
+        home,
+        &pz,
+        &[
+            "send",
+            "--to",
+            &format!("{name}@localhost"),
+            "--subject",
+            "from 2026",
+        ],
+        b"hello 2016 account",
+    )
+    .ok();
+    let mut c = cmtp_cmd(home, &home.join(format!("p-{name}")));
+    c.env("CMTP_PASSWORD", pw).args(["inbox", "--json"]);
+    let inbox = run(c, b"").json();
+    assert_eq!(inbox[0]["subject"], "from 2026");
+    assert_eq!(inbox[0]["from"], "zed@localhost");
+}
+
+#[test]
+fn changed_server_key_is_a_loud_error_until_trusted() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let d1 = home.join("data1");
+    let d2 = home.join("data2");
+    add_user(&d1, "alice", "pw");
+    add_user(&d2, "alice", "pw");
+    let mut srv = Server::start(&d1, "127.0.0.1:0", &[]);
+    let addr = srv.server_arg();
+    let p = home.join("p");
+    login(home, &p, "alice@localhost", &addr, "pw", true);
+    let old = cmtp(home, &p, &["server", "show", "--json"], b"").json();
+    srv.stop();
+    // Another server (another key) on the same address.
+    let srv2 = Server::start(&d2, &addr, &[]);
+    assert_eq!(srv2.server_arg(), addr);
+    let o = cmtp(home, &p, &["inbox"], b"");
+    assert_eq!(o.code, KEY_CHANGED, "{o:?}");
+    let new_fp = cmtpd_key_fingerprint(home, &d2);
+    assert!(o.stderr.contains("HAS CHANGED"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains(old["server_fingerprint"].as_str().unwrap()),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains(&new_fp), "{o:?}");
+    assert!(
+        o.stderr.contains("cmtp server trust --fingerprint"),
+        "{o:?}"
+    );
+    // Logging in again does not silently re-pin either.
+    let o = cmtp(
+        home,
+        &p,
+        &[
+            "login",
+            "alice@localhost",
+            "--server",
+            &addr,
+            "--password-stdin",
+        ],
+        b"pw\n",
+    );
+    assert_eq!(o.code, KEY_CHANGED, "{o:?}");
+    // A wrong fingerprint changes nothing.
+    let o = cmtp(
+        home,
+        &p,
+        &["server", "trust", "--fingerprint", "0000 1111"],
+        b"",
+    );
+    assert_eq!(o.code, KEY_CHANGED, "{o:?}");
+    // The right one is accepted, and the new server is usable.
+    cmtp(
+        home,
+        &p,
+        &["server", "trust", "--fingerprint", &new_fp],
+        b"",
+    )
+    .ok();
+    login(home, &p, "alice@localhost", &addr, "pw", true);
+    let inbox = cmtp(home, &p, &["inbox", "--json"], b"").json();
+    assert_eq!(inbox.as_array().unwrap().len(), 0);
+}
+
+/// The fingerprint of a data dir's server key, computed the way `cmtp` shows it.
+fn cmtpd_key_fingerprint(_home: &Path, data: &Path) -> String {
+    let hexkey = cmtpd(data, &["key", "show"], b"").ok().trim().to_owned();
+    let key = cmtp_crypto::PublicKey::from_hex(&hexkey).unwrap();
+    key.fingerprint()
+}
+
+#[test]
+fn changed_user_key_refuses_to_send_until_accepted() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    add_user(&data, "alice", "a");
+    add_user(&data, "bob", "b");
+    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let server = srv.server_arg();
+    let p = home.join("p");
+    login(home, &p, "alice@localhost", &server, "a", true);
+    let k = cmtp(home, &p, &["key", "bob@localhost", "--json"], b"").json();
+    assert_eq!(k["status"], "new");
+    let k2 = cmtp(home, &p, &["key", "bob@localhost", "--json"], b"").json();
+    assert_eq!(k2["status"], "pinned");
+    // Bob's account is recreated with a new key.
+    cmtpd(&data, &["user", "remove", "bob"], b"").ok();
+    add_user(&data, "bob", "b2");
+    let o = cmtp(home, &p, &["key", "bob@localhost"], b"");
+    assert_eq!(o.code, KEY_CHANGED, "{o:?}");
+    assert!(o.stderr.contains("HAS CHANGED"), "{o:?}");
+    assert!(
+        o.stderr.contains("cmtp key bob@localhost --accept"),
+        "{o:?}"
+    );
+    let o = cmtp(home, &p, &["send", "--to", "bob@localhost"], b"hi");
+    assert_eq!(o.code, KEY_CHANGED, "{o:?}");
+    let k3 = cmtp(
+        home,
+        &p,
+        &["key", "bob@localhost", "--accept", "--json"],
+        b"",
+    )
+    .json();
+    assert_eq!(k3["status"], "accepted");
+    assert_ne!(k3["key"], k["key"]);
+    cmtp(home, &p, &["send", "--to", "bob@localhost"], b"hi").ok();
+}
+
+#[test]
+fn message_over_the_server_limit_is_too_large() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    let cfg = home.join("cmtpd.toml");
+    std::fs::write(&cfg, "[limits]\nmax_message_size = 65536\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap().to_owned();
+    add_user(&data, "alice", "a");
+    let srv = Server::start(&data, "127.0.0.1:0", &["--config", &cfg_s]);
+    let p = home.join("p");
+    login(home, &p, "alice@localhost", &srv.server_arg(), "a", true);
+    let f = home.join("big.bin");
+    std::fs::write(&f, noise(2 * 1024 * 1024, 3)).unwrap();
+    let o = cmtp(
+        home,
+        &p,
+        &[
+            "send",
+            "--to",
+            "alice@localhost",
+            "--attach",
+            f.to_str().unwrap(),
+        ],
+        b"too big",
+    );
+    assert_eq!(o.code, TOO_LARGE, "{o:?}");
+    assert!(o.stdout.contains("too large"), "{o:?}");
+    // The local limit refuses before anything is sent.
+    let o = cmtp(
+        home,
+        &p,
+        &[
+            "send",
+            "--to",
+            "alice@localhost",
+            "--max-size",
+            "1000",
+            "--attach",
+            f.to_str().unwrap(),
+        ],
+        b"x",
+    );
+    assert_eq!(o.code, TOO_LARGE, "{o:?}");
+    assert!(o.stderr.contains("over the limit of 1000 bytes"), "{o:?}");
+    // The server is still fine for a small one.
+    cmtp(home, &p, &["send", "--to", "alice@localhost"], b"small").ok();
+}
+
+/// Messages the 2016 reference server actually stored (`public-message-refstored-M1/M2`),
+/// replayed byte for byte to cmtpd, are read by `cmtp`: M1's bare text as a legacy body,
+/// M2's internal body with its subject and reply-to.
+#[test]
+fn messages_stored_by_the_2016_server_are_readable() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    let text = std::fs::read_to_string(vectors_dir().join("message.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let vecs = v["vectors"].as_array().unwrap();
+    let m1 = vecs
+        .iter()
+        .find(|m| m["id"] == "public-message-refstored-M1")
+        .unwrap();
+    let m2 = vecs
+        .iter()
+        .find(|m| m["id"] == "public-message-refstored-M2")
+        .unwrap();
+    let sk = hex::decode(m1["recipient_ed25519_sk"].as_str().unwrap()).unwrap();
+    let bob = cmtp_crypto::KeyPair::from_secret_bytes(&sk).unwrap();
+    // Give bob's 2016 key pair an xzibit (v1, as cmtp_adduser made them) and import it.
+    let xz = cmtp_crypto::Xzibit::create_v1(&bob, b"bob 2016").unwrap();
+    std::fs::write(home.join("public.key"), bob.public().as_bytes()).unwrap();
+    std::fs::write(home.join("bob.xzibit"), xz.as_bytes()).unwrap();
+    let dom = ["--domain", "hawaii.edu"];
+    let o = cmtpd(
+        &data,
+        &[
+            "--domain",
+            "hawaii.edu",
+            "user",
+            "import",
+            "bob",
+            "--public-key",
+            home.join("public.key").to_str().unwrap(),
+            "--xzibit",
+            home.join("bob.xzibit").to_str().unwrap(),
+        ],
+        b"",
+    );
+    o.ok();
+    let srv = Server::start(&data, "127.0.0.1:0", &dom);
+    // Replay: MAIL + the stored message (a CMTP/1 server reads no nonce).
+    let s = std::net::TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut greeting = Vec::new();
+    r.read_until(b'\n', &mut greeting).unwrap();
+    for m in [m1, m2] {
+        w.write_all(b"MAIL\0").unwrap();
+        w.write_all(&hex::decode(m["message"].as_str().unwrap()).unwrap())
+            .unwrap();
+        let mut reply = [0u8; 8 + 64 + 1];
+        r.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[..8], b"SUCCESS\0");
+    }
+    let p = home.join("p");
+    login(
+        home,
+        &p,
+        "bob@hawaii.edu",
+        &srv.server_arg(),
+        "bob 2016",
+        true,
+    );
+    let inbox = cmtp(home, &p, &["inbox", "--json"], b"").json();
+    let items = inbox.as_array().unwrap();
+    assert_eq!(items.len(), 2, "{inbox}");
+    assert_eq!(items[0]["legacy"], true);
+    assert_eq!(items[0]["subject"], "Hello Bob, this is Alice over CMTP.");
+    assert_eq!(items[0]["from"], "alice@hawaii.edu");
+    assert_eq!(items[1]["subject"], "Test subject");
+    let id1 = items[0]["id"].as_u64().unwrap().to_string();
+    let id2 = items[1]["id"].as_u64().unwrap().to_string();
+    let r1 = cmtp(home, &p, &["read", &id1, "--json"], b"").json();
+    assert_eq!(r1["legacy"], true);
+    assert_eq!(r1["from"], "alice@hawaii.edu");
+    assert_eq!(r1["text"], "Hello Bob, this is Alice over CMTP.\n");
+    let r2 = cmtp(home, &p, &["read", &id2, "--json"], b"").json();
+    assert_eq!(r2["legacy"], false);
+    assert_eq!(r2["reply_to"], "alice@hawaii.edu");
+    let plain = hex::decode(m2["plaintext"].as_str().unwrap()).unwrap();
+    let ts = u32::from_be_bytes(plain[..4].try_into().unwrap());
+    assert_eq!(r2["timestamp"], ts);
+    assert!(r2["text"].as_str().unwrap().starts_with("Second message"));
+    let human = cmtp(home, &p, &["read", &id1], b"");
+    assert!(human.ok().contains("Hello Bob, this is Alice over CMTP."));
+}
+
+#[test]
+fn profile_folder_comes_from_flag_env_or_config_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    add_user(&data, "alice", "pw");
+    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let base = || {
+        let mut c = std::process::Command::new(cmtp_bin());
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("CMTP_TIMEOUT", "20");
+        c
+    };
+    // Nothing yet: a clear "log in first" (exit 13).
+    let mut c = base();
+    c.arg("whoami");
+    let o = run(c, b"");
+    assert_eq!(o.code, 13, "{o:?}");
+    assert!(o.stderr.contains("cmtp login"), "{o:?}");
+    // Default: the platform config folder ($HOME/.config/cmtp here).
+    let mut c = base();
+    c.args([
+        "login",
+        "alice@localhost",
+        "--server",
+        &srv.server_arg(),
+        "--password-stdin",
+    ]);
+    run(c, b"pw\n").ok();
+    assert!(home.join(".config/cmtp/profile.toml").exists());
+    // CMTP_HOME wins over the default, --profile over CMTP_HOME.
+    let env_home = home.join("env-profile");
+    let mut c = base();
+    c.env("CMTP_HOME", &env_home).args([
+        "login",
+        "alice@localhost",
+        "--server",
+        &srv.server_arg(),
+        "--password-stdin",
+    ]);
+    run(c, b"pw\n").ok();
+    assert!(env_home.join("profile.toml").exists());
+    let mut c = base();
+    c.env("CMTP_HOME", home.join("nowhere"))
+        .arg("--profile")
+        .arg(&env_home)
+        .args(["whoami", "--json"]);
+    assert_eq!(run(c, b"").json()["address"], "alice@localhost");
+    // The text from a file; the message arrives (checked through inbox).
+    let body = home.join("body.txt");
+    std::fs::write(&body, "from a file\n").unwrap();
+    let mut c = base();
+    c.env("CMTP_HOME", &env_home).args([
+        "send",
+        "--to",
+        "alice@localhost",
+        "--subject",
+        "file body",
+        "--body-file",
+        body.to_str().unwrap(),
+    ]);
+    run(c, b"").ok();
+    let mut c = base();
+    c.env("CMTP_HOME", &env_home)
+        .env("CMTP_PASSWORD", "pw")
+        .args(["inbox", "--json"]);
+    let inbox = run(c, b"").json();
+    let id = inbox[0]["id"].as_u64().unwrap().to_string();
+    let mut c = base();
+    c.env("CMTP_HOME", &env_home)
+        .env("CMTP_PASSWORD", "pw")
+        .args(["read", &id, "--json"]);
+    assert_eq!(run(c, b"").json()["text"], "from a file\n");
+}

@@ -1,0 +1,875 @@
+//! One TCP connection to a CMTP server, command by command, with a timeout on every
+//! network step and every server signature verified against the server key.
+//!
+//! The server key is set with [`Connection::set_server_key`] (normally the pinned one,
+//! see [`crate::Session`]); until then only [`Connection::fetch_server_key`] (which
+//! checks the key's self-signature) and unsigned steps (greeting, OHAI) work.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cmtp_crypto::{Blake2b256, PublicKey, Signature};
+use cmtp_proto::reply::{
+    self, Decoded, GreetingKind, LoginReply, MboxHead, OhaiAnswer, StatusReply, decode_general,
+    decode_general_or_v0, decode_greeting, decode_key_reply, decode_login_reply,
+    decode_login_reply_2016, decode_mbox_reply_head, decode_ohai,
+};
+use cmtp_proto::{FetchPart, ListEntry, MboxKind, MboxRequest, ReplyError, SIG_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::error::{ClientError, Result};
+
+/// Timeouts of network steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Name resolution plus TCP connect, per address tried.
+    pub connect: Duration,
+    /// Each read or write step (one reply, one chunk of an upload).
+    pub io: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            io: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which server software is on the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// CMTP/1 as docs/protocol.md defines it.
+    Cmtp1,
+    /// The 2016 C server (greeting `Welcome to CMTP version < 1`, OHAI → `HAI!!! :3`).
+    Legacy2016,
+}
+
+/// Reports upload progress (bytes of the message written to the socket).
+pub trait Progress: Send {
+    /// The total number of bytes that will be written.
+    fn set_total(&mut self, _total: u64) {}
+    /// `n` more bytes were written.
+    fn advance(&mut self, _n: u64) {}
+    /// The upload ended (successfully or not).
+    fn finish(&mut self) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Envelope fields of an outgoing message (spec §6). The log is written as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailHead {
+    /// Crypto system of the payload (1 = sealed boxes, 0 = plain).
+    pub version: u32,
+    /// Destination account.
+    pub dest_account: String,
+    /// Destination domain.
+    pub dest_domain: String,
+    /// Source account.
+    pub src_account: String,
+    /// Source domain.
+    pub src_domain: String,
+    /// The log (NUL-terminated strings); a single NUL is the smallest log.
+    pub log: Vec<u8>,
+}
+
+/// What the server said about one MAIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailOutcome {
+    /// `SUCCESS`: durably stored or queued for relay.
+    Delivered,
+    /// `DELIVERYFAILURE`: account not found, relaying refused, or no server for the domain.
+    DeliveryFailure,
+    /// The 2016 server never answers MAIL; it read the whole message (it answered the
+    /// following OBAI), which is all we can know.
+    SentUnconfirmed,
+}
+
+/// Size of the chunks an upload is written in (and progress is reported by).
+const CHUNK: usize = 256 * 1024;
+/// Free room ensured in the input buffer before each socket read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Longest xzibit we accept from LOGIN; a longer announced length is the 2016 layout.
+const MAX_XZIBIT: u32 = 4096;
+
+/// A connection to one CMTP server.
+pub struct Connection {
+    rd: OwnedReadHalf,
+    /// Bytes received but not yet used by a reply. Kept across replies, so bytes that
+    /// arrive early (an early refusal, pipelined replies) are never lost.
+    inbuf: Vec<u8>,
+    wr: OwnedWriteHalf,
+    peer: SocketAddr,
+    timeouts: Timeouts,
+    greeting: String,
+    dialect: Dialect,
+    server_key: Option<PublicKey>,
+    max_payload: u64,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .field("dialect", &self.dialect)
+            .field("greeting", &self.greeting)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Resolves `host:port`, connects (trying each address in turn) and reads the
+    /// greeting. A greeting that is not CMTP's (an SMTP `220 … ESMTP …` line) is
+    /// [`ClientError::NotCmtp`].
+    pub async fn connect(server: &str, timeouts: Timeouts) -> Result<Connection> {
+        let addrs: Vec<SocketAddr> =
+            match tokio::time::timeout(timeouts.connect, tokio::net::lookup_host(server)).await {
+                Err(_) => {
+                    return Err(ClientError::Resolve {
+                        host: server.to_owned(),
+                        reason: format!("no answer within {:?}", timeouts.connect),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(ClientError::Resolve {
+                        host: server.to_owned(),
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(Ok(a)) => a.collect(),
+            };
+        let mut last = None;
+        for addr in addrs {
+            match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => return Self::from_stream(s, timeouts).await,
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {
+                    last = Some(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connect timed out after {:?}", timeouts.connect),
+                    ))
+                }
+            }
+        }
+        Err(ClientError::Connect {
+            addr: server.to_owned(),
+            source: last
+                .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address")),
+        })
+    }
+
+    /// Wraps an established stream and reads the greeting.
+    pub async fn from_stream(stream: TcpStream, timeouts: Timeouts) -> Result<Connection> {
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        let mut c = Connection {
+            rd: r,
+            inbuf: Vec::with_capacity(READ_CHUNK),
+            wr: w,
+            peer,
+            timeouts,
+            greeting: String::new(),
+            dialect: Dialect::Cmtp1,
+            server_key: None,
+            max_payload: 64 * 1024 * 1024 + 1024 * 1024,
+        };
+        // A line without terminator within the limit is no CMTP greeting.
+        let g = c
+            .read_reply("reading the greeting", |b| {
+                decode_greeting(b).map_err(|e| match e {
+                    ReplyError::TooLong(_) => ReplyError::NotCmtp(String::new()),
+                    e => e,
+                })
+            })
+            .await?;
+        let text = g.text.trim_end_matches(['\r', '\n']).to_owned();
+        match g.kind {
+            GreetingKind::Legacy2016 => c.dialect = Dialect::Legacy2016,
+            GreetingKind::Cmtp1 => {}
+            // Lenient on the layout: any greeting naming a CMTP version is accepted.
+            GreetingKind::Other if text.contains("CMTP/") => {}
+            GreetingKind::Other => {
+                return Err(ClientError::NotCmtp {
+                    peer,
+                    said: truncate(&text),
+                });
+            }
+        }
+        c.greeting = text;
+        Ok(c)
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The greeting line, as received (without its terminator).
+    pub fn greeting(&self) -> &str {
+        &self.greeting
+    }
+
+    /// The dialect detected from the greeting and OHAI.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Forces a dialect (e.g. `--compat 2016` when the greeting was not seen as such).
+    pub fn set_dialect(&mut self, d: Dialect) {
+        self.dialect = d;
+    }
+
+    /// Sets the key every server signature is verified against.
+    pub fn set_server_key(&mut self, key: PublicKey) {
+        self.server_key = Some(key);
+    }
+
+    /// The key signatures are verified against, if set.
+    pub fn server_key(&self) -> Option<&PublicKey> {
+        self.server_key.as_ref()
+    }
+
+    /// Bounds the mailbox payloads (LIST, FETCH) this connection accepts.
+    pub fn set_max_payload(&mut self, max: u64) {
+        self.max_payload = max;
+    }
+
+    /// `OHAI`: returns the server's version string. Anything but `OHAI…` (or the 2016
+    /// server's `HAI!!! :3`) is [`ClientError::NotCmtp`].
+    pub async fn ohai(&mut self) -> Result<String> {
+        self.write("sending OHAI", b"OHAI\0").await?;
+        match self
+            .read_reply("reading the answer to OHAI", decode_ohai)
+            .await?
+        {
+            OhaiAnswer::Legacy2016 => {
+                self.dialect = Dialect::Legacy2016;
+                Ok(reply::LEGACY_OHAI.trim_end().to_owned())
+            }
+            OhaiAnswer::Cmtp(text) => Ok(text),
+        }
+    }
+
+    /// `NOOP`: checks that the connection and the server's signature work.
+    pub async fn noop(&mut self) -> Result<()> {
+        const STEP: &str = "reading the answer to NOOP";
+        self.write("sending NOOP", b"NOOP\0").await?;
+        if self.dialect == Dialect::Legacy2016 {
+            // The 2016 server answers `O_O\n\0`, unsigned.
+            return if self.read_line(STEP).await?.starts_with("O_O") {
+                Ok(())
+            } else {
+                Err(self.proto(STEP, "expected O_O"))
+            };
+        }
+        let g = self.read_reply(STEP, decode_general).await?;
+        self.verify("reply", g.signed_bytes(), &g.sig)?;
+        if g.ok {
+            Ok(())
+        } else {
+            Err(self.proto(STEP, "FAILURE"))
+        }
+    }
+
+    /// `KEYREQUEST` with an empty user: the server's own key, checked against its own
+    /// signature (which proves only that the server holds the secret half; pin it).
+    pub async fn fetch_server_key(&mut self) -> Result<PublicKey> {
+        const STEP: &str = "reading the server key";
+        self.write("requesting the server key", b"KEYREQUEST\0\0")
+            .await?;
+        match self.read_key_reply(STEP).await? {
+            KeyAnswer::Key(key, sig) => {
+                key.verify(key.as_bytes(), &sig)
+                    .map_err(|_| ClientError::BadSignature {
+                        what: "own key (self-signature)",
+                    })?;
+                Ok(key)
+            }
+            KeyAnswer::Text(t) => Err(self.proto(STEP, &format!("server answered {t}"))),
+        }
+    }
+
+    /// `KEYREQUEST user domain`: the user's key, verified against the server key;
+    /// `None` for KEYNOTAVAILABLE.
+    pub async fn key_request(&mut self, user: &str, domain: &str) -> Result<Option<PublicKey>> {
+        const STEP: &str = "reading a KEYREQUEST reply";
+        check_param(user, domain)?;
+        let mut req = Vec::with_capacity(16 + user.len() + domain.len());
+        req.extend_from_slice(b"KEYREQUEST\0");
+        req.extend_from_slice(user.as_bytes());
+        req.push(0);
+        req.extend_from_slice(domain.as_bytes());
+        req.push(0);
+        self.write("sending KEYREQUEST", &req).await?;
+        match self.read_key_reply(STEP).await? {
+            KeyAnswer::Key(key, sig) => {
+                self.verify("key reply", key.as_bytes(), sig.as_bytes())?;
+                Ok(Some(key))
+            }
+            KeyAnswer::Text(t) if t == reply::KEYNOTAVAILABLE => Ok(None),
+            KeyAnswer::Text(t) => Err(self.proto(STEP, &format!("unexpected answer {t:?}"))),
+        }
+    }
+
+    /// `LOGIN user`: the user's xzibit (bytes), its signature verified. Unknown user →
+    /// [`ClientError::UnknownUser`]. Understands the 2016 server's layout (the stored
+    /// 156-byte xzibit and its signature, without outer version and length); the 2016
+    /// server is silent for an unknown user, so there a timeout means "unknown user".
+    pub async fn login(&mut self, user: &str) -> Result<Vec<u8>> {
+        const STEP: &str = "reading the LOGIN reply";
+        check_param(user, "")?;
+        let mut req = Vec::with_capacity(8 + user.len());
+        req.extend_from_slice(b"LOGIN\0");
+        req.extend_from_slice(user.as_bytes());
+        req.push(0);
+        self.write("sending LOGIN", &req).await?;
+        let reply = if self.dialect == Dialect::Legacy2016 {
+            match self.read_reply(STEP, |b| decode_login(b, true)).await {
+                // Silence (not even a version) is how the 2016 server says "no such user".
+                Err(ClientError::Timeout { .. }) if self.inbuf.len() < 4 => {
+                    return Err(ClientError::UnknownUser {
+                        address: format!("{user} (the 2016 server gave no answer to LOGIN)"),
+                    });
+                }
+                r => r?,
+            }
+        } else {
+            self.read_versioned(STEP, |b| decode_login(b, false))
+                .await?
+        };
+        match reply {
+            LoginReply::V0(v) => {
+                self.verify("message", v.signed_bytes(), &v.sig)?;
+                if v.text == reply::FAILURE {
+                    Err(ClientError::UnknownUser {
+                        address: user.to_owned(),
+                    })
+                } else {
+                    Err(self.proto(STEP, &format!("unexpected answer {:?}", v.text)))
+                }
+            }
+            LoginReply::Xzibit { xzibit, sig, .. } => {
+                self.verify("xzibit", &xzibit, &sig)?;
+                Ok(xzibit)
+            }
+        }
+    }
+
+    /// `MAIL`: writes the envelope, `body` and each attachment (produced one at a time,
+    /// so only one sealed attachment is in memory), watching for an early refusal
+    /// (the server checks the announced size before reading the body). Returns the
+    /// server's verdict; FAILURE is [`ClientError::TooLarge`], since the message we
+    /// build is well-formed.
+    pub async fn send_mail<I>(
+        &mut self,
+        head: &MailHead,
+        body: &[u8],
+        attachments: I,
+        sizes_hint: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<MailOutcome>
+    where
+        I: ExactSizeIterator<Item = Result<Vec<u8>>>,
+    {
+        const STEP: &str = "reading the MAIL reply";
+        let count = u32::try_from(attachments.len()).map_err(|_| ClientError::TooLarge {
+            detail: "too many attachments".into(),
+        })?;
+        check_param(&head.dest_account, &head.dest_domain)?;
+        check_param(&head.src_account, &head.src_domain)?;
+        let mut env = Vec::with_capacity(64 + head.log.len());
+        env.extend_from_slice(b"MAIL\0");
+        env.extend_from_slice(&head.version.to_be_bytes());
+        env.extend_from_slice(&count.to_be_bytes());
+        env.extend_from_slice(&(head.log.len() as u64).to_be_bytes());
+        env.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        for s in [
+            &head.dest_account,
+            &head.dest_domain,
+            &head.src_account,
+            &head.src_domain,
+        ] {
+            env.extend_from_slice(s.as_bytes());
+            env.push(0);
+        }
+        env.extend_from_slice(&head.log);
+        progress.set_total(env.len() as u64 + body.len() as u64 + sizes_hint);
+        let r = self.upload(&env, body, attachments, progress).await;
+        progress.finish();
+        let early = r?;
+        if self.dialect == Dialect::Legacy2016 && !early {
+            // The 2016 server reads a 64-byte proof-of-work nonce after the message and
+            // never replies; OBAI's `Good bye` shows it read everything.
+            const BYE: &str = "waiting for the 2016 server's Good bye";
+            self.write("sending the 2016 nonce", &[0u8; 64]).await?;
+            self.write("sending OBAI", b"OBAI\0").await?;
+            let line = self.read_line(BYE).await?;
+            return if line.starts_with("Good bye") {
+                Ok(MailOutcome::SentUnconfirmed)
+            } else {
+                Err(self.proto(BYE, &format!("got {line:?}")))
+            };
+        }
+        match self.read_reply(STEP, decode_general_or_v0).await? {
+            StatusReply::V0(v) => {
+                self.verify("message", v.signed_bytes(), &v.sig)?;
+                if v.text == reply::DELIVERYFAILURE {
+                    Ok(MailOutcome::DeliveryFailure)
+                } else {
+                    Err(self.proto(STEP, &format!("unexpected answer {:?}", v.text)))
+                }
+            }
+            StatusReply::General(g) => {
+                self.verify("reply", g.signed_bytes(), &g.sig)?;
+                if !g.ok {
+                    Err(ClientError::TooLarge {
+                        detail: "the server refused the message (FAILURE); it is most likely \
+                                 over the server's size limit"
+                            .into(),
+                    })
+                } else if early {
+                    Err(self.proto(STEP, "SUCCESS before the message was sent"))
+                } else {
+                    Ok(MailOutcome::Delivered)
+                }
+            }
+        }
+    }
+
+    /// Writes the message; `Ok(true)` when the server answered before it was complete.
+    async fn upload<I>(
+        &mut self,
+        env: &[u8],
+        body: &[u8],
+        attachments: I,
+        progress: &mut dyn Progress,
+    ) -> Result<bool>
+    where
+        I: Iterator<Item = Result<Vec<u8>>>,
+    {
+        if self.write_watch(env, progress).await? || self.write_watch(body, progress).await? {
+            return Ok(true);
+        }
+        for a in attachments {
+            let a = a?;
+            if self
+                .write_watch(&(a.len() as u64).to_be_bytes(), progress)
+                .await?
+                || self.write_watch(&a, progress).await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes `data` in chunks while watching the read side; `Ok(true)` = the server
+    /// sent something (an early refusal) and the rest was not written.
+    async fn write_watch(&mut self, data: &[u8], progress: &mut dyn Progress) -> Result<bool> {
+        const STEP: &str = "uploading the message";
+        let io = self.timeouts.io;
+        let peer = self.peer;
+        for chunk in data.chunks(CHUNK) {
+            if !self.inbuf.is_empty() {
+                // The server already said something.
+                return Ok(true);
+            }
+            self.inbuf.reserve(READ_CHUNK);
+            let rd = &mut self.rd;
+            let inbuf = &mut self.inbuf;
+            let wr = &mut self.wr;
+            tokio::select! {
+                biased;
+                // Cancel-safe: when the write wins, nothing was read.
+                r = rd.read_buf(inbuf) => {
+                    // Something (or EOF / reset) arrived while we were still sending.
+                    let _ = r;
+                    return Ok(true);
+                }
+                w = tokio::time::timeout(io, wr.write_all(chunk)) => match w {
+                    Err(_) => return Err(ClientError::Timeout { step: STEP, after: io, peer }),
+                    Ok(Err(e)) => {
+                        // A reset while uploading usually follows an early refusal that
+                        // may still sit in the socket's receive queue.
+                        let quick = io.min(Duration::from_secs(2));
+                        if let Ok(Ok(n)) =
+                            tokio::time::timeout(quick, self.rd.read_buf(&mut self.inbuf)).await
+                            && n > 0
+                        {
+                            return Ok(true);
+                        }
+                        use std::io::ErrorKind as K;
+                        if matches!(e.kind(), K::BrokenPipe | K::ConnectionReset | K::ConnectionAborted) {
+                            // The server closes mid-MAIL only to refuse the message, and our
+                            // message is well-formed: it is over the size limit.
+                            return Err(ClientError::TooLarge {
+                                detail: format!(
+                                    "the server closed the connection during the upload ({e}); \
+                                     it does so for a message over its size limit"
+                                ),
+                            });
+                        }
+                        return Err(ClientError::Io { step: STEP, peer, source: e });
+                    }
+                    Ok(Ok(())) => progress.advance(chunk.len() as u64),
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// `MBOXLIST`: the user's messages. `req` must be signed (see [`sign_mbox`]).
+    pub async fn mbox_list(&mut self, req: &MboxRequest) -> Result<Vec<ListEntry>> {
+        let payload = self.mbox(MboxKind::List, req).await?;
+        cmtp_proto::mbox::decode_list(&payload, 1_000_000)
+            .map_err(|e| self.proto("reading the MBOXLIST payload", &e.to_string()))
+    }
+
+    /// `MBOXFETCH`: the stored message (`full`) or its part up to the end of the body
+    /// (`head`), after verifying the server's signature over its digest.
+    pub async fn mbox_fetch(&mut self, req: &MboxRequest) -> Result<Vec<u8>> {
+        self.mbox(MboxKind::Fetch, req).await
+    }
+
+    /// `MBOXDEL`: deletes one message.
+    pub async fn mbox_delete(&mut self, req: &MboxRequest) -> Result<()> {
+        self.mbox(MboxKind::Delete, req).await.map(|_| ())
+    }
+
+    async fn mbox(&mut self, kind: MboxKind, req: &MboxRequest) -> Result<Vec<u8>> {
+        const STEP: &str = "reading a mailbox reply";
+        if self.dialect == Dialect::Legacy2016 {
+            return Err(ClientError::Unsupported(
+                "the 2016 server has no remote mailbox (its client read the mail folder directly)"
+                    .into(),
+            ));
+        }
+        check_param(&req.user, "")?;
+        let mut w = Vec::with_capacity(200 + req.user.len());
+        w.extend_from_slice(kind.word().as_bytes());
+        w.push(0);
+        w.extend_from_slice(req.user.as_bytes());
+        w.push(0);
+        w.extend_from_slice(req.timestamp.to_string().as_bytes());
+        w.push(0);
+        if matches!(kind, MboxKind::Fetch | MboxKind::Delete) {
+            w.extend_from_slice(req.id.unwrap_or(0).to_string().as_bytes());
+            w.push(0);
+        }
+        if kind == MboxKind::Fetch {
+            w.extend_from_slice(req.part.unwrap_or(FetchPart::Full).as_str().as_bytes());
+            w.push(0);
+        }
+        w.extend_from_slice(hex::encode(req.signature).as_bytes());
+        w.push(0);
+        self.write("sending a mailbox request", &w).await?;
+        let len = match self.read_versioned(STEP, decode_mbox_reply_head).await? {
+            MboxHead::Error(v) => {
+                self.verify("message", v.signed_bytes(), &v.sig)?;
+                return Err(match v.text.as_str() {
+                    reply::NOSUCHMESSAGE => ClientError::NoSuchMessage {
+                        id: req.id.unwrap_or(0),
+                    },
+                    reply::AUTHFAILURE => ClientError::MailboxRefused {
+                        text: v.text,
+                        hint: " (the server does not know this account or key, does not serve \
+                               its domain, or the clocks differ by more than 5 minutes)",
+                    },
+                    _ => ClientError::MailboxRefused {
+                        text: v.text,
+                        hint: "",
+                    },
+                });
+            }
+            MboxHead::Ok { payload_len } => payload_len,
+        };
+        if len > self.max_payload {
+            return Err(ClientError::TooLarge {
+                detail: format!(
+                    "the server announces a {len}-byte mailbox reply, over the limit of {}",
+                    self.max_payload
+                ),
+            });
+        }
+        // Streamed through the input buffer (what is already there first), so the
+        // payload is held once and hashed as it arrives.
+        let mut payload = Vec::with_capacity(len as usize);
+        let mut hasher = Blake2b256::new();
+        let mut left = len as usize;
+        while left > 0 {
+            if self.inbuf.is_empty() {
+                self.read_more(STEP).await?;
+            }
+            let n = self.inbuf.len().min(left);
+            hasher.update(&self.inbuf[..n]);
+            payload.extend_from_slice(&self.inbuf[..n]);
+            self.inbuf.drain(..n);
+            left -= n;
+        }
+        let digest = hasher.finalize();
+        let sig = self.read_reply(STEP, decode_sig).await?;
+        let signed = cmtp_proto::mbox::reply_signing_bytes(&req.signature, &digest);
+        self.verify("mailbox reply", &signed, &sig)?;
+        Ok(payload)
+    }
+
+    /// `OBAI`: says goodbye and closes.
+    pub async fn obai(mut self) -> Result<()> {
+        self.write("sending OBAI", b"OBAI\0").await?;
+        let _ = self.wr.shutdown().await;
+        Ok(())
+    }
+
+    // ---- reading helpers -------------------------------------------------------
+
+    fn proto(&self, step: &'static str, detail: &str) -> ClientError {
+        ClientError::Protocol {
+            step,
+            peer: self.peer,
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// Checks a server signature over `msg` against the server key.
+    fn verify(&self, what: &'static str, msg: &[u8], sig: &[u8; SIG_LEN]) -> Result<()> {
+        let key = self
+            .server_key
+            .as_ref()
+            .ok_or_else(|| ClientError::Protocol {
+                step: "verifying a signature",
+                peer: self.peer,
+                detail: "no server key set".into(),
+            })?;
+        key.verify(msg, &Signature::from_array(*sig))
+            .map_err(|_| ClientError::BadSignature { what })
+    }
+
+    async fn write(&mut self, step: &'static str, data: &[u8]) -> Result<()> {
+        let io = self.timeouts.io;
+        match tokio::time::timeout(io, self.wr.write_all(data)).await {
+            Err(_) => Err(ClientError::Timeout {
+                step,
+                after: io,
+                peer: self.peer,
+            }),
+            Ok(Err(e)) => Err(ClientError::Io {
+                step,
+                peer: self.peer,
+                source: e,
+            }),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Reads from the socket into the input buffer: at least one byte, within the
+    /// step's timeout.
+    async fn read_more(&mut self, step: &'static str) -> Result<()> {
+        let io = self.timeouts.io;
+        let peer = self.peer;
+        self.inbuf.reserve(READ_CHUNK);
+        match tokio::time::timeout(io, self.rd.read_buf(&mut self.inbuf)).await {
+            Err(_) => Err(ClientError::Timeout {
+                step,
+                after: io,
+                peer,
+            }),
+            Ok(Err(e)) => Err(ClientError::Io {
+                step,
+                peer,
+                source: e,
+            }),
+            Ok(Ok(0)) => Err(ClientError::Closed { step, peer }),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// The one reading loop: feeds the input buffer to a sans-IO `decode` (see
+    /// [`cmtp_proto::reply`]), reading more until it answers, then drops the bytes the
+    /// reply used; what follows it stays buffered for the next reply. The decoders
+    /// bound every reply, so the buffer stays bounded too.
+    async fn read_reply<T>(
+        &mut self,
+        step: &'static str,
+        decode: impl Fn(&[u8]) -> Decoded<T>,
+    ) -> Result<T> {
+        loop {
+            match decode(&self.inbuf) {
+                Ok(Some((reply, used))) => {
+                    self.inbuf.drain(..used);
+                    return Ok(reply);
+                }
+                Ok(None) => self.read_more(step).await?,
+                Err(e) => return Err(self.reply_error(step, e)),
+            }
+        }
+    }
+
+    /// A reply due as a versioned one (first byte 0) may instead be a general
+    /// SUCCESS/FAILURE (rate limit, server error): its signature is checked like any
+    /// other, then it is [`ClientError::ServerFailure`].
+    async fn read_versioned<T>(
+        &mut self,
+        step: &'static str,
+        decode: impl Fn(&[u8]) -> Decoded<T>,
+    ) -> Result<T> {
+        let r = self
+            .read_reply(step, |b| match b.first() {
+                None => Ok(None),
+                Some(0) => Ok(decode(b)?.map(|(r, n)| (Ok(r), n))),
+                Some(_) => Ok(decode_general(b)?.map(|(g, n)| (Err(g), n))),
+            })
+            .await?;
+        match r {
+            Ok(v) => Ok(v),
+            Err(g) => {
+                self.verify("reply", g.signed_bytes(), &g.sig)?;
+                Err(ClientError::ServerFailure { step })
+            }
+        }
+    }
+
+    /// Reads a line up to `\r\n` or NUL (the greeting's framing), as the 2016 server
+    /// answers NOOP (`O_O\n\0`) and OBAI (`Good bye\n\0`), unsigned.
+    async fn read_line(&mut self, step: &'static str) -> Result<String> {
+        Ok(self.read_reply(step, decode_greeting).await?.text)
+    }
+
+    fn reply_error(&self, step: &'static str, e: ReplyError) -> ClientError {
+        match e {
+            // Quote what the peer said (its first line) rather than the decoder's excerpt.
+            ReplyError::NotCmtp(_) => {
+                let line = &self.inbuf[..self.inbuf.len().min(reply::MAX_GREETING)];
+                let end = line
+                    .iter()
+                    .position(|&b| b == 0 || b == b'\n')
+                    .unwrap_or(line.len());
+                ClientError::NotCmtp {
+                    peer: self.peer,
+                    said: truncate(&String::from_utf8_lossy(&line[..end])),
+                }
+            }
+            e => self.proto(step, &e.to_string()),
+        }
+    }
+
+    async fn read_key_reply(&mut self, step: &'static str) -> Result<KeyAnswer> {
+        let legacy = self.dialect == Dialect::Legacy2016;
+        let (answer, garbled) = self
+            .read_versioned(step, |b| decode_key_reply_quirks(b, legacy))
+            .await?;
+        match answer {
+            None => Ok(KeyAnswer::Text(reply::KEYNOTAVAILABLE.into())),
+            Some(reply::KeyReply::V0(v)) => {
+                // Verified only when a server key is set (not while fetching it).
+                if self.server_key.is_some() {
+                    self.verify("message", v.signed_bytes(), &v.sig)?;
+                }
+                Ok(KeyAnswer::Text(v.text))
+            }
+            Some(reply::KeyReply::Key { key, sig, .. }) => {
+                let key = PublicKey::from_array(key);
+                // A well-formed garbled reply: recognise it rather than call it tampering.
+                if garbled
+                    && self.server_key.as_ref().is_some_and(|sk| *sk != key)
+                    && self.verify("key reply", key.as_bytes(), &sig).is_err()
+                {
+                    return Ok(KeyAnswer::Text(reply::KEYNOTAVAILABLE.into()));
+                }
+                Ok(KeyAnswer::Key(key, Signature::from_array(sig)))
+            }
+        }
+    }
+}
+
+/// The answer to KEYREQUEST, as the commands use it.
+enum KeyAnswer {
+    Key(PublicKey, Signature),
+    Text(String),
+}
+
+/// [`decode_key_reply`], plus the 2016 server's quirk: it answers an unknown user with
+/// version 1 and `KEYNOTAVAILABLE` at the wrong offset. In that dialect a version-1
+/// reply is read whole (102 bytes); the flag says the text is inside it, and `None` is
+/// a malformed reply that is the garbled "no such key".
+fn decode_key_reply_quirks(buf: &[u8], legacy: bool) -> Decoded<(Option<reply::KeyReply>, bool)> {
+    if !legacy || buf.get(..4) != Some(&[0, 0, 0, 1][..]) {
+        return Ok(decode_key_reply(buf)?.map(|(r, n)| ((Some(r), false), n)));
+    }
+    let Some(whole) = buf.get(..reply::KEY_REPLY_LEN) else {
+        return Ok(None);
+    };
+    let garbled = whole[4..]
+        .windows(reply::KEYNOTAVAILABLE.len())
+        .any(|w| w == reply::KEYNOTAVAILABLE.as_bytes());
+    match decode_key_reply(whole) {
+        Err(ReplyError::MissingNul(_)) if garbled => Ok(Some(((None, true), whole.len()))),
+        r => Ok(r?.map(|(r, n)| ((Some(r), garbled), n))),
+    }
+}
+
+/// The answer to LOGIN: CMTP/1's, or the 2016 layout (bare 156-byte xzibit and its
+/// signature) for that dialect or when the announced length is too large to be one
+/// (the 2016 xzibit starts with its version 1, then salt read as a huge length).
+fn decode_login(buf: &[u8], legacy: bool) -> Decoded<LoginReply> {
+    let version0 = buf.get(..4) == Some(&[0; 4][..]);
+    if !legacy || version0 {
+        match decode_login_reply(buf, MAX_XZIBIT) {
+            Err(ReplyError::LengthTooLarge { .. }) => {}
+            r => return r,
+        }
+    }
+    Ok(decode_login_reply_2016(buf)?.map(|(r, n)| {
+        let x = LoginReply::Xzibit {
+            version: 1,
+            xzibit: r.xzibit,
+            sig: r.sig,
+        };
+        (x, n)
+    }))
+}
+
+/// The bare signature that ends a successful mailbox reply.
+fn decode_sig(buf: &[u8]) -> Decoded<[u8; SIG_LEN]> {
+    Ok(buf.first_chunk::<SIG_LEN>().map(|s| (*s, SIG_LEN)))
+}
+
+/// Signs a mailbox request in place with the user's key (D4), for `domain`, the
+/// domain of the user's address.
+pub fn sign_mbox(req: &mut MboxRequest, kind: MboxKind, domain: &str, keys: &cmtp_crypto::KeyPair) {
+    let sig = keys.sign(&req.signing_bytes(kind, domain));
+    req.signature = *sig.as_bytes();
+}
+
+fn check_param(a: &str, b: &str) -> Result<()> {
+    for s in [a, b] {
+        if s.len() > cmtp_proto::MAX_PARAM || s.as_bytes().contains(&0) {
+            return Err(ClientError::BadAddress {
+                address: s.to_owned(),
+                why: "longer than 255 bytes or contains NUL".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    let s = s.trim_end();
+    if s.len() <= 120 {
+        return s.to_owned();
+    }
+    let mut end = 120;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

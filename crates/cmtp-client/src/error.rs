@@ -1,0 +1,295 @@
+//! The typed errors of the client library.
+//!
+//! Every variant is something a person can act on; [`ClientError::kind`] groups them
+//! into the few classes a program (or the `cmtp` binary's exit codes) cares about.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which broad class an error belongs to. The `cmtp` binary maps each to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The server could not be found or reached (DNS, refused, connect timeout).
+    Unreachable,
+    /// Something answered, but it is not a CMTP server (e.g. an SMTP server).
+    NotCmtp,
+    /// The password does not open the xzibit.
+    WrongPassword,
+    /// The server does not know this user (LOGIN FAILURE, KEYNOTAVAILABLE).
+    UnknownUser,
+    /// A pinned key (server or user) changed.
+    KeyChanged,
+    /// The message is larger than the server (or the local limit) accepts.
+    TooLarge,
+    /// The server could not deliver the message (DELIVERYFAILURE) or the recipient's
+    /// domain is unreachable.
+    DeliveryFailure,
+    /// A step took longer than its timeout (the 2016 server answers some errors with silence).
+    Timeout,
+    /// The server broke the protocol or a signature did not verify.
+    Protocol,
+    /// The mailbox refused the request (AUTHFAILURE) or has no such message.
+    Mailbox,
+    /// The local profile is missing or unusable.
+    Profile,
+    /// Local I/O, bad input, anything else.
+    Other,
+}
+
+/// Everything that can go wrong in `cmtp-client`.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// DNS found no CMTP or mail server for a domain.
+    #[error("no CMTP server found for domain {domain}: {reason}")]
+    Discovery {
+        /// The domain looked up.
+        domain: String,
+        /// What the resolver said.
+        reason: String,
+    },
+    /// TCP connect failed.
+    #[error("cannot reach the server at {addr}: {source}")]
+    Connect {
+        /// The address tried (host:port as given).
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A host name did not resolve to any address.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// A network step timed out.
+    #[error("timed out after {after:?} while {step} (server {peer})")]
+    Timeout {
+        /// What we were doing.
+        step: &'static str,
+        /// The timeout that elapsed.
+        after: Duration,
+        /// The server.
+        peer: SocketAddr,
+    },
+    /// The connection broke.
+    #[error("connection to {peer} failed while {step}: {source}")]
+    Io {
+        /// What we were doing.
+        step: &'static str,
+        /// The server.
+        peer: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server closed the connection where a reply was due.
+    #[error("the server {peer} closed the connection while {step}")]
+    Closed {
+        /// What we were doing.
+        step: &'static str,
+        /// The server.
+        peer: SocketAddr,
+    },
+    /// The peer is not a CMTP server.
+    #[error("{peer} is not a CMTP server (it said {said:?}); is this an SMTP server?")]
+    NotCmtp {
+        /// The server.
+        peer: SocketAddr,
+        /// What it said (greeting or answer to OHAI), truncated.
+        said: String,
+    },
+    /// The server answered something the protocol does not allow.
+    #[error("protocol error from {peer} while {step}: {detail}")]
+    Protocol {
+        /// What we were doing.
+        step: &'static str,
+        /// The server.
+        peer: SocketAddr,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A server signature did not verify against the pinned key.
+    #[error(
+        "the server's signature on its {what} does not verify against the pinned server key: \
+         someone may be tampering with the connection"
+    )]
+    BadSignature {
+        /// Which reply.
+        what: &'static str,
+    },
+    /// The server presented a key other than the pinned one.
+    #[error(
+        "@@@ THE SERVER KEY OF {server} HAS CHANGED @@@\n  pinned:    {pinned}\n  presented: {presented}\n\
+         Someone may be intercepting your mail, or the operator replaced the server key.\n\
+         Check the new fingerprint with the operator; to accept it run:\n  \
+         cmtp server trust --fingerprint '{presented}'"
+    )]
+    ServerKeyChanged {
+        /// host:port of the server.
+        server: String,
+        /// Fingerprint of the pinned key.
+        pinned: String,
+        /// Fingerprint of the presented key.
+        presented: String,
+    },
+    /// `server trust --fingerprint` named a key other than the one the server presents.
+    #[error(
+        "the server presents the key {presented}, not the fingerprint you gave ({expected}); \
+         nothing was changed"
+    )]
+    FingerprintMismatch {
+        /// What the person typed.
+        expected: String,
+        /// Fingerprint of the presented key.
+        presented: String,
+    },
+    /// A user's key differs from the pinned one.
+    #[error(
+        "@@@ THE KEY OF {address} HAS CHANGED @@@\n  pinned:    {pinned}\n  presented: {presented}\n\
+         Mail sealed to the new key may be read by someone else. Confirm the new fingerprint\n\
+         with {address}; to accept it run:\n  cmtp key {address} --accept"
+    )]
+    UserKeyChanged {
+        /// The address.
+        address: String,
+        /// Fingerprint of the pinned key.
+        pinned: String,
+        /// Fingerprint of the presented key.
+        presented: String,
+    },
+    /// The server knows no such user (LOGIN FAILURE or KEYNOTAVAILABLE).
+    #[error("unknown user {address}: the server has no such account or key")]
+    UnknownUser {
+        /// The address asked about.
+        address: String,
+    },
+    /// The password does not open the xzibit.
+    #[error("wrong password for {address}")]
+    WrongPassword {
+        /// The address.
+        address: String,
+    },
+    /// The key inside the xzibit differs from what KEYREQUEST says for the same user.
+    #[error(
+        "the key inside {address}'s xzibit differs from the key the server publishes for it \
+         (xzibit {xzibit}, published {published})"
+    )]
+    XzibitKeyMismatch {
+        /// The address.
+        address: String,
+        /// Fingerprint of the key in the xzibit.
+        xzibit: String,
+        /// Fingerprint of the published key.
+        published: String,
+    },
+    /// The message exceeds a size limit.
+    #[error("message too large: {detail}")]
+    TooLarge {
+        /// Which limit, and the sizes.
+        detail: String,
+    },
+    /// The server answered a general FAILURE where a specific reply was due (a rate
+    /// limit or a server-side error).
+    #[error("the server refused the command while {step} (FAILURE: rate limit or server error)")]
+    ServerFailure {
+        /// What we were doing.
+        step: &'static str,
+    },
+    /// The server answered DELIVERYFAILURE.
+    #[error("delivery to {recipient} failed: the server answered DELIVERYFAILURE ({why})")]
+    DeliveryFailure {
+        /// The recipient.
+        recipient: String,
+        /// Our best explanation.
+        why: String,
+    },
+    /// The mailbox refused the request.
+    #[error("the mailbox refused the request: {text}{hint}")]
+    MailboxRefused {
+        /// AUTHFAILURE / FAILURE.
+        text: String,
+        /// A hint for the person.
+        hint: &'static str,
+    },
+    /// The mailbox has no message with this id.
+    #[error("no message with id {id}")]
+    NoSuchMessage {
+        /// The id asked for.
+        id: u64,
+    },
+    /// A message we fetched could not be decoded or opened.
+    #[error("message {id} cannot be read: {detail}")]
+    BadMessage {
+        /// The id.
+        id: u64,
+        /// What was wrong.
+        detail: String,
+    },
+    /// An address is not `account@domain` or breaks the name rule.
+    #[error("invalid address {address:?}: {why}")]
+    BadAddress {
+        /// The input.
+        address: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The profile is missing or unusable.
+    #[error("profile {path}: {detail}")]
+    Profile {
+        /// The profile folder or file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not supported by the server dialect in use.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// A crypto operation failed (other than a wrong password).
+    #[error("crypto error: {0}")]
+    Crypto(#[from] cmtp_crypto::CryptoError),
+}
+
+impl ClientError {
+    /// The broad class of this error (stable; the CLI's exit codes follow it).
+    pub fn kind(&self) -> ErrorKind {
+        use ClientError as E;
+        match self {
+            E::Discovery { .. } | E::Connect { .. } | E::Resolve { .. } => ErrorKind::Unreachable,
+            E::Timeout { .. } => ErrorKind::Timeout,
+            E::Io { .. } | E::Closed { .. } | E::Protocol { .. } | E::BadSignature { .. } => {
+                ErrorKind::Protocol
+            }
+            E::NotCmtp { .. } => ErrorKind::NotCmtp,
+            E::ServerFailure { .. } => ErrorKind::Other,
+            E::ServerKeyChanged { .. }
+            | E::UserKeyChanged { .. }
+            | E::FingerprintMismatch { .. } => ErrorKind::KeyChanged,
+            E::XzibitKeyMismatch { .. } => ErrorKind::Protocol,
+            E::UnknownUser { .. } => ErrorKind::UnknownUser,
+            E::WrongPassword { .. } => ErrorKind::WrongPassword,
+            E::TooLarge { .. } => ErrorKind::TooLarge,
+            E::DeliveryFailure { .. } => ErrorKind::DeliveryFailure,
+            E::MailboxRefused { .. } | E::NoSuchMessage { .. } => ErrorKind::Mailbox,
+            E::Profile { .. } => ErrorKind::Profile,
+            E::BadMessage { .. } | E::BadAddress { .. } | E::File { .. } | E::Unsupported(_) => {
+                ErrorKind::Other
+            }
+            E::Crypto(_) => ErrorKind::Other,
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -1,0 +1,729 @@
+//! The high-level client: log in, look up keys, send, list, read and delete mail.
+//! The `cmtp` binary is a thin layer over this; a webmail can use it the same way.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
+use cmtp_proto::{Body, FetchPart, InternalBody, MboxKind, MboxRequest};
+use zeroize::Zeroizing;
+
+use crate::address::Address;
+use crate::conn::{Connection, Dialect, MailHead, MailOutcome, Progress, Timeouts, sign_mbox};
+use crate::discovery::Discovery;
+use crate::error::{ClientError, ErrorKind, Result};
+use crate::message::{
+    Draft, InboxItem, ReadMessage, ReceivedAttachment, log_entries, parse_stored,
+};
+use crate::profile::{Compat, PinStatus, Profile, ProfileConfig, TimeoutConfig};
+
+/// Settings that are not part of the profile (command-line flags, environment).
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Overrides the profile's timeouts.
+    pub timeouts: Option<Timeouts>,
+    /// DNS server to use instead of the system's (e.g. `127.0.0.1:5353` in tests).
+    pub dns: Option<SocketAddr>,
+    /// Overrides the profile's compatibility setting (`Legacy2016` allows sending to a
+    /// 2016 server; the dialect itself is always detected from the greeting).
+    pub compat: Option<Compat>,
+    /// Largest message this client sends (bytes); `None` = 64 MiB, the server default.
+    pub max_message: Option<u64>,
+}
+
+/// The default largest message (the server's default limit, spec §5.5).
+pub const DEFAULT_MAX_MESSAGE: u64 = 64 * 1024 * 1024;
+
+/// What `login` established.
+#[derive(Debug, Clone)]
+pub struct LoginInfo {
+    /// The address logged in.
+    pub address: Address,
+    /// The home server, `host:port`.
+    pub server: String,
+    /// The server's key.
+    pub server_key: PublicKey,
+    /// Whether the server key was pinned just now (first use) or matched the pin.
+    pub server_key_status: PinStatus,
+    /// My public key.
+    pub public_key: PublicKey,
+    /// The server dialect.
+    pub dialect: Dialect,
+    /// Whether the secret key was stored in the profile (`--remember`).
+    pub remembered: bool,
+}
+
+/// A recipient's key as the home server reports it, and how it compares with the pin.
+#[derive(Debug, Clone)]
+pub struct KeyLookup {
+    /// The address.
+    pub address: Address,
+    /// The key (verified against the server's signature).
+    pub key: PublicKey,
+    /// Compared with the pin.
+    pub status: PinStatus,
+}
+
+/// The result of sending to one recipient.
+#[derive(Debug)]
+pub struct RecipientResult {
+    /// The recipient.
+    pub address: Address,
+    /// `cc` if this recipient was a carbon copy.
+    pub cc: bool,
+    /// What happened.
+    pub outcome: Result<MailOutcome>,
+}
+
+/// A connection to the home server on behalf of one profile.
+pub struct Session {
+    profile: Profile,
+    address: Address,
+    conn: Option<Connection>,
+    keys: Option<KeyPair>,
+    timeouts: Timeouts,
+    dialect: Dialect,
+    allow_2016_mail: bool,
+    max_message: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("address", &self.address)
+            .field("unlocked", &self.keys.is_some())
+            .finish()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Finds the CMTP servers of `domain` by DNS (SRV, then MX on port 25), as `host:port`.
+pub async fn discover(domain: &str, opts: &ClientOptions) -> Result<Vec<String>> {
+    let t = opts.timeouts.unwrap_or_default();
+    let d = Discovery::new(opts.dns, t.connect)?;
+    Ok(d.lookup(domain)
+        .await?
+        .into_iter()
+        .map(|c| c.host_port())
+        .collect())
+}
+
+/// Connects, reads the greeting, says OHAI, and checks the server key against the pin
+/// in `profile` for `server` (pinning it when `pin_new` and nothing is pinned).
+/// Returns the connection (with the key set) and how the key compared.
+async fn connect_verified(
+    profile: &mut Profile,
+    server: &str,
+    timeouts: Timeouts,
+    pin_new: bool,
+) -> Result<(Connection, PublicKey, PinStatus)> {
+    let mut conn = Connection::connect(server, timeouts).await?;
+    conn.ohai().await?;
+    let key = conn.fetch_server_key().await?;
+    let status = profile.pins.check_server(server, &key);
+    match &status {
+        PinStatus::Same => {}
+        PinStatus::New if pin_new => {
+            profile.pins.pin_server(server, &key);
+            profile.save()?;
+        }
+        PinStatus::New => {
+            return Err(ClientError::Profile {
+                path: profile.dir().display().to_string(),
+                detail: format!("no pinned key for {server}; run `cmtp login` again"),
+            });
+        }
+        PinStatus::Changed(old) => {
+            return Err(ClientError::ServerKeyChanged {
+                server: server.to_owned(),
+                pinned: old.fingerprint(),
+                presented: key.fingerprint(),
+            });
+        }
+    }
+    conn.set_server_key(key);
+    Ok((conn, key, status))
+}
+
+/// Fetches `address`'s xzibit with LOGIN, opens it with `password`, and checks that its
+/// public key is the one the server publishes for the same user.
+async fn fetch_keys(conn: &mut Connection, address: &Address, password: &[u8]) -> Result<KeyPair> {
+    let xz = conn.login(&address.account).await.map_err(|e| match e {
+        ClientError::UnknownUser { .. } => ClientError::UnknownUser {
+            address: address.to_string(),
+        },
+        e => e,
+    })?;
+    let xz = Xzibit::parse(&xz).map_err(|e| ClientError::Protocol {
+        step: "reading the xzibit",
+        peer: conn.peer(),
+        detail: e.to_string(),
+    })?;
+    let password = password.to_vec();
+    let password = Zeroizing::new(password);
+    // The KDF is deliberately slow (scrypt / Argon2id): keep it off the async threads.
+    let keys = tokio::task::spawn_blocking(move || xz.open(&password))
+        .await
+        .map_err(|e| ClientError::Unsupported(format!("KDF task failed: {e}")))?
+        .map_err(|e| match e {
+            cmtp_crypto::CryptoError::WrongPassword => ClientError::WrongPassword {
+                address: address.to_string(),
+            },
+            e => ClientError::Crypto(e),
+        })?;
+    let published = conn
+        .key_request(&address.account, &address.domain)
+        .await?
+        .ok_or_else(|| ClientError::UnknownUser {
+            address: address.to_string(),
+        })?;
+    if published != keys.public() {
+        return Err(ClientError::XzibitKeyMismatch {
+            address: address.to_string(),
+            xzibit: keys.public().fingerprint(),
+            published: published.fingerprint(),
+        });
+    }
+    Ok(keys)
+}
+
+/// Normalises a fingerprint or hex key for comparison: lower-case hex digits only.
+fn norm_hex(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+impl Session {
+    /// Logs in: finds the server (`server`, else DNS), pins its key on first use
+    /// (a changed key is [`ClientError::ServerKeyChanged`]), fetches and opens the
+    /// xzibit with `password`, checks it against the published key, and writes the
+    /// profile. With `remember`, the secret key is stored in the profile (mode 0600).
+    pub async fn login(
+        profile: &mut Profile,
+        address: &Address,
+        server: Option<&str>,
+        password: &[u8],
+        remember: bool,
+        opts: &ClientOptions,
+    ) -> Result<LoginInfo> {
+        let prev_timeouts = profile.config.as_ref().map(|c| c.timeouts);
+        let timeouts = opts
+            .timeouts
+            .or(prev_timeouts.map(TimeoutConfig::to_timeouts))
+            .unwrap_or_default();
+        let candidates = match server {
+            Some(s) => vec![s.to_owned()],
+            None => discover(&address.domain, opts).await?,
+        };
+        let compat = opts.compat.unwrap_or_default();
+        let mut last = None;
+        for cand in candidates {
+            match connect_verified(profile, &cand, timeouts, true).await {
+                Ok((mut conn, server_key, status)) => {
+                    let keys = fetch_keys(&mut conn, address, password).await?;
+                    let dialect = conn.dialect();
+                    let _ = conn.obai().await;
+                    profile.config = Some(ProfileConfig {
+                        address: address.to_string(),
+                        server: cand.clone(),
+                        public_key: keys.public().to_hex(),
+                        // Only an explicit `--compat 2016` enables sending to a 2016
+                        // server; detecting one is not consent to its unconfirmed MAIL.
+                        compat,
+                        timeouts: TimeoutConfig {
+                            connect_secs: timeouts.connect.as_secs_f64(),
+                            io_secs: timeouts.io.as_secs_f64(),
+                        },
+                    });
+                    // My own key is pinned like any other user's.
+                    profile.pins.pin_user(&address.to_string(), &keys.public());
+                    profile.save()?;
+                    if remember {
+                        profile.remember_secret(&keys)?;
+                    } else {
+                        profile.forget_secret()?;
+                    }
+                    return Ok(LoginInfo {
+                        address: address.clone(),
+                        server: cand,
+                        server_key,
+                        server_key_status: status,
+                        public_key: keys.public(),
+                        dialect,
+                        remembered: remember,
+                    });
+                }
+                // Only "could not reach this candidate" moves on to the next one.
+                // An MX host on port 25 may well be a plain SMTP server: try the next.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::NotCmtp
+                    ) =>
+                {
+                    last = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Discovery {
+            domain: address.domain.clone(),
+            reason: "no candidate server".into(),
+        }))
+    }
+
+    /// Re-pins the home server's key after a deliberate change: connects, and pins the
+    /// presented key if its fingerprint (or hex) equals `fingerprint`.
+    pub async fn trust_server(
+        profile: &mut Profile,
+        fingerprint: &str,
+        opts: &ClientOptions,
+    ) -> Result<PublicKey> {
+        let cfg = profile.require_config()?.clone();
+        let timeouts = opts.timeouts.unwrap_or_else(|| cfg.timeouts.to_timeouts());
+        let mut conn = Connection::connect(&cfg.server, timeouts).await?;
+        conn.ohai().await?;
+        let key = conn.fetch_server_key().await?;
+        let want = norm_hex(fingerprint);
+        let matches =
+            !want.is_empty() && (want == norm_hex(&key.fingerprint()) || want == key.to_hex());
+        if !matches {
+            return Err(ClientError::FingerprintMismatch {
+                expected: fingerprint.to_owned(),
+                presented: key.fingerprint(),
+            });
+        }
+        profile.pins.pin_server(&cfg.server, &key);
+        profile.save()?;
+        let _ = conn.obai().await;
+        Ok(key)
+    }
+
+    /// Opens a session for a logged-in profile: connects to the home server and checks
+    /// its key against the pin. A remembered secret key is loaded; otherwise call
+    /// [`Session::unlock`] before mailbox commands.
+    pub async fn open(mut profile: Profile, opts: &ClientOptions) -> Result<Session> {
+        let cfg = profile.require_config()?.clone();
+        let address = profile.address()?;
+        let timeouts = opts.timeouts.unwrap_or_else(|| cfg.timeouts.to_timeouts());
+        let compat = opts.compat.unwrap_or(cfg.compat);
+        let keys = profile.remembered_secret()?;
+        if let Some(k) = &keys
+            && k.public() != profile.public_key()?
+        {
+            return Err(ClientError::Profile {
+                path: profile.dir().display().to_string(),
+                detail: "the remembered secret key does not match the profile's public key".into(),
+            });
+        }
+        let (conn, _, _) = connect_verified(&mut profile, &cfg.server, timeouts, false).await?;
+        let dialect = conn.dialect();
+        Ok(Session {
+            profile,
+            address,
+            conn: Some(conn),
+            keys,
+            timeouts,
+            dialect,
+            allow_2016_mail: compat == Compat::Legacy2016,
+            max_message: opts.max_message.unwrap_or(DEFAULT_MAX_MESSAGE),
+        })
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// My address.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The server dialect in use.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// True when the secret key is available (remembered, or after [`Session::unlock`]).
+    pub fn is_unlocked(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    async fn conn(&mut self) -> Result<&mut Connection> {
+        if self.conn.is_none() {
+            let server = self.profile.require_config()?.server.clone();
+            let (c, _, _) =
+                connect_verified(&mut self.profile, &server, self.timeouts, false).await?;
+            self.conn = Some(c);
+        }
+        // Just set above when it was None.
+        self.conn
+            .as_mut()
+            .ok_or_else(|| ClientError::Unsupported("no connection".into()))
+    }
+
+    /// Drops the connection after an error that may have left it unusable.
+    fn after<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r
+            && matches!(
+                e.kind(),
+                ErrorKind::Protocol | ErrorKind::Timeout | ErrorKind::TooLarge
+            )
+        {
+            self.conn = None;
+        }
+        r
+    }
+
+    /// Fetches the xzibit again with LOGIN and opens it with `password`.
+    pub async fn unlock(&mut self, password: &[u8]) -> Result<()> {
+        let address = self.address.clone();
+        let conn = self.conn().await?;
+        let r = fetch_keys(conn, &address, password).await;
+        let keys = self.after(r)?;
+        if keys.public() != self.profile.public_key()? {
+            return Err(ClientError::Profile {
+                path: self.profile.dir().display().to_string(),
+                detail: "the account's key changed since login; run `cmtp login` again".into(),
+            });
+        }
+        self.keys = Some(keys);
+        Ok(())
+    }
+
+    /// Asks the home server for `address`'s key (KEYREQUEST user domain) and compares
+    /// it with the pin. Does not change the pins (see [`Session::pin_user`]).
+    pub async fn lookup_key(&mut self, address: &Address) -> Result<KeyLookup> {
+        let conn = self.conn().await?;
+        let r = conn.key_request(&address.account, &address.domain).await;
+        let key = self.after(r)?.ok_or_else(|| ClientError::UnknownUser {
+            address: address.to_string(),
+        })?;
+        let status = self.profile.pins.check_user(&address.to_string(), &key);
+        Ok(KeyLookup {
+            address: address.clone(),
+            key,
+            status,
+        })
+    }
+
+    /// Pins `key` for `address` (and saves the profile).
+    pub fn pin_user(&mut self, address: &Address, key: &PublicKey) -> Result<()> {
+        self.profile.pins.pin_user(&address.to_string(), key);
+        self.profile.save()
+    }
+
+    /// Sends `draft`: one MAIL per recipient (To, then CC; duplicates once), each
+    /// sealed to that recipient's key, which is fetched through the home server and
+    /// pinned on first use (a changed key fails that recipient). Returns one result
+    /// per recipient; only a local problem (unreadable draft, too large) fails all.
+    pub async fn send(
+        &mut self,
+        draft: &Draft,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RecipientResult>> {
+        let legacy = self.dialect == Dialect::Legacy2016;
+        if legacy && !self.allow_2016_mail {
+            return Err(ClientError::Unsupported(
+                "the home server is the 2016 implementation: it never confirms MAIL and needs \
+                 a nonce after the message; to send anyway use `--compat 2016` \
+                 (see docs/client.md)"
+                    .into(),
+            ));
+        }
+        if legacy && !draft.attachments.is_empty() {
+            return Err(ClientError::Unsupported(
+                "the 2016 server cannot receive attachments (it misreads them); \
+                 send without --attach"
+                    .into(),
+            ));
+        }
+        let body_plain = if legacy {
+            // The 2016 client sealed the bare text; its reader shows nothing else.
+            Zeroizing::new(draft.text.as_bytes().to_vec())
+        } else {
+            let ib = InternalBody {
+                timestamp: u32::try_from(now()).unwrap_or(u32::MAX),
+                subject: draft.subject.clone(),
+                reply_to: draft
+                    .reply_to
+                    .as_ref()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                cc: draft.cc.iter().map(|a| a.to_string()).collect(),
+                text: draft.text.clone(),
+            };
+            Zeroizing::new(ib.to_bytes().map_err(|e| ClientError::BadAddress {
+                address: draft.subject.clone(),
+                why: format!("cannot encode the body: {e}"),
+            })?)
+        };
+        let seal = cmtp_crypto::SEAL_OVERHEAD as u64;
+        let att_total: u64 = draft
+            .attachments
+            .iter()
+            .map(|a| 8 + a.plaintext().len() as u64 + seal)
+            .sum();
+        let total = 24 + 4 * 256 + 1 + body_plain.len() as u64 + seal + att_total;
+        if total > self.max_message {
+            return Err(ClientError::TooLarge {
+                detail: format!(
+                    "about {total} bytes, over the limit of {} bytes",
+                    self.max_message
+                ),
+            });
+        }
+        let mut recipients: Vec<(Address, bool)> = Vec::new();
+        for (a, cc) in draft
+            .to
+            .iter()
+            .map(|a| (a, false))
+            .chain(draft.cc.iter().map(|a| (a, true)))
+        {
+            if !recipients.iter().any(|(b, _)| b == a) {
+                recipients.push((a.clone(), cc));
+            }
+        }
+        let mut results = Vec::with_capacity(recipients.len());
+        for (addr, cc) in recipients {
+            let outcome = self
+                .send_one(&addr, &body_plain, draft, att_total, progress)
+                .await;
+            let outcome = self.after(outcome);
+            if legacy {
+                // The 2016 exchange ends with OBAI: the next recipient needs a new connection.
+                self.conn = None;
+            }
+            results.push(RecipientResult {
+                address: addr,
+                cc,
+                outcome,
+            });
+        }
+        Ok(results)
+    }
+
+    async fn send_one(
+        &mut self,
+        addr: &Address,
+        body_plain: &[u8],
+        draft: &Draft,
+        att_total: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<MailOutcome> {
+        let lookup = self.lookup_key(addr).await?;
+        match &lookup.status {
+            PinStatus::Same => {}
+            PinStatus::New => self.pin_user(addr, &lookup.key)?,
+            PinStatus::Changed(old) => {
+                return Err(ClientError::UserKeyChanged {
+                    address: addr.to_string(),
+                    pinned: old.fingerprint(),
+                    presented: lookup.key.fingerprint(),
+                });
+            }
+        }
+        let key = lookup.key;
+        let body = cmtp_crypto::seal(body_plain, &key)?;
+        let head = MailHead {
+            version: 1,
+            dest_account: addr.account.clone(),
+            dest_domain: addr.domain.clone(),
+            src_account: self.address.account.clone(),
+            src_domain: self.address.domain.clone(),
+            log: vec![0],
+        };
+        let atts = draft
+            .attachments
+            .iter()
+            .map(move |a| cmtp_crypto::seal(a.plaintext(), &key).map_err(ClientError::from));
+        let conn = self.conn().await?;
+        let outcome = conn
+            .send_mail(&head, &body, atts, att_total, progress)
+            .await?;
+        if outcome == MailOutcome::DeliveryFailure {
+            return Err(ClientError::DeliveryFailure {
+                recipient: addr.to_string(),
+                why: "no such account there, relaying refused, or the recipient's domain has \
+                      no reachable CMTP server"
+                    .into(),
+            });
+        }
+        Ok(outcome)
+    }
+
+    fn keys(&self) -> Result<&KeyPair> {
+        self.keys.as_ref().ok_or_else(|| ClientError::Profile {
+            path: self.profile.dir().display().to_string(),
+            detail: "the secret key is needed: unlock the session with the password".into(),
+        })
+    }
+
+    fn signed(&self, mut req: MboxRequest, kind: MboxKind) -> Result<MboxRequest> {
+        sign_mbox(&mut req, kind, &self.address.domain, self.keys()?);
+        Ok(req)
+    }
+
+    /// Lists the mailbox; subjects come from `head` fetches (no attachments downloaded).
+    pub async fn inbox(&mut self) -> Result<Vec<InboxItem>> {
+        let req = self.signed(
+            MboxRequest::list(&self.address.account, now()),
+            MboxKind::List,
+        )?;
+        let conn = self.conn().await?;
+        let r = conn.mbox_list(&req).await;
+        let entries = self.after(r)?;
+        let mut items = Vec::with_capacity(entries.len());
+        for e in entries {
+            let req = self.signed(
+                MboxRequest::fetch(&self.address.account, now(), e.id, FetchPart::Head),
+                MboxKind::Fetch,
+            )?;
+            let conn = self.conn().await?;
+            let r = conn.mbox_fetch(&req).await;
+            let head = match self.after(r) {
+                Ok(h) => Some(h),
+                // Deleted meanwhile: skip it.
+                Err(ClientError::NoSuchMessage { .. }) => continue,
+                Err(e) if e.kind() == ErrorKind::Mailbox => return Err(e),
+                Err(e) if matches!(e.kind(), ErrorKind::Protocol | ErrorKind::Timeout) => {
+                    return Err(e);
+                }
+                Err(_) => None,
+            };
+            let from = format!("{}@{}", e.src_account, e.src_domain);
+            let mut item = InboxItem {
+                id: e.id,
+                from,
+                subject: String::new(),
+                timestamp: e.received,
+                received: e.received,
+                size: e.size,
+                attachments: e.attachment_count,
+                legacy: false,
+                error: None,
+            };
+            match head.as_deref().map(|h| self.open_body(e.id, h, true)) {
+                Some(Ok(body)) => match body {
+                    Body::Internal(ib) => {
+                        item.subject = ib.subject;
+                        item.timestamp = u64::from(ib.timestamp);
+                    }
+                    Body::Legacy(t) => {
+                        item.legacy = true;
+                        item.subject = t.lines().next().unwrap_or("").chars().take(60).collect();
+                    }
+                },
+                Some(Err(err)) => item.error = Some(err.to_string()),
+                None => item.error = Some("could not fetch".into()),
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    fn open_body(&self, id: u64, bytes: &[u8], head: bool) -> Result<Body> {
+        let bad = |d: String| ClientError::BadMessage { id, detail: d };
+        let m = parse_stored(bytes, head).map_err(bad)?;
+        let plain = cmtp_crypto::open_for(m.version, m.body, self.keys()?)
+            .map_err(|e| bad(format!("the body does not open: {e}")))?;
+        Ok(Body::decode(&plain))
+    }
+
+    /// Fetches message `id` in full, verifies the server's signature, opens body and
+    /// attachments.
+    pub async fn read(&mut self, id: u64) -> Result<ReadMessage> {
+        let req = self.signed(
+            MboxRequest::fetch(&self.address.account, now(), id, FetchPart::Full),
+            MboxKind::Fetch,
+        )?;
+        let conn = self.conn().await?;
+        let r = conn.mbox_fetch(&req).await;
+        let bytes = self.after(r)?;
+        let bad = |d: String| ClientError::BadMessage { id, detail: d };
+        let m = parse_stored(&bytes, false).map_err(bad)?;
+        let keys = self.keys()?;
+        let plain = cmtp_crypto::open_for(m.version, m.body, keys)
+            .map_err(|e| bad(format!("the body does not open: {e}")))?;
+        let mut attachments = Vec::with_capacity(m.attachments.len());
+        for (i, a) in m.attachments.iter().enumerate() {
+            let mut p = cmtp_crypto::open_for(m.version, a, keys)
+                .map_err(|e| bad(format!("attachment {} does not open: {e}", i + 1)))?;
+            // `file_name NUL data`, split in place: a multi-MiB attachment is not copied.
+            let n = p
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or_else(|| bad(format!("attachment {}: no NUL after the file name", i + 1)))?;
+            let name = String::from_utf8_lossy(&p[..n]).into_owned();
+            let mut data = std::mem::take(&mut *p);
+            data.drain(..=n);
+            attachments.push(ReceivedAttachment { name, data });
+        }
+        let dest_domain = if m.dest_domain.is_empty() {
+            self.address.domain.clone()
+        } else {
+            m.dest_domain.clone()
+        };
+        let mut out = ReadMessage {
+            id,
+            from: format!("{}@{}", m.src_account, m.src_domain),
+            to: format!("{}@{}", m.dest_account, dest_domain),
+            subject: String::new(),
+            reply_to: String::new(),
+            cc: Vec::new(),
+            timestamp: 0,
+            text: String::new(),
+            legacy: false,
+            log: log_entries(m.log),
+            attachments,
+        };
+        match Body::decode(&plain) {
+            Body::Internal(ib) => {
+                out.subject = ib.subject;
+                out.reply_to = ib.reply_to;
+                out.cc = ib.cc;
+                out.timestamp = u64::from(ib.timestamp);
+                out.text = ib.text;
+            }
+            Body::Legacy(t) => {
+                out.legacy = true;
+                out.text = t;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes message `id`.
+    pub async fn delete(&mut self, id: u64) -> Result<()> {
+        let req = self.signed(
+            MboxRequest::delete(&self.address.account, now(), id),
+            MboxKind::Delete,
+        )?;
+        let conn = self.conn().await?;
+        let r = conn.mbox_delete(&req).await;
+        self.after(r)
+    }
+
+    /// Checks the connection with NOOP.
+    pub async fn noop(&mut self) -> Result<()> {
+        let conn = self.conn().await?;
+        let r = conn.noop().await;
+        self.after(r)
+    }
+
+    /// Says goodbye.
+    pub async fn close(mut self) {
+        if let Some(c) = self.conn.take() {
+            let _ = c.obai().await;
+        }
+    }
+}
