@@ -67,11 +67,22 @@ impl MailStore for EmbeddedStore {
     async fn list(&self, mailbox: &str) -> Result<Vec<MessageInfo>> {
         MailStore::list(&self.mail, mailbox).await
     }
+    async fn list_range(
+        &self,
+        mailbox: &str,
+        after_id: u64,
+        max: usize,
+    ) -> Result<Vec<MessageInfo>> {
+        self.mail.list_range(mailbox, after_id, max).await
+    }
     async fn open(&self, mailbox: &str, id: u64) -> Result<Option<(MessageInfo, MessageReader)>> {
         self.mail.open(mailbox, id).await
     }
     async fn delete(&self, mailbox: &str, id: u64) -> Result<bool> {
         self.mail.delete(mailbox, id).await
+    }
+    fn mailbox_usage(&self, mailbox: &str) -> (u64, u64) {
+        self.mail.mailbox_usage(mailbox)
     }
     fn stats(&self) -> Result<StoreStats> {
         self.mail.stats()

@@ -11,6 +11,7 @@
 
 mod embedded;
 mod error;
+mod fsutil;
 mod log;
 mod metrics;
 mod name;
@@ -92,7 +93,8 @@ pub struct MessageMeta {
 /// A stored message's listing entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
-    /// Message id: unique in the store, increasing with commit order (roughly).
+    /// Message id: unique in the store, never reused, ascending in arrival (log) order: a
+    /// message committed after another always has a larger id.
     pub id: u64,
     /// Commit time, Unix seconds.
     pub received: u64,
@@ -129,7 +131,8 @@ pub struct StoreStats {
     /// Segment bytes of deleted messages and tombstones, reclaimable by a compaction
     /// that does not exist yet.
     pub dead_bytes: u64,
-    /// Live messages stored in their own blob file (larger than the inline threshold).
+    /// Live messages stored in their own blob file (larger than the inline threshold, or
+    /// received while the inline budget was used up).
     pub blobs: u64,
     /// Sum of those blob files' sizes.
     pub blob_bytes: u64,
@@ -163,6 +166,27 @@ pub trait MailStore: Send + Sync + 'static {
     fn begin(&self) -> Self::Delivery;
     /// The mailbox's messages in ascending id order.
     fn list(&self, mailbox: &str) -> impl Future<Output = Result<Vec<MessageInfo>>> + Send;
+    /// At most `max` of the mailbox's messages with an id above `after_id`, ascending:
+    /// a listing in batches (pass the last id of one batch as `after_id` of the next), so
+    /// a long mailbox is streamed without copying it whole. Messages committed meanwhile
+    /// have larger ids and show up at the end.
+    ///
+    /// The default filters [`MailStore::list`]; backends override it with a range scan.
+    fn list_range(
+        &self,
+        mailbox: &str,
+        after_id: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<MessageInfo>>> + Send {
+        async move {
+            let all = self.list(mailbox).await?;
+            Ok(all
+                .into_iter()
+                .filter(|i| i.id > after_id)
+                .take(max)
+                .collect())
+        }
+    }
     /// One message and a reader over its exact bytes, or `None` if it does not exist.
     fn open(
         &self,
@@ -171,6 +195,16 @@ pub trait MailStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(MessageInfo, Self::Reader)>>> + Send;
     /// Deletes a message; durable when it resolves; `false` if there was none.
     fn delete(&self, mailbox: &str, id: u64) -> impl Future<Output = Result<bool>> + Send;
+    /// `(messages, bytes)` of one mailbox (0, 0 if it has none), for per-mailbox quotas.
+    /// O(1) in the embedded backend (running totals in its index).
+    ///
+    /// The default derives it from [`MailStore::stats`].
+    fn mailbox_usage(&self, mailbox: &str) -> (u64, u64) {
+        self.stats()
+            .ok()
+            .and_then(|s| s.mailboxes.get(mailbox).map(|m| (m.messages, m.bytes)))
+            .unwrap_or((0, 0))
+    }
     /// Store-wide figures.
     fn stats(&self) -> Result<StoreStats>;
     /// Durability-commit observations (batches, batch sizes, fsync latency) for metrics.

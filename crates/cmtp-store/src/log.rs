@@ -3,11 +3,17 @@
 //! One writer thread owns the active segment. Deliveries hand it complete records over a
 //! channel; it takes everything pending, writes it, does ONE `fdatasync`, updates the
 //! in-memory index and only then completes every waiter. Messages larger than the inline
-//! threshold stream to their own blob file and are referenced by a small record.
+//! threshold (or arriving while the store-wide inline budget is used up) stream to their
+//! own blob file and are referenced by a small record.
+//!
+//! Message ids are assigned by the writer thread as it serialises records, so they ascend
+//! in log (arrival) order; blob files are numbered by a separate counter and the BlobRef
+//! record names its file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -19,9 +25,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::fsutil::{create_dirs_synced, create_new_private, private_file, sync_dir};
 use crate::metrics::StoreMetrics;
-use crate::record::{self, Decoded, KIND_MESSAGE, RECORD_HEADER, SEGMENT_HEADER, SEGMENT_MAGIC};
-use crate::users::sync_dir;
+use crate::record::{
+    self, Body, Decoded, KIND_MESSAGE, RECORD_HEADER, SEGMENT_HEADER, SEGMENT_MAGIC,
+};
 use crate::{
     Delivery, MailStore, MailboxStats, MessageInfo, MessageMeta, MessageRead, MetricsSnapshot,
     Result, StoreError, StoreStats,
@@ -30,7 +38,9 @@ use crate::{
 /// Largest inline threshold accepted (records must stay below `record::MAX_PAYLOAD`).
 const MAX_INLINE: usize = 64 * 1024 * 1024;
 /// Write buffer of a spilling delivery: memory per large delivery stays about this.
-const SPILL_BUF: usize = 1024 * 1024;
+const SPILL_BUF: usize = 64 * 1024;
+/// Smallest inline buffer reservation (fewer budget updates for small messages).
+const MIN_INLINE_STEP: usize = 4096;
 /// Largest chunk a reader returns, whatever `max` asks.
 const MAX_READ_CHUNK: usize = 8 * 1024 * 1024;
 /// Data pieces above this go straight to the file instead of through the batch buffer.
@@ -49,6 +59,10 @@ pub struct Options {
     /// Most bytes one group commit takes from the queue (the rest go in the next one).
     /// Default 16 MiB.
     pub max_batch_bytes: usize,
+    /// Most bytes all deliveries together may buffer in memory (inline messages being
+    /// received or waiting for their group commit). A delivery that cannot reserve more
+    /// spills to its blob file instead, whatever its size. Default 256 MiB.
+    pub inline_budget: u64,
 }
 
 impl Default for Options {
@@ -57,37 +71,90 @@ impl Default for Options {
             inline_threshold: 1 << 20,
             segment_size: 256 << 20,
             max_batch_bytes: 16 << 20,
+            inline_budget: 256 << 20,
         }
     }
 }
 
 /// Where a message's bytes are.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Loc {
     /// Inline in a segment, starting at this file offset.
     Inline { segment: u64, offset: u64 },
-    /// In `blobs/<id as 16 hex digits>`.
-    Blob,
+    /// In `blobs/<file as 16 hex digits>`.
+    Blob { file: u64 },
 }
 
+/// One live message in the index. The mailbox name is the map key (shared by all its
+/// entries), and the id is the inner key: neither is copied here.
 #[derive(Debug, Clone)]
 struct Entry {
-    info: MessageInfo,
+    received: u64,
+    size: u64,
+    version: u32,
+    attachment_count: u32,
+    body_end: u64,
+    src_account: Box<str>,
+    src_domain: Box<str>,
     loc: Loc,
     /// Bytes of its record in the log (header + payload).
     rec_len: u64,
 }
 
+impl Entry {
+    fn new(info: MessageInfo, loc: Loc, rec_len: u64) -> Self {
+        let m = info.meta;
+        Self {
+            received: info.received,
+            size: info.size,
+            version: m.version,
+            attachment_count: m.attachment_count,
+            body_end: m.body_end,
+            src_account: m.src_account.into_boxed_str(),
+            src_domain: m.src_domain.into_boxed_str(),
+            loc,
+            rec_len,
+        }
+    }
+
+    fn info(&self, id: u64, mailbox: &str) -> MessageInfo {
+        MessageInfo {
+            id,
+            received: self.received,
+            size: self.size,
+            meta: MessageMeta {
+                mailbox: mailbox.to_owned(),
+                src_account: self.src_account.to_string(),
+                src_domain: self.src_domain.to_string(),
+                version: self.version,
+                attachment_count: self.attachment_count,
+                body_end: self.body_end,
+            },
+        }
+    }
+}
+
+/// One mailbox's live messages and running totals (O(1) usage for quotas).
+#[derive(Debug, Default)]
+struct Mailbox {
+    messages: BTreeMap<u64, Entry>,
+    /// Sum of the messages' sizes.
+    bytes: u64,
+}
+
 /// The in-memory index, rebuilt from the log on open.
 #[derive(Debug, Default)]
 struct Index {
-    mailboxes: HashMap<String, BTreeMap<u64, Entry>>,
-    /// Largest id seen in any record.
+    mailboxes: HashMap<Arc<str>, Mailbox>,
+    /// Largest id seen in any record (messages and tombstones): ids are never reused.
     max_id: u64,
     /// Segment number → bytes known valid (scanned or written).
     segments: BTreeMap<u64, u64>,
     live_bytes: u64,
     dead_bytes: u64,
+    /// Live messages in blob files, and the sum of their sizes.
+    blobs: u64,
+    blob_bytes: u64,
     /// Read-only mode: where the next incremental scan resumes.
     scan_seg: u64,
     scan_off: u64,
@@ -97,8 +164,30 @@ impl Index {
     fn apply_message(&mut self, info: MessageInfo, loc: Loc, rec_len: u64) {
         self.max_id = self.max_id.max(info.id);
         self.live_bytes += rec_len;
-        let mb = self.mailboxes.entry(info.meta.mailbox.clone()).or_default();
-        mb.insert(info.id, Entry { info, loc, rec_len });
+        if matches!(loc, Loc::Blob { .. }) {
+            self.blobs += 1;
+            self.blob_bytes += info.size;
+        }
+        let mb = match self.mailboxes.get_mut(info.meta.mailbox.as_str()) {
+            Some(mb) => mb,
+            None => self
+                .mailboxes
+                .entry(Arc::from(info.meta.mailbox.as_str()))
+                .or_default(),
+        };
+        let id = info.id;
+        let entry = Entry::new(info, loc, rec_len);
+        mb.bytes += entry.size;
+        if let Some(old) = mb.messages.insert(id, entry) {
+            // Only a corrupt log repeats an id; keep the totals equal to the entries.
+            mb.bytes -= old.size;
+            self.live_bytes -= old.rec_len;
+            self.dead_bytes += old.rec_len;
+            if matches!(old.loc, Loc::Blob { .. }) {
+                self.blobs -= 1;
+                self.blob_bytes -= old.size;
+            }
+        }
     }
 
     /// Applies a tombstone; returns the removed entry, if it was live.
@@ -106,17 +195,22 @@ impl Index {
         self.max_id = self.max_id.max(id);
         self.dead_bytes += rec_len;
         let mb = self.mailboxes.get_mut(mailbox)?;
-        let e = mb.remove(&id)?;
-        if mb.is_empty() {
+        let e = mb.messages.remove(&id)?;
+        mb.bytes -= e.size;
+        if mb.messages.is_empty() {
             self.mailboxes.remove(mailbox);
         }
         self.live_bytes -= e.rec_len;
         self.dead_bytes += e.rec_len;
+        if matches!(e.loc, Loc::Blob { .. }) {
+            self.blobs -= 1;
+            self.blob_bytes -= e.size;
+        }
         Some(e)
     }
 
     fn get(&self, mailbox: &str, id: u64) -> Option<&Entry> {
-        self.mailboxes.get(mailbox)?.get(&id)
+        self.mailboxes.get(mailbox)?.messages.get(&id)
     }
 }
 
@@ -126,7 +220,12 @@ struct Shared {
     blobs: PathBuf,
     blobs_tmp: PathBuf,
     index: Mutex<Index>,
-    next_id: AtomicU64,
+    /// Number of the next blob file (independent of message ids, which the writer
+    /// assigns only when the BlobRef reaches the log).
+    next_blob: AtomicU64,
+    /// Bytes reserved by deliveries buffering in memory, and the most allowed.
+    inline_used: AtomicU64,
+    inline_budget: u64,
     metrics: StoreMetrics,
     /// Set after a failed write/fsync: the store accepts no more writes.
     failed: AtomicBool,
@@ -138,8 +237,8 @@ impl Shared {
         segment_path(&self.mail, n)
     }
 
-    fn blob_path(&self, id: u64) -> PathBuf {
-        self.blobs.join(format!("{id:016x}"))
+    fn blob_path(&self, file: u64) -> PathBuf {
+        self.blobs.join(blob_name(file))
     }
 
     fn segment_reader(&self, n: u64) -> io::Result<Arc<File>> {
@@ -169,6 +268,10 @@ impl Shared {
         self.metrics.observe_fsync(t.elapsed());
         r
     }
+}
+
+fn blob_name(file: u64) -> String {
+    format!("{file:016x}")
 }
 
 fn segment_path(mail: &Path, n: u64) -> PathBuf {
@@ -251,13 +354,13 @@ fn scan_segment(path: &Path, n: u64, start: u64, index: &mut Index) -> Result<(u
             break;
         }
         match record::decode(head.kind, &payload)? {
-            Decoded::Message { info, data_offset } => {
-                let loc = match data_offset {
-                    Some(off) => Loc::Inline {
+            Decoded::Message { info, body } => {
+                let loc = match body {
+                    Body::Inline(off) => Loc::Inline {
                         segment: n,
                         offset: pos + (RECORD_HEADER + off) as u64,
                     },
-                    None => Loc::Blob,
+                    Body::Blob(file) => Loc::Blob { file },
                 };
                 index.apply_message(info, loc, rec_len);
             }
@@ -286,16 +389,76 @@ fn tail_is_zero(path: &Path, from: u64, len: u64) -> io::Result<bool> {
     Ok(true)
 }
 
-/// A record for the writer thread.
+/// Bytes of the store-wide inline budget held by one delivery; given back on drop.
+struct Budget {
+    shared: Arc<Shared>,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self { shared, bytes: 0 }
+    }
+
+    /// Reserves `more` bytes if the budget allows.
+    fn try_grow(&mut self, more: u64) -> bool {
+        let limit = self.shared.inline_budget;
+        let ok = self
+            .shared
+            .inline_used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|&n| n <= limit)
+            })
+            .is_ok();
+        if ok {
+            self.bytes += more;
+        }
+        ok
+    }
+
+    /// Moves the reservation out (to travel with the data it covers).
+    fn take(&mut self) -> Budget {
+        Budget {
+            shared: self.shared.clone(),
+            bytes: std::mem::take(&mut self.bytes),
+        }
+    }
+
+    fn release(&mut self) {
+        if self.bytes > 0 {
+            self.shared
+                .inline_used
+                .fetch_sub(std::mem::take(&mut self.bytes), Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A record for the writer thread. Messages arrive without an id: the writer assigns it
+/// as it serialises the record, so ids ascend in log order.
 enum Op {
-    /// Inline message: header + metadata, then the data.
+    /// Inline message: metadata (id not yet set), the data and its CRC.
     Message {
         info: MessageInfo,
-        head: Vec<u8>,
+        crc: crc32fast::Hasher,
+        /// Bytes of the record before the data (`record::message_head_len`).
+        head_len: usize,
         data: Vec<u8>,
+        /// The data's share of the inline budget, released once the writer is done.
+        _budget: Budget,
     },
-    /// Reference to an already durable blob.
-    BlobRef { info: MessageInfo, head: Vec<u8> },
+    /// Reference to an already durable blob file.
+    BlobRef {
+        info: MessageInfo,
+        blob_crc: u32,
+        file: u64,
+        len: usize,
+    },
     /// Tombstone.
     Delete {
         id: u64,
@@ -307,8 +470,8 @@ enum Op {
 impl Op {
     fn len(&self) -> usize {
         match self {
-            Op::Message { head, data, .. } => head.len() + data.len(),
-            Op::BlobRef { head, .. } => head.len(),
+            Op::Message { head_len, data, .. } => head_len + data.len(),
+            Op::BlobRef { len, .. } => *len,
             Op::Delete { rec, .. } => rec.len(),
         }
     }
@@ -316,14 +479,16 @@ impl Op {
 
 struct Req {
     op: Op,
-    /// `Ok(existed)` for a delete, `Ok(true)` otherwise.
-    done: oneshot::Sender<Result<bool>>,
+    /// `Ok(id)` for a message; `Ok(1)` if it existed, `Ok(0)` if not, for a delete.
+    done: oneshot::Sender<Result<u64>>,
 }
 
 /// The writer thread's own state.
 struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Req>,
+    /// Id of the next message record written.
+    next_id: u64,
     file: File,
     segment: u64,
     pos: u64,
@@ -354,7 +519,7 @@ impl Writer {
                 }
                 continue;
             }
-            match self.write_batch(&batch, bytes as u64) {
+            match self.write_batch(&mut batch, bytes as u64) {
                 Ok(offsets) => self.apply(batch, offsets, bytes as u64),
                 Err(e) => {
                     tracing::error!(error = %e, "mail log write failed; refusing further writes");
@@ -378,10 +543,7 @@ impl Writer {
         self.shared.fsync(&self.file, false)?;
         let n = self.segment + 1;
         let path = self.shared.segment_path(n);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let f = create_new_private(&path)?;
         f.write_all_at(&record::segment_header(n), 0)?;
         self.file = f;
         self.segment = n;
@@ -417,8 +579,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the batch and makes it durable; returns each record's file offset.
-    fn write_batch(&mut self, batch: &[Req], bytes: u64) -> io::Result<Vec<u64>> {
+    /// Assigns the messages' ids (in log order), writes the batch and makes it durable;
+    /// returns each record's file offset.
+    fn write_batch(&mut self, batch: &mut [Req], bytes: u64) -> io::Result<Vec<u64>> {
         if self.pos > SEGMENT_HEADER && self.pos + bytes > self.opts.segment_size {
             self.rotate()?;
         }
@@ -427,12 +590,23 @@ impl Writer {
         let mut written = self.pos;
         let mut flushed = self.pos;
         self.buf.clear();
-        for r in batch {
+        for r in batch.iter_mut() {
             offsets.push(written);
             written += r.op.len() as u64;
-            match &r.op {
-                Op::Message { head, data, .. } => {
-                    self.buf.extend_from_slice(head);
+            match &mut r.op {
+                Op::Message {
+                    info,
+                    crc,
+                    head_len,
+                    data,
+                    ..
+                } => {
+                    info.id = self.next_id;
+                    self.next_id += 1;
+                    let at = self.buf.len();
+                    let size = data.len() as u64;
+                    record::encode_message_head_into(&mut self.buf, KIND_MESSAGE, info, size, crc);
+                    debug_assert_eq!(self.buf.len() - at, *head_len);
                     if data.len() > DIRECT_WRITE {
                         self.file.write_all_at(&self.buf, flushed)?;
                         flushed += self.buf.len() as u64;
@@ -443,7 +617,18 @@ impl Writer {
                         self.buf.extend_from_slice(data);
                     }
                 }
-                Op::BlobRef { head, .. } => self.buf.extend_from_slice(head),
+                Op::BlobRef {
+                    info,
+                    blob_crc,
+                    file,
+                    len,
+                } => {
+                    info.id = self.next_id;
+                    self.next_id += 1;
+                    let at = self.buf.len();
+                    record::encode_blob_ref_into(&mut self.buf, info, *blob_crc, *file);
+                    debug_assert_eq!(self.buf.len() - at, *len);
+                }
                 Op::Delete { rec, .. } => self.buf.extend_from_slice(rec),
             }
         }
@@ -465,9 +650,11 @@ impl Writer {
             index.segments.insert(self.segment, self.pos);
             for (r, off) in batch.into_iter().zip(offsets) {
                 let rec_len = r.op.len() as u64;
-                let existed = match r.op {
-                    Op::Message { info, head, .. } => {
-                        let offset = off + head.len() as u64;
+                let reply = match r.op {
+                    Op::Message { info, head_len, .. } => {
+                        // The data (and its budget) are dropped here, once written.
+                        let id = info.id;
+                        let offset = off + head_len as u64;
                         index.apply_message(
                             info,
                             Loc::Inline {
@@ -476,38 +663,39 @@ impl Writer {
                             },
                             rec_len,
                         );
-                        true
+                        id
                     }
-                    Op::BlobRef { info, .. } => {
-                        index.apply_message(info, Loc::Blob, rec_len);
-                        true
+                    Op::BlobRef { info, file, .. } => {
+                        let id = info.id;
+                        index.apply_message(info, Loc::Blob { file }, rec_len);
+                        id
                     }
                     Op::Delete { id, mailbox, .. } => {
                         match index.apply_delete(id, &mailbox, rec_len) {
                             Some(e) => {
-                                if matches!(e.loc, Loc::Blob) {
-                                    dead_blobs.push(e.info.id);
+                                if let Loc::Blob { file } = e.loc {
+                                    dead_blobs.push(file);
                                 }
-                                true
+                                1
                             }
-                            None => false,
+                            None => 0,
                         }
                     }
                 };
-                replies.push((r.done, existed));
+                replies.push((r.done, reply));
             }
         }
         self.shared.metrics.observe_batch(n, bytes);
         // The tombstone is durable: the blob may go (before the reply, so a finished
         // delete has freed the space). A crash before this leaves an orphan, removed
         // on the next open.
-        for id in dead_blobs {
-            if let Err(e) = fs::remove_file(self.shared.blob_path(id)) {
-                tracing::warn!(id, error = %e, "could not remove a deleted blob");
+        for file in dead_blobs {
+            if let Err(e) = fs::remove_file(self.shared.blob_path(file)) {
+                tracing::warn!(file, error = %e, "could not remove a deleted blob");
             }
         }
-        for (done, existed) in replies {
-            let _ = done.send(Ok(existed));
+        for (done, reply) in replies {
+            let _ = done.send(Ok(reply));
         }
     }
 }
@@ -538,7 +726,7 @@ impl Inner {
         self.tx.is_none()
     }
 
-    async fn submit(&self, op: Op) -> Result<bool> {
+    async fn submit(&self, op: Op) -> Result<u64> {
         let tx = self.tx.as_ref().ok_or(StoreError::ReadOnly)?;
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(StoreError::Failed);
@@ -600,13 +788,15 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn new_shared(mail: PathBuf) -> Shared {
+fn new_shared(mail: PathBuf, inline_budget: u64) -> Shared {
     Shared {
         blobs: mail.join("blobs"),
         blobs_tmp: mail.join("blobs").join("tmp"),
         mail,
         index: Mutex::new(Index::default()),
-        next_id: AtomicU64::new(1),
+        next_blob: AtomicU64::new(1),
+        inline_used: AtomicU64::new(0),
+        inline_budget,
         metrics: StoreMetrics::default(),
         failed: AtomicBool::new(false),
         readers: Mutex::new(HashMap::new()),
@@ -614,7 +804,7 @@ fn new_shared(mail: PathBuf) -> Shared {
 }
 
 fn lock_exclusive(path: &Path) -> Result<File> {
-    let f = OpenOptions::new()
+    let f = private_file()
         .read(true)
         .write(true)
         .create(true)
@@ -640,8 +830,10 @@ impl LogMail {
     pub fn open(data_dir: impl AsRef<Path>, mut opts: Options) -> Result<Self> {
         opts.inline_threshold = opts.inline_threshold.min(MAX_INLINE);
         opts.max_batch_bytes = opts.max_batch_bytes.max(1);
-        let sh = new_shared(data_dir.as_ref().join("mail"));
-        fs::create_dir_all(&sh.blobs_tmp)?;
+        let sh = new_shared(data_dir.as_ref().join("mail"), opts.inline_budget);
+        // New directories (the data dir itself, mail/, blobs/, blobs/tmp/) are fsync'd
+        // with their parents, so a segment created next cannot lose its directory.
+        create_dirs_synced(&sh.blobs_tmp)?;
         let lock = lock_exclusive(&sh.mail.join("LOCK"))?;
 
         let mut index = Index::default();
@@ -687,10 +879,7 @@ impl LogMail {
         let segment = match last {
             Some(n) => n,
             None => {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(sh.segment_path(1))?;
+                let mut f = create_new_private(&sh.segment_path(1))?;
                 f.write_all(&record::segment_header(1))?;
                 sh.fsync(&f, false)?;
                 sh.fsync_dir(&sh.mail)?;
@@ -706,14 +895,15 @@ impl LogMail {
             let p = e?.path();
             let _ = fs::remove_file(&p);
         }
-        let mut live = std::collections::HashSet::new();
+        let mut live = HashSet::new();
         for mb in index.mailboxes.values() {
-            for (id, e) in mb {
-                if matches!(e.loc, Loc::Blob) {
-                    live.insert(*id);
+            for e in mb.messages.values() {
+                if let Loc::Blob { file } = e.loc {
+                    live.insert(file);
                 }
             }
         }
+        // New blob files are numbered above every name present, live or not.
         let mut max_blob = 0;
         for e in fs::read_dir(&sh.blobs)? {
             let e = e?;
@@ -721,26 +911,31 @@ impl LogMail {
                 continue;
             }
             let name = e.file_name();
-            let id = name.to_str().and_then(|s| u64::from_str_radix(s, 16).ok());
-            match id {
-                Some(id) if live.contains(&id) => max_blob = max_blob.max(id),
-                _ => {
-                    tracing::info!(blob = ?name, "removing an unreferenced blob");
-                    let _ = fs::remove_file(e.path());
+            let file = name.to_str().and_then(|s| u64::from_str_radix(s, 16).ok());
+            if let Some(file) = file {
+                max_blob = max_blob.max(file);
+                if live.contains(&file) {
+                    continue;
                 }
             }
+            tracing::info!(blob = ?name, "removing an unreferenced blob");
+            let _ = fs::remove_file(e.path());
         }
-        for mb in index.mailboxes.values() {
-            for (id, e) in mb {
-                if matches!(e.loc, Loc::Blob) && !sh.blob_path(*id).exists() {
+        for (name, mb) in &index.mailboxes {
+            for (id, e) in &mb.messages {
+                if let Loc::Blob { file } = e.loc
+                    && !sh.blob_path(file).exists()
+                {
                     return Err(StoreError::Corrupt(format!(
-                        "blob of message {id} is missing"
+                        "blob {} of message {id} in {name:?} is missing",
+                        blob_name(file)
                     )));
                 }
             }
         }
-        sh.next_id
-            .store(index.max_id.max(max_blob) + 1, Ordering::Relaxed);
+        sh.next_blob.store(max_blob + 1, Ordering::Relaxed);
+        // Tombstones keep the highest id ever used, so ids are never reused.
+        let next_id = index.max_id + 1;
         *sh.index.lock() = index;
 
         let mut file = OpenOptions::new()
@@ -752,6 +947,7 @@ impl LogMail {
         let writer = Writer {
             shared: shared.clone(),
             rx,
+            next_id,
             file,
             segment,
             pos,
@@ -779,7 +975,7 @@ impl LogMail {
     /// is simply not seen yet. Each call picks up newly committed records. Writes fail
     /// with [`StoreError::ReadOnly`]; nothing on disk is changed.
     pub fn open_read_only(data_dir: impl AsRef<Path>) -> Result<Self> {
-        let sh = new_shared(data_dir.as_ref().join("mail"));
+        let sh = new_shared(data_dir.as_ref().join("mail"), 0);
         let inner = Inner {
             shared: Arc::new(sh),
             tx: None,
@@ -798,6 +994,12 @@ impl LogMail {
         &self.inner.shared.metrics
     }
 
+    /// Bytes of the inline budget ([`Options::inline_budget`]) reserved right now by
+    /// deliveries buffering in memory (0 when none is in flight).
+    pub fn inline_reserved(&self) -> u64 {
+        self.inner.shared.inline_used.load(Ordering::Acquire)
+    }
+
     async fn refreshed(&self) -> Result<()> {
         if self.inner.read_only() {
             let inner = self.inner.clone();
@@ -809,9 +1011,10 @@ impl LogMail {
     }
 }
 
-/// A spilled (large) delivery's blob file.
+/// A spilled delivery's blob file.
 struct Spill {
-    id: u64,
+    /// Number of the blob file (`blobs/tmp/<file>` until commit, then `blobs/<file>`).
+    file_no: u64,
     tmp: PathBuf,
     file: Option<File>,
 }
@@ -821,6 +1024,8 @@ struct Spill {
 pub struct LogDelivery {
     inner: Arc<Inner>,
     buf: Vec<u8>,
+    /// Inline budget held for `buf` while the message is buffered in memory.
+    budget: Budget,
     crc: crc32fast::Hasher,
     size: u64,
     spill: Option<Spill>,
@@ -842,6 +1047,32 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 impl LogDelivery {
+    /// Makes room for `need` bytes of inline buffer within the store-wide budget; `false`
+    /// if the budget cannot cover them (the delivery then spills). Capacity grows by
+    /// doubling, and the budget covers the capacity, not just the length.
+    fn reserve_inline(&mut self, need: usize) -> bool {
+        let held = self.budget.bytes as usize;
+        if need <= held && need <= self.buf.capacity() {
+            return true;
+        }
+        let threshold = self.inner.opts.inline_threshold;
+        let mut target = need
+            .max(self.buf.capacity().saturating_mul(2))
+            .max(MIN_INLINE_STEP)
+            .min(threshold)
+            .max(need);
+        if target > held && !self.budget.try_grow((target - held) as u64) {
+            // Not the comfortable step: maybe just what is needed.
+            if need > held && !self.budget.try_grow((need - held) as u64) {
+                return false;
+            }
+            target = need.max(held);
+        }
+        self.buf
+            .reserve_exact(target.saturating_sub(self.buf.len()));
+        true
+    }
+
     /// Writes the buffer to the spill file off the runtime.
     async fn flush_spill(&mut self) -> Result<()> {
         let Some(spill) = self.spill.as_mut() else {
@@ -865,18 +1096,31 @@ impl LogDelivery {
         Ok(())
     }
 
+    /// Switches to a blob file: creates it, writes what was buffered, and gives the
+    /// buffer's inline budget back (from here on only a small spill buffer is used).
     async fn start_spill(&mut self) -> Result<()> {
         let sh = &self.inner.shared;
-        let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
-        let tmp = sh.blobs_tmp.join(format!("{id:016x}"));
+        let file_no = sh.next_blob.fetch_add(1, Ordering::Relaxed);
+        let tmp = sh.blobs_tmp.join(blob_name(file_no));
         let path = tmp.clone();
-        let file = blocking(move || Ok(File::create(&path)?)).await?;
+        let buf = std::mem::take(&mut self.buf);
+        let file = blocking(move || {
+            let mut f = create_new_private(&path)?;
+            if let Err(e) = f.write_all(&buf) {
+                drop(f);
+                let _ = fs::remove_file(&path);
+                return Err(e.into());
+            }
+            Ok(f)
+        })
+        .await?;
+        self.budget.release();
         self.spill = Some(Spill {
-            id,
+            file_no,
             tmp,
             file: Some(file),
         });
-        self.buf.reserve(SPILL_BUF.saturating_sub(self.buf.len()));
+        self.buf = Vec::with_capacity(SPILL_BUF);
         Ok(())
     }
 }
@@ -889,7 +1133,8 @@ impl Delivery for LogDelivery {
         self.crc.update(chunk);
         self.size += chunk.len() as u64;
         if self.spill.is_none() {
-            if self.buf.len() + chunk.len() <= self.inner.opts.inline_threshold {
+            let need = self.buf.len() + chunk.len();
+            if need <= self.inner.opts.inline_threshold && self.reserve_inline(need) {
                 self.buf.extend_from_slice(chunk);
                 return Ok(());
             }
@@ -915,29 +1160,41 @@ impl Delivery for LogDelivery {
         record::check_meta(&meta)?;
         let received = now_secs();
         let inner = self.inner.clone();
+        // The id is assigned by the writer thread when the record is serialised.
+        let info = MessageInfo {
+            id: 0,
+            received,
+            size: self.size,
+            meta,
+        };
         if self.spill.is_none() {
-            let id = inner.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let info = MessageInfo {
-                id,
-                received,
-                size: self.size,
-                meta,
+            if self.buf.len() as u64 != self.size {
+                // A write of this delivery failed or was cancelled midway: never log a
+                // record whose data is not what was written.
+                return Err(StoreError::Io(io::Error::other(
+                    "an earlier write of this delivery did not complete",
+                )));
+            }
+            let head_len = record::message_head_len(&info.meta);
+            let op = Op::Message {
+                info,
+                crc: self.crc.clone(),
+                head_len,
+                data: std::mem::take(&mut self.buf),
+                _budget: self.budget.take(),
             };
-            let head = record::encode_message_head(KIND_MESSAGE, &info, self.size, &self.crc);
-            let data = std::mem::take(&mut self.buf);
-            inner.submit(Op::Message { info, head, data }).await?;
-            return Ok(id);
+            return inner.submit(op).await;
         }
         self.flush_spill().await?;
         let mut spill = self.spill.take().ok_or(StoreError::Failed)?;
-        let id = spill.id;
+        let file_no = spill.file_no;
         let file = spill.file.take().ok_or(StoreError::Failed)?;
         let sh = inner.shared.clone();
         let tmp = spill.tmp.clone();
         let done = blocking(move || {
             sh.fsync(&file, false)?;
             drop(file);
-            let path = sh.blob_path(id);
+            let path = sh.blob_path(file_no);
             fs::rename(&tmp, &path)?;
             sh.fsync_dir(&sh.blobs)?;
             Ok(path)
@@ -950,19 +1207,21 @@ impl Delivery for LogDelivery {
                 return Err(e);
             }
         };
-        let info = MessageInfo {
-            id,
-            received,
-            size: self.size,
-            meta,
+        let len = record::blob_ref_len(&info.meta);
+        let op = Op::BlobRef {
+            info,
+            blob_crc: self.crc.clone().finalize(),
+            file: file_no,
+            len,
         };
-        let head = record::encode_blob_ref(&info, self.crc.clone().finalize());
-        if let Err(e) = inner.submit(Op::BlobRef { info, head }).await {
-            // Not referenced: remove now (or it is an orphan removed on the next open).
-            let _ = fs::remove_file(&path);
-            return Err(e);
+        match inner.submit(op).await {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                // Not referenced: remove now (or it is an orphan removed on the next open).
+                let _ = fs::remove_file(&path);
+                Err(e)
+            }
         }
-        Ok(id)
     }
 }
 
@@ -1005,6 +1264,7 @@ impl MailStore for LogMail {
         LogDelivery {
             inner: self.inner.clone(),
             buf: Vec::new(),
+            budget: Budget::new(self.inner.shared.clone()),
             crc: crc32fast::Hasher::new(),
             size: 0,
             spill: None,
@@ -1012,13 +1272,28 @@ impl MailStore for LogMail {
     }
 
     async fn list(&self, mailbox: &str) -> Result<Vec<MessageInfo>> {
+        self.list_range(mailbox, 0, usize::MAX).await
+    }
+
+    async fn list_range(
+        &self,
+        mailbox: &str,
+        after_id: u64,
+        max: usize,
+    ) -> Result<Vec<MessageInfo>> {
         self.refreshed().await?;
         let index = self.inner.shared.index.lock();
-        Ok(index
-            .mailboxes
-            .get(mailbox)
-            .map(|mb| mb.values().map(|e| e.info.clone()).collect())
-            .unwrap_or_default())
+        let Some((name, mb)) = index.mailboxes.get_key_value(mailbox) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(max.min(mb.messages.len()));
+        out.extend(
+            mb.messages
+                .range((Bound::Excluded(after_id), Bound::Unbounded))
+                .take(max)
+                .map(|(&id, e)| e.info(id, name)),
+        );
+        Ok(out)
     }
 
     async fn open(&self, mailbox: &str, id: u64) -> Result<Option<(MessageInfo, MessageReader)>> {
@@ -1027,12 +1302,12 @@ impl MailStore for LogMail {
             return Ok(None);
         };
         let sh = self.inner.shared.clone();
-        let size = entry.info.size;
+        let size = entry.size;
         let opened = blocking(move || {
             Ok(match entry.loc {
                 Loc::Inline { segment, offset } => Some((sh.segment_reader(segment)?, offset)),
                 // Deleted (and unlinked) since the index lookup: as if it never existed.
-                Loc::Blob => match File::open(sh.blob_path(entry.info.id)) {
+                Loc::Blob { file } => match File::open(sh.blob_path(file)) {
                     Ok(f) => Some((Arc::new(f), 0)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                     Err(e) => return Err(e.into()),
@@ -1043,9 +1318,8 @@ impl MailStore for LogMail {
         let Some((file, pos)) = opened else {
             return Ok(None);
         };
-        let info = entry.info;
         Ok(Some((
-            info,
+            entry.info(id, mailbox),
             MessageReader {
                 file,
                 pos,
@@ -1062,13 +1336,27 @@ impl MailStore for LogMail {
             return Ok(false);
         }
         let rec = record::encode_delete(id, mailbox);
-        self.inner
+        let existed = self
+            .inner
             .submit(Op::Delete {
                 id,
                 mailbox: mailbox.to_owned(),
                 rec,
             })
-            .await
+            .await?;
+        Ok(existed != 0)
+    }
+
+    fn mailbox_usage(&self, mailbox: &str) -> (u64, u64) {
+        if let Err(e) = self.inner.refresh() {
+            // Read-only mode only: report what was read so far.
+            tracing::warn!(error = %e, "could not read new log records");
+        }
+        let index = self.inner.shared.index.lock();
+        index
+            .mailboxes
+            .get(mailbox)
+            .map_or((0, 0), |mb| (mb.messages.len() as u64, mb.bytes))
     }
 
     fn stats(&self) -> Result<StoreStats> {
@@ -1079,26 +1367,88 @@ impl MailStore for LogMail {
             log_bytes: index.segments.values().sum(),
             live_bytes: index.live_bytes,
             dead_bytes: index.dead_bytes,
+            blobs: index.blobs,
+            blob_bytes: index.blob_bytes,
             ..StoreStats::default()
         };
         for (name, mb) in &index.mailboxes {
-            let mut m = MailboxStats::default();
-            for e in mb.values() {
-                m.messages += 1;
-                m.bytes += e.info.size;
-                if matches!(e.loc, Loc::Blob) {
-                    s.blobs += 1;
-                    s.blob_bytes += e.info.size;
-                }
-            }
+            let m = MailboxStats {
+                messages: mb.messages.len() as u64,
+                bytes: mb.bytes,
+            };
             s.messages += m.messages;
             s.bytes += m.bytes;
-            s.mailboxes.insert(name.clone(), m);
+            s.mailboxes.insert(name.to_string(), m);
         }
         Ok(s)
     }
 
     fn metrics(&self) -> MetricsSnapshot {
         self.inner.shared.metrics.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u64, mailbox: &str) -> MessageInfo {
+        MessageInfo {
+            id,
+            received: 1,
+            size: 10 * id,
+            meta: MessageMeta {
+                mailbox: mailbox.into(),
+                src_account: "alice".into(),
+                src_domain: "example.org".into(),
+                version: 2,
+                attachment_count: 0,
+                body_end: 3,
+            },
+        }
+    }
+
+    /// Index entries share their mailbox's name instead of each holding a copy, and keep
+    /// per-mailbox totals.
+    #[test]
+    fn entries_share_the_mailbox_name() {
+        let mut index = Index::default();
+        for id in 1..=50 {
+            index.apply_message(info(id, "bob"), Loc::Blob { file: id }, 100);
+        }
+        index.apply_message(
+            info(51, "carol"),
+            Loc::Inline {
+                segment: 1,
+                offset: 16,
+            },
+            100,
+        );
+        let (name, mb) = index.mailboxes.get_key_value("bob").unwrap();
+        assert_eq!(
+            Arc::strong_count(name),
+            1,
+            "entries hold copies of the name"
+        );
+        assert_eq!(mb.messages.len(), 50);
+        assert_eq!(mb.bytes, (1..=50).map(|i| 10 * i).sum::<u64>());
+        assert_eq!((index.blobs, index.blob_bytes), (50, mb.bytes));
+        // No per-entry mailbox string: an entry is its fixed fields and two short strings.
+        assert!(
+            std::mem::size_of::<Entry>() <= 96,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        assert_eq!(index.get("bob", 7).unwrap().info(7, "bob"), info(7, "bob"));
+        assert!(index.apply_delete(7, "bob", 30).is_some());
+        let mb = &index.mailboxes["bob"];
+        assert_eq!(
+            (mb.messages.len(), mb.bytes),
+            (49, (1..=50).map(|i| 10 * i).sum::<u64>() - 70)
+        );
+        assert_eq!(index.blobs, 49);
+        assert!(index.apply_delete(51, "carol", 30).is_some());
+        assert!(!index.mailboxes.contains_key("carol"));
+        assert_eq!(index.max_id, 51);
     }
 }

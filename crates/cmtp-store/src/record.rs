@@ -52,17 +52,40 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Encodes a record header + the metadata part of a Message/BlobRef payload; the caller
-/// appends `data_len` data bytes (Message) or nothing (BlobRef). `data_crc` is the CRC
-/// of those data bytes (a fresh hasher for BlobRef).
-pub(crate) fn encode_message_head(
+/// Bytes of a Message/BlobRef record before its data: record header + metadata. Lets a
+/// delivery size its record before the writer thread assigns the id and encodes it.
+pub(crate) fn message_head_len(meta: &MessageMeta) -> usize {
+    RECORD_HEADER
+        + META_FIXED
+        + 3
+        + meta.mailbox.len()
+        + meta.src_account.len()
+        + meta.src_domain.len()
+}
+
+/// Bytes of a whole BlobRef record (the metadata, the blob's CRC and its file number).
+pub(crate) fn blob_ref_len(meta: &MessageMeta) -> usize {
+    message_head_len(meta) + BLOB_REF_TRAILER
+}
+
+/// BlobRef trailer: u32 CRC-32 of the blob, u64 blob file number.
+const BLOB_REF_TRAILER: usize = 4 + 8;
+/// The trailer of BlobRefs written before blob files had their own numbers (the file was
+/// named by the message id): the CRC only.
+const BLOB_REF_TRAILER_V1: usize = 4;
+
+/// Appends a record header + the metadata part of a Message/BlobRef payload to `out`;
+/// the caller appends `data_len` data bytes (Message) or the trailer (BlobRef).
+/// `data_crc` is the CRC of those following bytes.
+pub(crate) fn encode_message_head_into(
+    out: &mut Vec<u8>,
     kind: u8,
     info: &MessageInfo,
     data_len: u64,
     data_crc: &crc32fast::Hasher,
-) -> Vec<u8> {
+) {
     let m = &info.meta;
-    let mut out = Vec::with_capacity(RECORD_HEADER + META_FIXED + 3 + 3 * 255);
+    let start = out.len();
     out.extend_from_slice(&[0u8; RECORD_HEADER]);
     out.extend_from_slice(&info.id.to_le_bytes());
     out.extend_from_slice(&info.received.to_le_bytes());
@@ -70,23 +93,30 @@ pub(crate) fn encode_message_head(
     out.extend_from_slice(&m.version.to_le_bytes());
     out.extend_from_slice(&m.attachment_count.to_le_bytes());
     out.extend_from_slice(&m.body_end.to_le_bytes());
-    put_str(&mut out, &m.mailbox);
-    put_str(&mut out, &m.src_account);
-    put_str(&mut out, &m.src_domain);
-    let payload_len = (out.len() - RECORD_HEADER) as u64 + data_len;
-    finish_header(&mut out, kind, payload_len as u32, data_crc);
-    out
+    put_str(out, &m.mailbox);
+    put_str(out, &m.src_account);
+    put_str(out, &m.src_domain);
+    let rec = &mut out[start..];
+    let payload_len = (rec.len() - RECORD_HEADER) as u64 + data_len;
+    finish_header(rec, kind, payload_len as u32, data_crc);
 }
 
-/// Encodes a whole BlobRef record: the metadata then the u32 LE CRC-32 of the blob's
-/// bytes (for verification tools; the blob itself was fsync'd before this record).
-pub(crate) fn encode_blob_ref(info: &MessageInfo, blob_crc: u32) -> Vec<u8> {
-    let crc_bytes = blob_crc.to_le_bytes();
+/// Appends a whole BlobRef record to `out`: the metadata, the u32 LE CRC-32 of the blob's
+/// bytes (for verification tools; the blob itself was fsync'd before this record) and the
+/// u64 LE number of its file `blobs/<blob:016x>`.
+pub(crate) fn encode_blob_ref_into(
+    out: &mut Vec<u8>,
+    info: &MessageInfo,
+    blob_crc: u32,
+    blob: u64,
+) {
+    let mut trailer = [0u8; BLOB_REF_TRAILER];
+    trailer[..4].copy_from_slice(&blob_crc.to_le_bytes());
+    trailer[4..].copy_from_slice(&blob.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
-    h.update(&crc_bytes);
-    let mut out = encode_message_head(KIND_BLOB_REF, info, 4, &h);
-    out.extend_from_slice(&crc_bytes);
-    out
+    h.update(&trailer);
+    encode_message_head_into(out, KIND_BLOB_REF, info, BLOB_REF_TRAILER as u64, &h);
+    out.extend_from_slice(&trailer);
 }
 
 /// Encodes a whole Delete record.
@@ -147,14 +177,20 @@ pub(crate) fn crc_ok(h: &[u8; RECORD_HEADER], payload: &[u8], crc: u32) -> bool 
     hasher.finalize() == crc
 }
 
+/// Where a decoded message's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// Inline, starting at this offset in the payload.
+    Inline(usize),
+    /// In the blob file of this number.
+    Blob(u64),
+}
+
 /// A decoded record payload.
 #[derive(Debug)]
 pub(crate) enum Decoded {
-    /// Message or BlobRef: the info and, for Message, where the data starts in the payload.
-    Message {
-        info: MessageInfo,
-        data_offset: Option<usize>,
-    },
+    /// Message or BlobRef: the info and where its bytes are.
+    Message { info: MessageInfo, body: Body },
     /// Tombstone.
     Delete { id: u64, mailbox: String },
 }
@@ -198,18 +234,21 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded> {
             let mailbox = c.str().ok_or_else(bad)?;
             let src_account = c.str().ok_or_else(bad)?;
             let src_domain = c.str().ok_or_else(bad)?;
-            let data_offset = payload.len() - c.0.len();
-            let data_offset = if kind == KIND_MESSAGE {
+            let body = if kind == KIND_MESSAGE {
                 if c.0.len() as u64 != size {
                     return Err(bad());
                 }
-                Some(data_offset)
+                Body::Inline(payload.len() - c.0.len())
             } else {
-                // The blob's CRC-32; not needed to serve the message.
-                if c.0.len() != 4 {
-                    return Err(bad());
+                // The blob's CRC-32 (not needed to serve the message), then its file
+                // number; older records lack the number: their file is named by the id.
+                match c.0.len() {
+                    BLOB_REF_TRAILER => {
+                        Body::Blob(u64::from_le_bytes(c.0[4..].try_into().map_err(|_| bad())?))
+                    }
+                    BLOB_REF_TRAILER_V1 => Body::Blob(id),
+                    _ => return Err(bad()),
                 }
-                None
             };
             let meta = MessageMeta {
                 mailbox,
@@ -226,7 +265,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded> {
                     size,
                     meta,
                 },
-                data_offset,
+                body,
             })
         }
         KIND_DELETE => {
@@ -238,5 +277,80 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Decoded> {
             Ok(Decoded::Delete { id, mailbox })
         }
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u64) -> MessageInfo {
+        MessageInfo {
+            id,
+            received: 5,
+            size: 3,
+            meta: MessageMeta {
+                mailbox: "bob".into(),
+                src_account: "alice".into(),
+                src_domain: "example.org".into(),
+                version: 2,
+                attachment_count: 1,
+                body_end: 2,
+            },
+        }
+    }
+
+    fn decode_record(rec: &[u8]) -> Decoded {
+        let h: [u8; RECORD_HEADER] = rec[..RECORD_HEADER].try_into().unwrap();
+        let head = parse_header(&h).unwrap();
+        assert_eq!(head.len as usize, rec.len() - RECORD_HEADER);
+        assert!(crc_ok(&h, &rec[RECORD_HEADER..], head.crc));
+        decode(head.kind, &rec[RECORD_HEADER..]).unwrap()
+    }
+
+    #[test]
+    fn blob_ref_names_its_file_and_old_records_still_decode() {
+        let mut rec = Vec::new();
+        encode_blob_ref_into(&mut rec, &info(7), 0xdead_beef, 42);
+        assert_eq!(rec.len(), blob_ref_len(&info(7).meta));
+        match decode_record(&rec) {
+            Decoded::Message { info: i, body } => {
+                assert_eq!(i, info(7));
+                assert_eq!(body, Body::Blob(42));
+            }
+            d => panic!("{d:?}"),
+        }
+        // The earlier layout (CRC only): the blob file is named by the message id.
+        let crc = 0xdead_beefu32.to_le_bytes();
+        let mut h = crc32fast::Hasher::new();
+        h.update(&crc);
+        let mut old = Vec::new();
+        encode_message_head_into(&mut old, KIND_BLOB_REF, &info(7), 4, &h);
+        old.extend_from_slice(&crc);
+        match decode_record(&old) {
+            Decoded::Message { body, .. } => assert_eq!(body, Body::Blob(7)),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn message_head_len_matches_the_encoding() {
+        let i = info(1);
+        let mut data_crc = crc32fast::Hasher::new();
+        data_crc.update(b"abc");
+        let mut rec = vec![9u8; 5]; // appended after existing bytes, as in a batch buffer
+        encode_message_head_into(&mut rec, KIND_MESSAGE, &i, 3, &data_crc);
+        assert_eq!(rec.len() - 5, message_head_len(&i.meta));
+        rec.extend_from_slice(b"abc");
+        match decode_record(&rec[5..]) {
+            Decoded::Message { info: got, body } => {
+                assert_eq!(got, i);
+                assert_eq!(
+                    body,
+                    Body::Inline(message_head_len(&i.meta) - RECORD_HEADER)
+                );
+            }
+            d => panic!("{d:?}"),
+        }
     }
 }

@@ -4,11 +4,12 @@
 //! user directory is always complete; read from disk on every call so the admin CLI's
 //! changes are seen by the server at once.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::fsutil::{DIR_MODE, create_dirs_synced, create_new_private, sync_dir};
 use crate::name::validate_name;
 use crate::{Result, StoreError, UserRecord, UserStore};
 
@@ -30,8 +31,10 @@ impl FsUsers {
         let data = data_dir.as_ref();
         let users = data.join("users");
         let tmp = data.join("tmp");
-        fs::create_dir_all(&users)?;
-        fs::create_dir_all(&tmp)?;
+        // New directories are fsync'd with their parents (a user added next must not
+        // lose `users/` itself in a crash).
+        create_dirs_synced(&users)?;
+        create_dirs_synced(&tmp)?;
         // Leftovers of an add/remove interrupted by a crash. Only old ones: another
         // process (the admin CLI) may be adding a user right now.
         for e in fs::read_dir(&tmp)?.flatten() {
@@ -89,15 +92,11 @@ fn parse_key(bytes: Vec<u8>, path: &Path) -> Result<[u8; 32]> {
         .map_err(|_| StoreError::Corrupt(format!("{} is not 32 bytes", path.display())))
 }
 
+/// Writes a new private (0600) file and fsyncs it.
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
+    let mut f = create_new_private(path)?;
     f.write_all(bytes)?;
     f.sync_all()
-}
-
-/// fsyncs a directory so a rename or creation in it is durable.
-pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
 }
 
 /// `rename` that fails with `AlreadyExists` instead of replacing the target.
@@ -179,10 +178,13 @@ impl UserStore for FsUsers {
 
     fn add(&self, user: &UserRecord) -> Result<()> {
         let target = self.dir(&user.name)?;
-        fs::create_dir_all(&self.users)?;
-        fs::create_dir_all(&self.tmp)?;
+        create_dirs_synced(&self.users)?;
+        create_dirs_synced(&self.tmp)?;
         let tmp = self.unique_tmp("user");
-        fs::create_dir(&tmp)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new().mode(DIR_MODE).create(&tmp)?;
+        }
         let result = (|| -> Result<()> {
             write_synced(&tmp.join("public.key"), &user.public_key)?;
             write_synced(&tmp.join("xzibit"), &user.xzibit)?;
@@ -206,7 +208,7 @@ impl UserStore for FsUsers {
 
     fn remove(&self, name: &str) -> Result<bool> {
         let dir = self.dir(name)?;
-        fs::create_dir_all(&self.tmp)?;
+        create_dirs_synced(&self.tmp)?;
         let grave = self.unique_tmp("removed");
         // Rename first (atomic: the user is gone at once), then delete at leisure.
         match fs::rename(&dir, &grave) {

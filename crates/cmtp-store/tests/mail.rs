@@ -1,11 +1,13 @@
 //! Mail log tests: real files, real fsync.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use cmtp_store::{
     Delivery, EmbeddedStore, LogMail, MailStore, MessageMeta, MessageRead, Options, StoreError,
+    UserRecord,
 };
 
 fn meta(mailbox: &str) -> MessageMeta {
@@ -242,16 +244,21 @@ async fn blobs_aborts_and_orphans() {
     let store = LogMail::open(dir.path(), opts).unwrap();
     assert_eq!(store.list("bob").await.unwrap().len(), 1);
     assert_eq!(fs::read_dir(blobs.join("tmp")).unwrap().count(), 0);
-    let names: Vec<_> = fs::read_dir(&blobs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "tmp")
-        .collect();
-    assert_eq!(names, vec![format!("{id:016x}")]);
+    // Blob files are numbered apart from message ids: only the live one is left.
+    let blob_files = || -> Vec<String> {
+        fs::read_dir(&blobs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "tmp")
+            .collect()
+    };
+    let names = blob_files();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(fs::read(blobs.join(&names[0])).unwrap(), big);
     assert_eq!(read_all(&store, "bob", id).await.unwrap(), big);
     // Deleting a blob message removes its file.
     assert!(store.delete("bob", id).await.unwrap());
-    assert!(!blobs.join(format!("{id:016x}")).exists());
+    assert!(blob_files().is_empty());
     assert!(store.open("bob", id).await.unwrap().is_none());
 }
 
@@ -422,4 +429,293 @@ async fn torn_batch_never_resurrects_a_later_record() {
         .collect();
     assert_eq!(got, vec![a, b]);
     assert_eq!(read_all(&store, "bob", b).await.unwrap(), b"SECOND MESSAGE");
+}
+
+/// With a tiny store-wide inline budget, concurrent deliveries of small messages spill to
+/// blob files instead of buffering, read back byte-identical, and every reservation is
+/// given back (on commit and on drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_budget_bounds_memory_and_spills() {
+    let dir = tempfile::tempdir().unwrap();
+    const BUDGET: u64 = 32 * 1024;
+    let opts = Options {
+        inline_budget: BUDGET,
+        ..Options::default()
+    };
+    let store = Arc::new(LogMail::open(dir.path(), opts).unwrap());
+    // A dropped delivery gives its reservation back.
+    let mut d = store.begin();
+    d.write(&pattern(99, 5000)).await.unwrap();
+    assert!(store.inline_reserved() >= 5000);
+    drop(d);
+    assert_eq!(store.inline_reserved(), 0);
+
+    const N: usize = 24;
+    const SIZE: usize = 10 * 1024;
+    let written = Arc::new(tokio::sync::Barrier::new(N + 1));
+    let go = Arc::new(tokio::sync::Barrier::new(N + 1));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let (store, written, go) = (store.clone(), written.clone(), go.clone());
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(1000 + i as u64, SIZE);
+            let mut d = store.begin();
+            for c in data.chunks(4096) {
+                d.write(c).await.unwrap();
+            }
+            // Every delivery is in flight at once here.
+            written.wait().await;
+            go.wait().await;
+            (d.commit(meta("bob")).await.unwrap(), data)
+        }));
+    }
+    written.wait().await;
+    let held = store.inline_reserved();
+    assert!(
+        held <= BUDGET,
+        "{held} bytes reserved over a {BUDGET} budget"
+    );
+    go.wait().await;
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    assert_eq!(store.inline_reserved(), 0, "a reservation was not released");
+    let st = store.stats().unwrap();
+    assert_eq!(st.messages, N as u64);
+    // At most BUDGET / SIZE deliveries can have stayed in memory; the rest spilled.
+    assert!(
+        st.blobs >= (N - BUDGET as usize / SIZE) as u64,
+        "only {} of {N} spilled",
+        st.blobs
+    );
+    for (id, data) in &done {
+        assert_eq!(&read_all(&*store, "bob", *id).await.unwrap(), data);
+    }
+    drop(store);
+    // And after a reopen (blob files named apart from ids).
+    let store = LogMail::open(dir.path(), Options::default()).unwrap();
+    for (id, data) in &done {
+        assert_eq!(&read_all(&store, "bob", *id).await.unwrap(), data);
+    }
+}
+
+/// Ids ascend in log (arrival) order: a large message started first and committed last
+/// gets the highest id; ids survive a reopen and are never reused, even when the
+/// message with the highest id was deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_ascend_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        inline_threshold: 4096,
+        ..Options::default()
+    };
+    let big = pattern(7, 300_000);
+    let (order, deleted) = {
+        let store = LogMail::open(dir.path(), opts.clone()).unwrap();
+        let mut large = store.begin();
+        large.write(&big[..150_000]).await.unwrap(); // spilling already
+        let mut order = Vec::new();
+        for i in 0..3u64 {
+            order.push(deliver(&store, "bob", &pattern(i, 100), 10).await);
+        }
+        let mut small = store.begin();
+        small
+            .write(b"started before the large one finished")
+            .await
+            .unwrap();
+        large.write(&big[150_000..]).await.unwrap();
+        order.push(large.commit(meta("bob")).await.unwrap());
+        order.push(small.commit(meta("bob")).await.unwrap());
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "ids not in commit order: {order:?}"
+        );
+        let listed: Vec<u64> = store
+            .list("bob")
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(listed, order);
+        assert_eq!(read_all(&store, "bob", order[3]).await.unwrap(), big);
+        // The highest id is deleted: its tombstone keeps it from being reused.
+        let last = *order.last().unwrap();
+        assert!(store.delete("bob", last).await.unwrap());
+        order.pop();
+        (order, last)
+    };
+    let store = LogMail::open(dir.path(), opts).unwrap();
+    let listed: Vec<u64> = store
+        .list("bob")
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(listed, order);
+    assert_eq!(read_all(&store, "bob", order[3]).await.unwrap(), big);
+    let next = deliver(&store, "bob", b"after reopen", 4).await;
+    assert!(next > deleted, "id {next} reused (highest was {deleted})");
+}
+
+/// Segments, blobs, the lock file and user files are private (0600) whatever the umask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_created_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        inline_threshold: 1000,
+        segment_size: 4096,
+        ..Options::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+    for i in 0..10 {
+        deliver(&store, "bob", &pattern(i, 700 + 100 * i as usize), 300).await;
+    }
+    assert!(store.stats().unwrap().segments > 1 && store.stats().unwrap().blobs > 0);
+    cmtp_store::UserStore::add(
+        &store,
+        &UserRecord {
+            name: "bob".into(),
+            public_key: [7; 32],
+            xzibit: vec![1, 2, 3],
+            created: 1,
+        },
+    )
+    .unwrap();
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    // 2+ segments, 1+ blobs, LOCK, 3 user files.
+    assert!(files.len() >= 7, "{files:?}");
+    for f in &files {
+        let mode = fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", f.display());
+    }
+}
+
+/// `mailbox_usage` follows deliveries and deletes (also after a reopen and read-only),
+/// and `list_range` pages through a mailbox exactly as `list` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_usage_and_list_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        inline_threshold: 2000,
+        ..Options::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(store.mailbox_usage("bob"), (0, 0));
+    let mut bob = Vec::new();
+    let mut bytes = 0u64;
+    for i in 0..25u64 {
+        let size = 100 + 150 * i as usize; // some inline, some blobs
+        bob.push(deliver(&store, "bob", &pattern(i, size), 500).await);
+        bytes += size as u64;
+        deliver(&store, "carol", b"x", 1).await;
+    }
+    assert_eq!(store.mailbox_usage("bob"), (25, bytes));
+    assert_eq!(store.mailbox_usage("carol"), (25, 25));
+    assert_eq!(store.mailbox_usage("nobody"), (0, 0));
+    let gone = bob.remove(3);
+    assert!(store.delete("bob", gone).await.unwrap());
+    bytes -= 100 + 150 * 3;
+    assert_eq!(store.mailbox_usage("bob"), (24, bytes));
+    let st = store.stats().unwrap();
+    assert_eq!(
+        (st.mailboxes["bob"].messages, st.mailboxes["bob"].bytes),
+        (24, bytes)
+    );
+
+    let full = store.list("bob").await.unwrap();
+    assert_eq!(full.iter().map(|i| i.id).collect::<Vec<_>>(), bob);
+    for page in [1usize, 7, 24, 100] {
+        let mut got = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = store.list_range("bob", after, page).await.unwrap();
+            assert!(batch.len() <= page);
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            got.extend(batch);
+        }
+        assert_eq!(got, full, "page size {page}");
+    }
+    assert!(store.list_range("bob", 0, 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_range("bob", bob[23], 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.list_range("bob", bob[10], 2).await.unwrap(),
+        full[11..13]
+    );
+    assert!(store.list_range("nobody", 0, 5).await.unwrap().is_empty());
+
+    let ro = EmbeddedStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(ro.mailbox_usage("bob"), (24, bytes));
+    assert_eq!(
+        ro.list_range("bob", bob[10], 2).await.unwrap(),
+        full[11..13]
+    );
+    drop(ro);
+    drop(store);
+    let store = LogMail::open(dir.path(), opts).unwrap();
+    assert_eq!(store.mailbox_usage("bob"), (24, bytes));
+    assert_eq!(store.mailbox_usage("carol"), (25, 25));
+}
+
+/// A write cancelled while it switches to a blob file (the server dropped the future on
+/// a timeout) must not let a commit log a record whose data differs from what was
+/// written: the commit fails and the log stays valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_write_never_commits_partial_data() {
+    use std::future::Future;
+    use std::task::Poll;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        inline_threshold: 4096,
+        ..Options::default()
+    };
+    let store = LogMail::open(dir.path(), opts.clone()).unwrap();
+    let mut d = store.begin();
+    d.write(&pattern(1, 1000)).await.unwrap();
+    let big = pattern(2, 100_000);
+    let first_poll = {
+        let mut fut = std::pin::pin!(d.write(&big));
+        std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).map(|r| r.is_ok()))).await
+    }; // dropped here, after one poll
+    let r = d.commit(meta("bob")).await;
+    match first_poll {
+        // The usual case: the spill was still running when the write was dropped.
+        Poll::Pending => {
+            assert!(r.is_err(), "committed after a cancelled write: {r:?}");
+            assert_eq!(store.stats().unwrap().messages, 0);
+        }
+        // The blocking part won the race: the write completed, so must the commit.
+        Poll::Ready(ok) => {
+            assert!(ok);
+            let id = r.unwrap();
+            let mut all = pattern(1, 1000);
+            all.extend_from_slice(&big);
+            assert_eq!(read_all(&store, "bob", id).await.unwrap(), all);
+        }
+    }
+    assert_eq!(store.inline_reserved(), 0);
+    drop(store);
+    let store = LogMail::open(dir.path(), opts).unwrap();
+    let d = deliver(&store, "bob", b"still writable", 3).await;
+    assert_eq!(read_all(&store, "bob", d).await.unwrap(), b"still writable");
 }
