@@ -334,7 +334,8 @@ pub async fn mailbox_show(data_dir: &Path, account: Option<&str>, id: u64) -> Re
         raw.extend_from_slice(&chunk);
     }
     let server_key = if mailbox.is_empty() {
-        Some(keys::load_or_create(data_dir)?.0)
+        // Load only: this may run beside the server, which owns the key's creation.
+        Some(keys::load(data_dir)?)
     } else {
         None
     };

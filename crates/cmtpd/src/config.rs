@@ -91,8 +91,25 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Most simultaneous connections (all addresses together).
     pub max_connections: usize,
-    /// Most simultaneous connections from one IP address.
+    /// Most simultaneous connections from one client address (IPv4 address, or IPv6 /64).
     pub max_connections_per_ip: usize,
+    /// Most client addresses tracked at once (connection counts and rate buckets); a new
+    /// address beyond it is refused with FAILURE until idle entries are swept.
+    pub max_tracked_ips: usize,
+    /// A command must arrive whole within this many seconds of its first byte (a client
+    /// trickling bytes cannot hold a connection forever; MAIL has its own rule).
+    pub command_timeout_secs: u64,
+    /// After `transfer_grace_secs`, a MAIL must have arrived at this average rate (bytes
+    /// per second since the command started) or it is answered FAILURE and the
+    /// connection closed; 0 turns the rule off.
+    pub min_transfer_rate: u64,
+    /// Grace period of `min_transfer_rate`, seconds.
+    pub transfer_grace_secs: u64,
+    /// Most messages in one mailbox: a MAIL beyond it gets DELIVERYFAILURE. It also
+    /// bounds the LIST payload the server builds.
+    pub max_mailbox_messages: u64,
+    /// Most stored bytes in one mailbox: a MAIL beyond it gets DELIVERYFAILURE.
+    pub max_mailbox_bytes: u64,
 }
 
 /// Per-IP token buckets: `*_per_sec` refill rate, `*_burst` bucket size; a rate of 0
@@ -145,7 +162,13 @@ impl Default for Limits {
             max_log_size: 64 * 1024,
             idle_timeout_secs: 300,
             max_connections: 16_384,
-            max_connections_per_ip: 1024,
+            max_connections_per_ip: 64,
+            max_tracked_ips: 65_536,
+            command_timeout_secs: 60,
+            min_transfer_rate: 16 * 1024,
+            transfer_grace_secs: 60,
+            max_mailbox_messages: 100_000,
+            max_mailbox_bytes: 10 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -266,6 +289,11 @@ impl Config {
                 "connection limits must be at least 1".into(),
             ));
         }
+        if self.limits.max_tracked_ips == 0 || self.limits.command_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "max_tracked_ips and command_timeout_secs must be at least 1".into(),
+            ));
+        }
         if self.limits.idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "idle_timeout_secs must be at least 1".into(),
@@ -282,6 +310,11 @@ impl Config {
     /// Idle timeout as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.idle_timeout_secs)
+    }
+
+    /// Command timeout as a duration.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.command_timeout_secs)
     }
 }
 

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use cmtp_proto::Command;
@@ -44,6 +45,14 @@ pub enum ConnError {
     /// The peer closed the connection in the middle of a command or message.
     #[error("peer closed mid-command")]
     Truncated,
+    /// A command (`command_timeout_secs`) or message (`min_transfer_rate`) did not
+    /// arrive in time, however busy the trickle: FAILURE is sent.
+    #[error("command or message deadline passed")]
+    Deadline,
+    /// The peer did not read our output for the idle timeout: closed without another
+    /// flush attempt (it would only wait as long again).
+    #[error("write stalled (peer not reading)")]
+    WriteStall,
 }
 
 /// Whether to keep serving after a command.
@@ -63,6 +72,11 @@ pub(crate) struct Conn {
     pub(crate) shared: Arc<Shared>,
     pub(crate) peer: SocketAddr,
     pub(crate) slot: IpSlot,
+    /// When the command (or message) being received must be complete; `None` between
+    /// commands. Enforced in [`Conn::read_more`].
+    pub(crate) deadline: Option<Instant>,
+    /// Bytes the last read returned: a small one means a burst is over.
+    last_read: usize,
 }
 
 /// Serves one accepted connection until it closes (or shutdown at a command boundary).
@@ -80,6 +94,8 @@ pub async fn handle(
         shared,
         peer,
         slot,
+        deadline: None,
+        last_read: 0,
     };
     c.out.extend_from_slice(&c.shared.greeting);
     tracing::debug!(%peer, "connection opened");
@@ -99,9 +115,17 @@ pub async fn handle(
             tracing::debug!(%peer, "idle timeout inside a message");
             c.reply_failure();
         }
+        Err(ConnError::Deadline) => {
+            c.shared.metrics.failure(FailureReason::IdleTimeout);
+            tracing::debug!(%peer, "command or message too slow");
+            c.reply_failure();
+        }
         Err(e) => tracing::debug!(%peer, error = %e, "connection ended"),
     }
-    if !matches!(result, Err(ConnError::Io(_) | ConnError::Truncated)) {
+    if !matches!(
+        result,
+        Err(ConnError::Io(_) | ConnError::Truncated | ConnError::WriteStall)
+    ) {
         // Best effort: the last reply (FAILURE, SMTP refusal) goes out before closing.
         let _ = tokio::time::timeout(c.shared.config.idle_timeout(), async {
             let _ = c.flush().await;
@@ -122,6 +146,8 @@ impl Conn {
                 match Command::parse(&self.inbuf) {
                     Ok(Some((command, used))) => {
                         self.inbuf.advance(used);
+                        // A whole command arrived: the next one gets its own deadline.
+                        self.deadline = None;
                         if self.dispatch(command).await? == Flow::Close {
                             return Ok(());
                         }
@@ -140,9 +166,21 @@ impl Conn {
             }
             // Input drained: send everything answered so far, then wait for more.
             self.flush().await?;
-            if self.inbuf.is_empty() && self.inbuf.capacity() > 4 * IDLE_BUF {
-                // A large message went through: do not keep its buffer while idle.
-                self.inbuf = BytesMut::with_capacity(IDLE_BUF);
+            if self.inbuf.len() <= IDLE_BUF / 2
+                && self.inbuf.capacity() > 4 * IDLE_BUF
+                && self.last_read < IDLE_BUF
+            {
+                // A burst is over (the last read was small): do not keep its buffer while
+                // (nearly) idle. A steady pipelined stream, read in large chunks, keeps it.
+                let mut small = BytesMut::with_capacity(IDLE_BUF);
+                small.extend_from_slice(&self.inbuf);
+                self.inbuf = small;
+            }
+            if self.inbuf.is_empty() {
+                self.deadline = None;
+            } else if self.deadline.is_none() {
+                // Part of a command is here: the rest must follow within the timeout.
+                self.deadline = Some(Instant::now() + self.shared.config.command_timeout());
             }
             if self.out.capacity() > 4 * IDLE_BUF {
                 self.out = Vec::with_capacity(IDLE_BUF);
@@ -166,11 +204,19 @@ impl Conn {
         if self.inbuf.capacity() - self.inbuf.len() < IDLE_BUF / 2 {
             self.inbuf.reserve(READ_CHUNK);
         }
-        let timeout = self.shared.config.idle_timeout();
+        let idle = self.shared.config.idle_timeout();
+        let now = Instant::now();
+        let (timeout, on_timeout) = match self.deadline {
+            Some(d) if d.saturating_duration_since(now) < idle => {
+                (d.saturating_duration_since(now), ConnError::Deadline)
+            }
+            _ => (idle, ConnError::Idle),
+        };
         let n = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.inbuf))
             .await
-            .map_err(|_| ConnError::Idle)??;
+            .map_err(|_| on_timeout)??;
         self.shared.metrics.bytes_in.fetch_add(n as u64, Relaxed);
+        self.last_read = n;
         Ok(n)
     }
 
@@ -194,7 +240,7 @@ impl Conn {
         let timeout = self.shared.config.idle_timeout();
         tokio::time::timeout(timeout, self.stream.write_all(&self.out))
             .await
-            .map_err(|_| ConnError::Idle)??;
+            .map_err(|_| ConnError::WriteStall)??;
         self.shared
             .metrics
             .bytes_out

@@ -38,6 +38,35 @@ pub enum KeyError {
     /// libsodium failed to make a key.
     #[error("cannot generate a key: {0}")]
     Crypto(#[from] cmtp_crypto::CryptoError),
+    /// There is no server key (and this path does not create one).
+    #[error("no server key at {0} (the server creates it on first start)")]
+    Missing(PathBuf),
+}
+
+/// Loads `<data>/server.key` without ever creating it: for tools that may run beside
+/// the server (creating a key there would race with, or differ from, the server's).
+pub fn load(data_dir: &Path) -> Result<KeyPair, KeyError> {
+    let path = data_dir.join(SERVER_KEY_FILE);
+    match fs::read(&path) {
+        Ok(mut bytes) => {
+            let kp = KeyPair::from_secret_bytes(&bytes).map_err(|source| KeyError::Invalid {
+                path: path.clone(),
+                source,
+            });
+            zeroize::Zeroize::zeroize(&mut bytes[..]);
+            kp
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(KeyError::Missing(path)),
+        Err(source) => Err(KeyError::Io { path, source }),
+    }
+}
+
+/// Whether an existing data directory is open to group or others (mode & 0o077): it
+/// holds the server key and the mail, and is only created 0700 when new.
+pub fn data_dir_too_open(path: &Path) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
 }
 
 /// Loads `<data>/server.key`, generating it (mode 0600, fsync'd) when it does not exist.
@@ -279,6 +308,21 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_data_dir_is_detected_and_load_never_creates() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        ensure_data_dir(&d).unwrap();
+        assert_eq!(data_dir_too_open(&d).unwrap(), None);
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(data_dir_too_open(&d).unwrap(), Some(0o755));
+        assert!(matches!(load(&d), Err(KeyError::Missing(_))));
+        assert!(!d.join(SERVER_KEY_FILE).exists());
+        let (kp, _) = load_or_create(&d).unwrap();
+        assert_eq!(load(&d).unwrap().public(), kp.public());
+    }
 
     #[test]
     fn key_is_created_once_with_mode_0600() {

@@ -3,11 +3,18 @@
 //! One entry per client IP holds its open-connection count and its buckets. Entries are
 //! kept after the last connection closes (so reconnecting does not refill a bucket) and
 //! swept once their buckets would be full anyway, which loses nothing.
+//!
+//! An IPv6 client is keyed by its /64 (a host usually owns a whole /64, so keying by the
+//! full address would let it take a fresh entry per address), an IPv4-mapped IPv6
+//! address as the IPv4 address. The table holds at most `max_ips` entries: a new
+//! address finding it full is refused. The sweep is O(entries) under the table's mutex,
+//! so it runs at most every 30 s, or once a second while the table is full: never on
+//! every accept.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::RateLimits;
 
@@ -130,12 +137,38 @@ impl IpEntry {
     }
 }
 
+/// Sweep period while the table has room.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Sweep period while the table is full (new addresses are being refused).
+const SWEEP_WHEN_FULL: Duration = Duration::from_secs(1);
+
+/// Why [`Limiter::connect`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// This address has `max_connections_per_ip` connections open.
+    PerIp,
+    /// The table of addresses is full of active entries.
+    TableFull,
+}
+
+/// The key of an address's entry: IPv4 as is (IPv4-mapped IPv6 included), IPv6 by /64.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+    }
+}
+
 /// All clients' entries.
 #[derive(Debug)]
 pub struct Limiter {
     entries: Mutex<(HashMap<IpAddr, Arc<IpEntry>>, Instant)>,
     rates: RateLimits,
     per_ip: usize,
+    max_ips: usize,
 }
 
 /// Releases the connection's slot for its IP when dropped.
@@ -154,21 +187,32 @@ impl Drop for IpSlot {
 }
 
 impl Limiter {
-    /// A limiter with these rates and at most `per_ip` connections per address.
-    pub fn new(rates: RateLimits, per_ip: usize) -> Self {
+    /// A limiter with these rates, at most `per_ip` connections per address and at most
+    /// `max_ips` addresses tracked.
+    pub fn new(rates: RateLimits, per_ip: usize, max_ips: usize) -> Self {
         Self {
             entries: Mutex::new((HashMap::new(), Instant::now())),
             rates,
             per_ip,
+            max_ips: max_ips.max(1),
         }
     }
 
-    /// Registers a new connection from `ip`; None when that IP has too many.
-    pub fn connect(&self, ip: IpAddr) -> Option<IpSlot> {
+    /// How many addresses are tracked now.
+    pub fn tracked(&self) -> usize {
+        self.entries.lock().map(|g| g.0.len()).unwrap_or(0)
+    }
+
+    /// Registers a new connection from `ip`; refused when that address has too many or
+    /// the table is full.
+    pub fn connect(&self, ip: IpAddr) -> Result<IpSlot, Refused> {
+        let ip = ip_key(ip);
         let now = Instant::now();
-        let mut guard = self.entries.lock().ok()?;
+        let mut guard = self.entries.lock().map_err(|_| Refused::TableFull)?;
         let (map, last_sweep) = &mut *guard;
-        if now.saturating_duration_since(*last_sweep).as_secs() >= 30 {
+        let full = map.len() >= self.max_ips && !map.contains_key(&ip);
+        let since = now.saturating_duration_since(*last_sweep);
+        if since >= SWEEP_EVERY || (full && since >= SWEEP_WHEN_FULL) {
             *last_sweep = now;
             let r = &self.rates;
             map.retain(|_, e| {
@@ -187,6 +231,9 @@ impl Limiter {
                         ))
             });
         }
+        if map.len() >= self.max_ips && !map.contains_key(&ip) {
+            return Err(Refused::TableFull);
+        }
         let entry = map
             .entry(ip)
             .or_insert_with(|| {
@@ -203,13 +250,13 @@ impl Limiter {
             })
             .clone();
         drop(guard);
-        let mut s = entry.state.lock().ok()?;
+        let mut s = entry.state.lock().map_err(|_| Refused::PerIp)?;
         if s.connections >= self.per_ip {
-            return None;
+            return Err(Refused::PerIp);
         }
         s.connections += 1;
         drop(s);
-        Some(IpSlot { entry })
+        Ok(IpSlot { entry })
     }
 }
 
@@ -219,14 +266,48 @@ mod tests {
 
     #[test]
     fn per_ip_connections_are_capped_and_released() {
-        let l = Limiter::new(RateLimits::default(), 2);
+        let l = Limiter::new(RateLimits::default(), 2, 100);
         let ip: IpAddr = [127, 0, 0, 1].into();
         let a = l.connect(ip).unwrap();
         let _b = l.connect(ip).unwrap();
-        assert!(l.connect(ip).is_none());
-        assert!(l.connect([127, 0, 0, 2].into()).is_some());
+        assert_eq!(l.connect(ip).unwrap_err(), Refused::PerIp);
+        assert!(l.connect([127, 0, 0, 2].into()).is_ok());
         drop(a);
-        assert!(l.connect(ip).is_some());
+        assert!(l.connect(ip).is_ok());
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_64_and_mapped_ipv4_by_ipv4() {
+        let l = Limiter::new(RateLimits::default(), 2, 100);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _x = l.connect(a).unwrap();
+        let _y = l.connect(b).unwrap();
+        assert_eq!(l.connect(a).unwrap_err(), Refused::PerIp);
+        assert!(l.connect(other).is_ok());
+        let v4: IpAddr = [192, 0, 2, 7].into();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let _p = l.connect(v4).unwrap();
+        let _q = l.connect(mapped).unwrap();
+        assert_eq!(l.connect(v4).unwrap_err(), Refused::PerIp);
+        assert_eq!(ip_key(mapped), v4);
+        assert_eq!(l.tracked(), 3);
+    }
+
+    #[test]
+    fn table_is_capped() {
+        let l = Limiter::new(RateLimits::default(), 10, 2);
+        let _a = l.connect([10, 0, 0, 1].into()).unwrap();
+        let _b = l.connect([10, 0, 0, 2].into()).unwrap();
+        // Both entries hold a connection: nothing to sweep, the third address is refused.
+        assert_eq!(
+            l.connect([10, 0, 0, 3].into()).unwrap_err(),
+            Refused::TableFull
+        );
+        // Known addresses still get in.
+        assert!(l.connect([10, 0, 0, 1].into()).is_ok());
+        assert_eq!(l.tracked(), 2);
     }
 
     #[test]
@@ -236,7 +317,7 @@ mod tests {
             login_burst: 3,
             ..Default::default()
         };
-        let l = Limiter::new(rates, 10);
+        let l = Limiter::new(rates, 10, 100);
         let s = l.connect([10, 0, 0, 1].into()).unwrap();
         let ok = (0..10).filter(|_| s.entry.allow(Class::Login)).count();
         // 3 from the burst, at most one more refilled during the loop.

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::keys::{self, KeyError, Signer};
 use crate::metrics::{FailureReason, Histogram, Metrics};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{Limiter, Refused};
 use crate::relay::Relay;
 
 /// Errors that stop the server from starting.
@@ -173,6 +173,18 @@ impl Server {
             path: data.clone(),
             source,
         })?;
+        match keys::data_dir_too_open(&data) {
+            Ok(Some(mode)) => tracing::warn!(
+                path = %data.display(),
+                mode = format!("{mode:o}"),
+                "the data directory is accessible to group or others (it holds the server \
+                 key and the mail): chmod 700 it"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(path = %data.display(), error = %e, "cannot stat the data directory")
+            }
+        }
         let (kp, created) = keys::load_or_create(&data)?;
         if created {
             tracing::info!(public_key = %kp.public().to_hex(), "generated a new server key");
@@ -196,7 +208,11 @@ impl Server {
         let signer = Signer::new(kp, config.key_signature_cache);
         let greeting = Bytes::from(format!("220 {} CMTP/1 ready\r\n", config.primary_domain()));
         let ohai = Bytes::from(format!("OHAI CMTP/1 cmtpd/{}\0", env!("CARGO_PKG_VERSION")));
-        let limiter = Limiter::new(config.rate.clone(), config.limits.max_connections_per_ip);
+        let limiter = Limiter::new(
+            config.rate.clone(),
+            config.limits.max_connections_per_ip,
+            config.limits.max_tracked_ips,
+        );
         Ok(Server {
             shared: Arc::new(Shared {
                 signer,
@@ -333,9 +349,16 @@ async fn accept_loop(
             refuse(stream, shared.clone(), "max_connections");
             continue;
         };
-        let Some(slot) = shared.limiter.connect(peer.ip()) else {
-            refuse(stream, shared.clone(), "max_connections_per_ip");
-            continue;
+        let slot = match shared.limiter.connect(peer.ip()) {
+            Ok(slot) => slot,
+            Err(Refused::PerIp) => {
+                refuse(stream, shared.clone(), "max_connections_per_ip");
+                continue;
+            }
+            Err(Refused::TableFull) => {
+                refuse(stream, shared.clone(), "max_tracked_ips");
+                continue;
+            }
         };
         let shared = shared.clone();
         let stop = stop.clone();
@@ -376,13 +399,17 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Answers a connection over a limit with a signed FAILURE and closes it.
+/// Answers a connection over a limit with the greeting, then a signed FAILURE, and closes
+/// it: the greeting lets a client tell "busy CMTP server" from "not a CMTP server".
 fn refuse(mut stream: TcpStream, shared: Arc<Shared>, limit: &'static str) {
     shared.metrics.failure(FailureReason::ConnectionLimit);
     tracing::debug!(limit, "connection refused");
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = stream.write_all(&shared.signer.failure).await;
+            let mut reply = Vec::with_capacity(shared.greeting.len() + shared.signer.failure.len());
+            reply.extend_from_slice(&shared.greeting);
+            reply.extend_from_slice(&shared.signer.failure);
+            let _ = stream.write_all(&reply).await;
             let _ = stream.shutdown().await;
         })
         .await;

@@ -5,6 +5,7 @@
 //! only once `commit` has resolved (the message is durable).
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use cmtp_proto::{Envelope, MessageDecoder, MessageEvent, MessageLimits};
@@ -59,6 +60,19 @@ fn route(sh: &Shared, env: &Envelope) -> Result<String, Refusal> {
     }
 }
 
+/// Refuses (DELIVERYFAILURE) a mailbox at or over its quota: `max_mailbox_messages`
+/// messages or `max_mailbox_bytes` bytes already stored. Checked before the message is
+/// read, so one message may take a mailbox over the byte quota by at most its own size.
+fn over_quota(sh: &Shared, mailbox: &str) -> Result<(), Refusal> {
+    let l = &sh.config.limits;
+    let (messages, bytes) = MailStore::mailbox_usage(&sh.store, mailbox);
+    if messages >= l.max_mailbox_messages || bytes >= l.max_mailbox_bytes {
+        tracing::debug!(mailbox, messages, bytes, "mailbox over quota");
+        return Err(Refusal::Delivery);
+    }
+    Ok(())
+}
+
 /// Receives one message. Framing errors and limit violations answer FAILURE and close;
 /// a refused destination is read to its end and answered DELIVERYFAILURE.
 pub(crate) async fn mail(c: &mut Conn) -> Result<Flow, ConnError> {
@@ -70,6 +84,8 @@ pub(crate) async fn mail(c: &mut Conn) -> Result<Flow, ConnError> {
         max_log: l.max_log_size,
     });
     let mut sink = Sink::Undecided(Vec::new());
+    let start = Instant::now();
+    let grace = Duration::from_secs(l.transfer_grace_secs);
     loop {
         // `(n, None)` from the decoder means every byte given was used and more are
         // needed; any event may be followed by more without reading (e.g. `End`).
@@ -99,7 +115,8 @@ pub(crate) async fn mail(c: &mut Conn) -> Result<Flow, ConnError> {
             Sink::Undecided(head) => {
                 head.extend_from_slice(bytes);
                 if let Some(env) = envelope {
-                    sink = match route(&sh, &env) {
+                    let routed = route(&sh, &env).and_then(|m| over_quota(&sh, &m).map(|()| m));
+                    sink = match routed {
                         Ok(mailbox) => {
                             let mut d = sh.store.begin();
                             let head = std::mem::take(head);
@@ -137,10 +154,18 @@ pub(crate) async fn mail(c: &mut Conn) -> Result<Flow, ConnError> {
             break;
         }
         if need_more {
+            // Past the grace period the message must have arrived at min_transfer_rate on
+            // average: the next byte is due when what we have would be exactly on time.
+            c.deadline = (l.min_transfer_rate > 0).then(|| {
+                let on_time =
+                    Duration::from_secs_f64(dec.consumed() as f64 / l.min_transfer_rate as f64);
+                start + grace.max(on_time)
+            });
             // Dropping `sink` on error aborts the delivery: nothing is stored.
             c.fill().await?;
         }
     }
+    c.deadline = None;
     match sink {
         Sink::Deliver(d, meta) => match d.commit(meta).await {
             Ok(id) => {

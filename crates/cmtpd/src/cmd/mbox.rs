@@ -20,32 +20,43 @@ use crate::server::Shared;
 const FETCH_CHUNK: usize = 64 * 1024;
 
 /// Whether the request is authorised: known user, fresh timestamp, good signature for
-/// one of our domains.
-fn authorised(sh: &Shared, kind: MboxKind, req: &MboxRequest) -> Result<bool, ()> {
+/// one of our domains. `Some(created)` (the account's creation time) when it is.
+fn authorised(sh: &Shared, kind: MboxKind, req: &MboxRequest) -> Result<Option<u64>, ()> {
     if cmtp_proto::validate_name(&req.user).is_err() {
-        return Ok(false);
+        return Ok(None);
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     if now.abs_diff(req.timestamp) > TIMESTAMP_WINDOW_SECS {
-        return Ok(false);
+        return Ok(None);
     }
-    let key = match sh.store.public_key(&req.user) {
-        Ok(Some(k)) => PublicKey::from_array(k),
-        Ok(None) => return Ok(false),
+    // The whole record: `created` says which messages belong to this holder of the name.
+    let (key, created) = match sh.store.get(&req.user) {
+        Ok(Some(u)) => (PublicKey::from_array(u.public_key), u.created),
+        Ok(None) => return Ok(None),
         Err(e) => {
             tracing::error!(error = %e, "user store failed on a mailbox command");
             return Err(());
         }
     };
     let sig = Signature::from_array(req.signature);
-    Ok(sh
+    let ok = sh
         .config
         .domains
         .iter()
-        .any(|d| key.verify(&req.signing_bytes(kind, d), &sig).is_ok()))
+        .any(|d| key.verify(&req.signing_bytes(kind, d), &sig).is_ok());
+    Ok(ok.then_some(created))
+}
+
+/// Whether a message belongs to a previous holder of the account name: received before
+/// the account was (re)created. `user remove` cannot touch the mail log while the server
+/// runs, so such messages stay stored but are hidden from LIST, FETCH and DEL.
+/// Resolution is the second: a message received in the very second the account was
+/// re-created counts as the new holder's.
+fn previous_holders(received: u64, created: u64) -> bool {
+    received < created
 }
 
 /// Appends a whole (small) success reply for `payload`.
@@ -75,9 +86,9 @@ pub(crate) async fn mbox(
         c.reply_failure();
         return Ok(Flow::Continue);
     }
-    match authorised(&sh, kind, &req) {
-        Ok(true) => {}
-        Ok(false) => {
+    let created = match authorised(&sh, kind, &req) {
+        Ok(Some(created)) => created,
+        Ok(None) => {
             c.slot.entry.charge_mbox_failure();
             sh.metrics.failure(FailureReason::MboxAuth);
             tracing::debug!(peer = %c.peer, command = kind.word(), "mailbox request refused");
@@ -89,38 +100,86 @@ pub(crate) async fn mbox(
             c.out.extend_from_slice(&sh.signer.v0_failure);
             return Ok(Flow::Continue);
         }
-    }
+    };
     let user = req.user.as_str();
     match kind {
-        MboxKind::List => match MailStore::list(&sh.store, user).await {
-            Ok(list) => {
-                let entries: Vec<ListEntry> = list
-                    .into_iter()
-                    .map(|m| ListEntry {
-                        id: m.id,
-                        received: m.received,
-                        size: m.size,
-                        version: m.meta.version,
-                        attachment_count: m.meta.attachment_count,
-                        body_end: m.meta.body_end,
-                        src_account: m.meta.src_account,
-                        src_domain: m.meta.src_domain,
-                    })
-                    .collect();
-                let mut payload = Vec::new();
-                cmtp_proto::mbox::encode_list(&entries, &mut payload);
-                reply_ok(c, &req, &payload);
+        MboxKind::List => match list_payload(&sh, user, created).await {
+            Ok(payload) => reply_ok(c, &req, &payload),
+            Err(e) => internal(c, &e),
+        },
+        MboxKind::Delete => {
+            let id = req.id.unwrap_or(0);
+            // A previous holder's message is not this user's to delete (it stays hidden).
+            let visible = match sh.store.open(user, id).await {
+                Ok(Some((info, _))) => !previous_holders(info.received, created),
+                Ok(None) => false,
+                Err(e) => {
+                    internal(c, &e);
+                    return Ok(Flow::Continue);
+                }
+            };
+            if !visible {
+                c.out.extend_from_slice(&sh.signer.no_such_message);
+                return Ok(Flow::Continue);
             }
-            Err(e) => internal(c, &e),
-        },
-        MboxKind::Delete => match sh.store.delete(user, req.id.unwrap_or(0)).await {
-            Ok(true) => reply_ok(c, &req, &[]),
-            Ok(false) => c.out.extend_from_slice(&sh.signer.no_such_message),
-            Err(e) => internal(c, &e),
-        },
-        MboxKind::Fetch => return fetch(c, &req).await,
+            match sh.store.delete(user, id).await {
+                Ok(true) => reply_ok(c, &req, &[]),
+                Ok(false) => c.out.extend_from_slice(&sh.signer.no_such_message),
+                Err(e) => internal(c, &e),
+            }
+        }
+        MboxKind::Fetch => return fetch(c, &req, created).await,
     }
     Ok(Flow::Continue)
+}
+
+/// Entries fetched from the store per index-lock acquisition.
+const LIST_BATCH: usize = 1024;
+
+/// Builds the LIST payload from short batches of the index (`list_range`), so the
+/// store's lock is never held for a whole large mailbox and no intermediate copy of every
+/// entry exists: only the encoded payload, which the reply needs whole because its
+/// length precedes it on the wire (D4). Its size is bounded by the quota: at most
+/// `max_mailbox_messages` entries (the oldest) of at most ~550 bytes each.
+async fn list_payload(
+    sh: &Shared,
+    user: &str,
+    created: u64,
+) -> Result<Vec<u8>, cmtp_store::StoreError> {
+    let cap = sh.config.limits.max_mailbox_messages;
+    let mut payload = vec![0u8; 4];
+    let mut count: u32 = 0;
+    let mut after = 0u64;
+    'batches: loop {
+        let batch = sh.store.list_range(user, after, LIST_BATCH).await?;
+        let full = batch.len() == LIST_BATCH;
+        for m in batch {
+            after = m.id;
+            if previous_holders(m.received, created) {
+                continue;
+            }
+            if u64::from(count) >= cap || count == u32::MAX {
+                break 'batches;
+            }
+            ListEntry {
+                id: m.id,
+                received: m.received,
+                size: m.size,
+                version: m.meta.version,
+                attachment_count: m.meta.attachment_count,
+                body_end: m.meta.body_end,
+                src_account: m.meta.src_account,
+                src_domain: m.meta.src_domain,
+            }
+            .encode(&mut payload);
+            count += 1;
+        }
+        if !full {
+            break;
+        }
+    }
+    payload[..4].copy_from_slice(&count.to_be_bytes());
+    Ok(payload)
 }
 
 fn internal(c: &mut Conn, e: &cmtp_store::StoreError) {
@@ -130,12 +189,12 @@ fn internal(c: &mut Conn, e: &cmtp_store::StoreError) {
 }
 
 /// Streams a stored message (or its head), hashing as it goes, and signs at the end.
-async fn fetch(c: &mut Conn, req: &MboxRequest) -> Result<Flow, ConnError> {
+async fn fetch(c: &mut Conn, req: &MboxRequest, created: u64) -> Result<Flow, ConnError> {
     let sh = c.shared.clone();
     let id = req.id.unwrap_or(0);
     let (info, mut reader) = match sh.store.open(&req.user, id).await {
-        Ok(Some(x)) => x,
-        Ok(None) => {
+        Ok(Some(x)) if !previous_holders(x.0.received, created) => x,
+        Ok(_) => {
             c.out.extend_from_slice(&sh.signer.no_such_message);
             return Ok(Flow::Continue);
         }
