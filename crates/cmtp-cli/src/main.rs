@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cmtp_client::{
-    Address, Attachment, ClientError, ClientOptions, Compat, Draft, PinStatus, Profile, Session,
-    Timeouts,
+    Address, Attachment, ClientError, ClientOptions, Compat, DEFAULT_INBOX_DEADLINE,
+    DEFAULT_INBOX_LIMIT, Draft, PinStatus, Profile, Session, Timeouts,
 };
 
 /// cmtp — send and read sealed Cipher Mail (CMTP/1).
@@ -49,7 +49,8 @@ again from the server and need the password each time.
    8  message too large
    9  delivery failure (DELIVERYFAILURE: no such account there, relaying refused,
       recipient's domain unreachable)
-  10  protocol error or a server signature that does not verify
+  10  protocol error, a server signature that does not verify, or a possible
+      downgrade (a 2016 answer from a server that spoke CMTP/1 at login)
   11  a network step timed out
   12  mailbox refused the request (AUTHFAILURE) or no such message
   13  no usable profile (run `cmtp login` first)"
@@ -161,7 +162,16 @@ enum Command {
         max_size: Option<u64>,
     },
     /// List your mailbox (subjects come from the sealed bodies; attachments are not downloaded).
+    ///
+    /// Shows the newest messages (--limit, default 50), in ascending id order. Each one
+    /// shown costs a round trip; the whole listing has an overall deadline (120 s, or
+    /// twice --timeout if longer), after which the remaining ones are shown without
+    /// their subject.
     Inbox {
+        /// Show at most this many messages, the newest (highest ids).
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_INBOX_LIMIT as u32,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -233,7 +243,8 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("cmtp: error: {}", render(&e));
+            // Errors may quote what a server said: no escape sequences reach the terminal.
+            eprintln!("cmtp: error: {}", output::term(&render(&e), true));
             ExitCode::from(exit::for_error(&e))
         }
     }
@@ -436,9 +447,12 @@ async fn run(cli: Cli) -> Result<u8> {
             output::send_results(&results, json);
             Ok(code)
         }
-        Command::Inbox { json } => {
+        Command::Inbox { limit, json } => {
             let mut s = unlocked(&dir, &opts, g.password_stdin).await?;
-            let items = s.inbox().await?;
+            let io = opts.timeouts.unwrap_or_default().io;
+            let items = s
+                .inbox_with(limit as usize, DEFAULT_INBOX_DEADLINE.max(io * 2))
+                .await?;
             s.close().await;
             output::inbox(&items, json);
             Ok(exit::OK)

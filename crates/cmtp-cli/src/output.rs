@@ -33,6 +33,67 @@ pub fn date(ts: u64) -> String {
     )
 }
 
+/// Makes a string that someone else wrote (a sender, a server) safe to print on a
+/// terminal: escape sequences (ESC or C1 CSI/OSC/DCS... up to their end) are dropped,
+/// every other control character (C0, DEL, C1) and the bidirectional-override
+/// characters become `�`. With `multiline`, `\n` and `\t` stay (message text); a
+/// `\r` never does, since it lets a line overwrite what was printed before it.
+/// JSON output does not go through this: it stays exact (JSON escapes controls).
+pub fn term(s: &str, multiline: bool) -> String {
+    const REPLACEMENT: char = '\u{FFFD}';
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\n' | '\t' if multiline => out.push(c),
+            '\u{1b}' => match it.next() {
+                // CSI: parameters and intermediates, then one final byte 0x40..=0x7e.
+                Some('[') => skip_csi(&mut it),
+                // OSC, DCS, SOS, PM, APC: a string ended by BEL or ST (ESC \\).
+                Some(']' | 'P' | 'X' | '^' | '_') => skip_string(&mut it),
+                // A two-character escape (ESC c, ESC 7, ...): both dropped.
+                _ => {}
+            },
+            '\u{9b}' => skip_csi(&mut it),
+            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut it),
+            c if c.is_control() => out.push(REPLACEMENT),
+            // Bidirectional embeddings, overrides and isolates reorder what follows.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => out.push(REPLACEMENT),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn skip_csi(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for c in it.by_ref() {
+        if ('\u{40}'..='\u{7e}').contains(&c) || !('\u{20}'..='\u{3f}').contains(&c) {
+            // The final byte, or something that cannot be in a CSI (ends it too).
+            return;
+        }
+    }
+}
+
+fn skip_string(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while let Some(c) = it.next() {
+        match c {
+            '\u{7}' | '\u{9c}' => return,
+            '\u{1b}' => {
+                if it.peek() == Some(&'\\') {
+                    it.next();
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// [`term`] for a one-line field.
+fn one(s: &str) -> String {
+    term(s, false)
+}
+
 fn status_word(s: &PinStatus) -> &'static str {
     match s {
         PinStatus::New => "pinned now (first use)",
@@ -217,7 +278,7 @@ pub fn send_results(results: &[RecipientResult], json: bool) {
                 println!("sent       {who} (the 2016 server does not confirm delivery)")
             }
             Ok(MailOutcome::DeliveryFailure) => println!("FAILED     {who}: DELIVERYFAILURE"),
-            Err(e) => println!("FAILED     {who}: {e}"),
+            Err(e) => println!("FAILED     {who}: {}", term(&e.to_string(), true)),
         }
     }
 }
@@ -238,9 +299,9 @@ pub fn inbox(items: &[InboxItem], json: bool) {
     );
     for i in items {
         let subject = match (&i.error, i.legacy) {
-            (Some(e), _) => format!("(cannot open: {e})"),
-            (None, true) => format!("(plain text) {}", i.subject),
-            (None, false) => i.subject.clone(),
+            (Some(e), _) => format!("(cannot open: {})", one(e)),
+            (None, true) => format!("(plain text) {}", one(&i.subject)),
+            (None, false) => one(&i.subject),
         };
         let att = if i.attachments > 0 {
             format!(
@@ -255,7 +316,7 @@ pub fn inbox(items: &[InboxItem], json: bool) {
             "{:>6}  {:<23}  {:<28}  {:>9}  {subject}{att}",
             i.id,
             date(i.timestamp),
-            i.from,
+            one(&i.from),
             i.size
         );
     }
@@ -325,15 +386,15 @@ pub fn read(m: &ReadMessage, saved: &[PathBuf], json: bool) {
         }));
         return;
     }
-    println!("From:     {}", m.from);
-    println!("To:       {}", m.to);
+    println!("From:     {}", one(&m.from));
+    println!("To:       {}", one(&m.to));
     if !m.cc.is_empty() {
-        println!("Cc:       {}", m.cc.join(", "));
+        println!("Cc:       {}", one(&m.cc.join(", ")));
     }
     if !m.reply_to.is_empty() {
-        println!("Reply-To: {}", m.reply_to);
+        println!("Reply-To: {}", one(&m.reply_to));
     }
-    println!("Subject:  {}", m.subject);
+    println!("Subject:  {}", one(&m.subject));
     if m.legacy {
         println!("Date:     (not recorded: plain-text message from a 2016 client)");
     } else {
@@ -343,16 +404,17 @@ pub fn read(m: &ReadMessage, saved: &[PathBuf], json: bool) {
         match saved.get(i) {
             Some(p) => println!(
                 "Attached: {} ({} bytes) saved as {}",
-                a.name,
+                one(&a.name),
                 a.data.len(),
-                p.display()
+                one(&p.display().to_string())
             ),
-            None => println!("Attached: {} ({} bytes)", a.name, a.data.len()),
+            None => println!("Attached: {} ({} bytes)", one(&a.name), a.data.len()),
         }
     }
     println!();
-    print!("{}", m.text);
-    if !m.text.ends_with('\n') {
+    let text = term(&m.text, true);
+    print!("{text}");
+    if !text.ends_with('\n') {
         println!();
     }
 }
@@ -402,6 +464,25 @@ impl Progress for Bar {
 
 #[cfg(test)]
 mod tests {
+    use super::term;
+
+    #[test]
+    fn terminal_text_has_no_escapes_or_controls() {
+        let hostile = "a\x1b]0;pwned\x07b\x1b[2Jc\x1b[1;31md\x1b]8;;http://x\x1b\\e\x1bcf";
+        assert_eq!(term(hostile, false), "abcdef");
+        assert_eq!(term("x\u{9b}2Jy\u{9d}0;t\u{9c}z", false), "xyz");
+        assert_eq!(
+            term("l1\nl2\tt\r\x08\x7f", true),
+            "l1\nl2\tt\u{fffd}\u{fffd}\u{fffd}"
+        );
+        assert_eq!(term("l1\nl2\t", false), "l1\u{fffd}l2\u{fffd}");
+        assert_eq!(term("abc\u{202e}txt.exe", false), "abc\u{fffd}txt.exe");
+        // An escape cut off at the end swallows only itself.
+        assert_eq!(term("ok\x1b[", false), "ok");
+        assert_eq!(term("ok\x1b", false), "ok");
+        assert_eq!(term("ünïcødé ✓", false), "ünïcødé ✓");
+    }
+
     #[test]
     fn dates() {
         assert_eq!(super::date(0), "1970-01-01 00:00:00 UTC");

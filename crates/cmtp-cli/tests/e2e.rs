@@ -626,3 +626,148 @@ fn profile_folder_comes_from_flag_env_or_config_dir() {
         .args(["read", &id, "--json"]);
     assert_eq!(run(c, b"").json()["text"], "from a file\n");
 }
+
+/// A server with alice and bob, both logged in (bob with --remember): the server and
+/// their profile folders.
+fn alice_and_bob(home: &Path) -> (Server, std::path::PathBuf, std::path::PathBuf) {
+    let data = home.join("data");
+    add_user(&data, "alice", "alice secret");
+    add_user(&data, "bob", "bob secret");
+    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let server = srv.server_arg();
+    let (pa, pb) = (home.join("pa"), home.join("pb"));
+    login(home, &pa, "alice@localhost", &server, "alice secret", false);
+    login(home, &pb, "bob@localhost", &server, "bob secret", true);
+    (srv, pa, pb)
+}
+
+/// What a sender writes (subject, text, attachment names) reaches the terminal without
+/// escape sequences or control characters; JSON keeps it exact. Attachments named
+/// `.bashrc` are saved without the leading dot.
+#[test]
+fn sender_controlled_text_cannot_drive_the_terminal() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let (_srv, pa, pb) = alice_and_bob(home);
+
+    let files = home.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let evil_name = "\x1b]0;pwned\x07x\x1b[2J.txt";
+    std::fs::write(files.join(evil_name), b"one").unwrap();
+    std::fs::write(files.join(".bashrc"), b"two").unwrap();
+    let subject = "hi \x1b]0;pwned\x07there\x1b[2J";
+    let text = "line1\n\x1b]0;pwned\x07\tline2\x1b[2J\r\x1b[31mred\n";
+    cmtp(
+        home,
+        &pa,
+        &[
+            "send",
+            "--to",
+            "bob@localhost",
+            "--subject",
+            subject,
+            "--attach",
+            files.join(evil_name).to_str().unwrap(),
+            "--attach",
+            files.join(".bashrc").to_str().unwrap(),
+        ],
+        text.as_bytes(),
+    )
+    .ok();
+
+    let clean = |o: &str| {
+        assert!(!o.contains('\x1b'), "ESC printed: {o:?}");
+        assert!(!o.contains('\x07'), "BEL printed: {o:?}");
+        assert!(!o.contains('\r'), "CR printed: {o:?}");
+    };
+    let inbox = cmtp(home, &pb, &["inbox"], b"");
+    clean(inbox.ok());
+    assert!(inbox.stdout.contains("hi there"), "{inbox:?}");
+    let items = cmtp(home, &pb, &["inbox", "--json"], b"").json();
+    assert_eq!(items[0]["subject"], subject);
+    let id = items[0]["id"].as_u64().unwrap().to_string();
+
+    let out = home.join("saved");
+    let read = cmtp(
+        home,
+        &pb,
+        &["read", &id, "--save-attachments", out.to_str().unwrap()],
+        b"",
+    );
+    clean(read.ok());
+    assert!(read.stdout.contains("Subject:  hi there\n"), "{read:?}");
+    // Newlines and tabs of the text stay; the rest is gone or replaced.
+    assert!(
+        read.stdout.contains("line1\n\tline2\u{fffd}red\n"),
+        "{read:?}"
+    );
+    assert!(
+        read.stdout.contains("Attached: x.txt (3 bytes)"),
+        "{read:?}"
+    );
+    assert_eq!(std::fs::read(out.join("bashrc")).unwrap(), b"two");
+    assert!(!out.join(".bashrc").exists());
+
+    let m = cmtp(home, &pb, &["read", &id, "--json"], b"").json();
+    assert_eq!(m["subject"], subject);
+    assert_eq!(m["text"], text);
+    assert_eq!(m["attachments"][0]["name"], evil_name);
+    assert_eq!(m["attachments"][1]["name"], ".bashrc");
+}
+
+/// `inbox --limit N` lists the N newest messages, in ascending id order.
+#[test]
+fn inbox_limit_keeps_the_newest() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let (_srv, pa, pb) = alice_and_bob(home);
+    for s in ["first", "second", "third"] {
+        let args = ["send", "--to", "bob@localhost", "--subject", s];
+        cmtp(home, &pa, &args, b"text").ok();
+    }
+    let all = cmtp(home, &pb, &["inbox", "--json"], b"").json();
+    let subjects = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(subjects(&all), ["first", "second", "third"]);
+    let two = cmtp(home, &pb, &["inbox", "--json", "--limit", "2"], b"").json();
+    assert_eq!(subjects(&two), ["second", "third"]);
+    assert_eq!(two[0]["id"], all[1]["id"]);
+    let one = cmtp(home, &pb, &["inbox", "--limit", "1"], b"");
+    assert!(one.ok().contains("third"), "{one:?}");
+    assert!(!one.stdout.contains("second"), "{one:?}");
+    let zero = cmtp(home, &pb, &["inbox", "--limit", "0"], b"");
+    assert_eq!(zero.code, 2, "{zero:?}");
+    let help = cmtp(home, &pb, &["inbox", "--help"], b"");
+    assert!(help.ok().contains("--limit"), "{help:?}");
+
+    // The library's overall deadline: a passed one is a timeout (nothing listed),
+    // and the session recovers for the next call.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use cmtp_client::{ClientOptions, ErrorKind, Profile, Session};
+        let profile = Profile::open(&pb).unwrap();
+        let mut s = Session::open(profile, &ClientOptions::default())
+            .await
+            .unwrap();
+        let e = s
+            .inbox_with(2, std::time::Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e:?}");
+        let items = s
+            .inbox_with(2, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let got: Vec<_> = items.iter().map(|i| i.subject.as_str()).collect();
+        assert_eq!(got, ["second", "third"]);
+        s.close().await;
+    });
+}

@@ -18,6 +18,8 @@ const UNREACHABLE: i32 = 3;
 const NOT_CMTP: i32 = 4;
 const WRONG_PASSWORD: i32 = 5;
 const UNKNOWN_USER: i32 = 6;
+const KEY_CHANGED: i32 = 7;
+const PROTOCOL: i32 = 10;
 const TIMEOUT: i32 = 11;
 
 /// A 2016 account from the shared vectors: name, password, xzibit, pk, sk.
@@ -401,4 +403,66 @@ fn login_finds_the_server_through_dns_srv() {
     .ok();
     let inbox = cmtp(home, &p, &["inbox", "--json"], b"").json();
     assert_eq!(inbox[0]["subject"], "dns");
+}
+
+/// The dialect comes from unsigned lines: once a profile logged in to a CMTP/1 server,
+/// a 2016 answer from that server (here the scripted 2016 peer standing in for someone
+/// rewriting the greeting) is refused as a downgrade, before any command is sent.
+#[test]
+fn a_2016_answer_after_a_cmtp1_login_is_a_downgrade() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    add_user(&data, "alice", "alice secret");
+    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let real = srv.server_arg();
+    let p = home.join("p");
+    let o = cmtp(
+        home,
+        &p,
+        &login_args("alice@localhost", &real),
+        b"alice secret\n",
+    );
+    o.ok();
+    let profile = std::fs::read_to_string(p.join("profile.toml")).unwrap();
+    assert!(profile.contains("dialect = \"cmtp1\""), "{profile}");
+
+    // The same profile now reaches the 2016 peer where its server was, with the pinned
+    // key carried over, as an attacker on the path would present it.
+    let (tx, _rx) = mpsc::channel();
+    let legacy = legacy_server(legacy_accounts(), tx);
+    std::fs::write(
+        p.join("profile.toml"),
+        profile.replace(&format!("\"{real}\""), &format!("\"{legacy}\"")),
+    )
+    .unwrap();
+    let pins = std::fs::read_to_string(p.join("pins.toml")).unwrap();
+    std::fs::write(
+        p.join("pins.toml"),
+        pins.replace(&format!("\"{real}\""), &format!("\"{legacy}\"")),
+    )
+    .unwrap();
+    for args in [
+        &["key", "bob@localhost"][..],
+        &["send", "--to", "bob@localhost"],
+        &["server", "trust", "--fingerprint", "00"],
+    ] {
+        let o = cmtp(home, &p, args, b"hi");
+        assert_eq!(o.code, PROTOCOL, "{args:?}: {o:?}");
+        assert!(o.stderr.contains("downgrade"), "{o:?}");
+        assert!(o.stderr.contains("--compat 2016"), "{o:?}");
+    }
+    // Logging in again is refused the same way...
+    let o = cmtp(
+        home,
+        &p,
+        &login_args("alice@localhost", &legacy),
+        b"alice secret\n",
+    );
+    assert_eq!(o.code, PROTOCOL, "{o:?}");
+    assert!(o.stderr.contains("downgrade"), "{o:?}");
+    // ...unless the 2016 dialect is chosen explicitly: then the next check applies
+    // (this peer's key is not the pinned one).
+    let o = cmtp(home, &p, &["--compat", "2016", "key", "bob@localhost"], b"");
+    assert_eq!(o.code, KEY_CHANGED, "{o:?}");
 }

@@ -14,7 +14,10 @@ use cmtp_proto::reply::{
     decode_general_or_v0, decode_greeting, decode_key_reply, decode_login_reply,
     decode_login_reply_2016, decode_mbox_reply_head, decode_ohai,
 };
-use cmtp_proto::{FetchPart, ListEntry, MboxKind, MboxRequest, ReplyError, SIG_LEN};
+use cmtp_proto::{
+    Command, Envelope, ListEntry, MboxKind, MboxRequest, NameError, ReplyError, SIG_LEN,
+    validate_account, validate_domain, validate_name,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -98,6 +101,10 @@ const CHUNK: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Longest xzibit we accept from LOGIN; a longer announced length is the 2016 layout.
 const MAX_XZIBIT: u32 = 4096;
+/// Most a mailbox payload buffer reserves up front: the announced length is the
+/// server's word, unverified until the signature that follows the payload, so larger
+/// payloads grow the buffer as their bytes actually arrive.
+const MAX_PREALLOC: usize = 1024 * 1024;
 
 /// A connection to one CMTP server.
 pub struct Connection {
@@ -247,7 +254,7 @@ impl Connection {
     /// `OHAI`: returns the server's version string. Anything but `OHAI…` (or the 2016
     /// server's `HAI!!! :3`) is [`ClientError::NotCmtp`].
     pub async fn ohai(&mut self) -> Result<String> {
-        self.write("sending OHAI", b"OHAI\0").await?;
+        self.send("sending OHAI", Command::Ohai).await?;
         match self
             .read_reply("reading the answer to OHAI", decode_ohai)
             .await?
@@ -263,7 +270,7 @@ impl Connection {
     /// `NOOP`: checks that the connection and the server's signature work.
     pub async fn noop(&mut self) -> Result<()> {
         const STEP: &str = "reading the answer to NOOP";
-        self.write("sending NOOP", b"NOOP\0").await?;
+        self.send("sending NOOP", Command::Noop).await?;
         if self.dialect == Dialect::Legacy2016 {
             // The 2016 server answers `O_O\n\0`, unsigned.
             return if self.read_line(STEP).await?.starts_with("O_O") {
@@ -285,8 +292,11 @@ impl Connection {
     /// signature (which proves only that the server holds the secret half; pin it).
     pub async fn fetch_server_key(&mut self) -> Result<PublicKey> {
         const STEP: &str = "reading the server key";
-        self.write("requesting the server key", b"KEYREQUEST\0\0")
-            .await?;
+        let ask = Command::KeyRequest {
+            user: String::new(),
+            domain: String::new(),
+        };
+        self.send("requesting the server key", ask).await?;
         match self.read_key_reply(STEP).await? {
             KeyAnswer::Key(key, sig) => {
                 key.verify(key.as_bytes(), &sig)
@@ -303,14 +313,13 @@ impl Connection {
     /// `None` for KEYNOTAVAILABLE.
     pub async fn key_request(&mut self, user: &str, domain: &str) -> Result<Option<PublicKey>> {
         const STEP: &str = "reading a KEYREQUEST reply";
-        check_param(user, domain)?;
-        let mut req = Vec::with_capacity(16 + user.len() + domain.len());
-        req.extend_from_slice(b"KEYREQUEST\0");
-        req.extend_from_slice(user.as_bytes());
-        req.push(0);
-        req.extend_from_slice(domain.as_bytes());
-        req.push(0);
-        self.write("sending KEYREQUEST", &req).await?;
+        check_name(user, validate_account)?;
+        check_name(domain, validate_domain)?;
+        let ask = Command::KeyRequest {
+            user: user.to_owned(),
+            domain: domain.to_owned(),
+        };
+        self.send("sending KEYREQUEST", ask).await?;
         match self.read_key_reply(STEP).await? {
             KeyAnswer::Key(key, sig) => {
                 self.verify("key reply", key.as_bytes(), sig.as_bytes())?;
@@ -327,12 +336,11 @@ impl Connection {
     /// server is silent for an unknown user, so there a timeout means "unknown user".
     pub async fn login(&mut self, user: &str) -> Result<Vec<u8>> {
         const STEP: &str = "reading the LOGIN reply";
-        check_param(user, "")?;
-        let mut req = Vec::with_capacity(8 + user.len());
-        req.extend_from_slice(b"LOGIN\0");
-        req.extend_from_slice(user.as_bytes());
-        req.push(0);
-        self.write("sending LOGIN", &req).await?;
+        check_name(user, validate_name)?;
+        let ask = Command::Login {
+            user: user.to_owned(),
+        };
+        self.send("sending LOGIN", ask).await?;
         let reply = if self.dialect == Dialect::Legacy2016 {
             match self.read_reply(STEP, |b| decode_login(b, true)).await {
                 // Silence (not even a version) is how the 2016 server says "no such user".
@@ -385,23 +393,25 @@ impl Connection {
         let count = u32::try_from(attachments.len()).map_err(|_| ClientError::TooLarge {
             detail: "too many attachments".into(),
         })?;
-        check_param(&head.dest_account, &head.dest_domain)?;
-        check_param(&head.src_account, &head.src_domain)?;
-        let mut env = Vec::with_capacity(64 + head.log.len());
-        env.extend_from_slice(b"MAIL\0");
-        env.extend_from_slice(&head.version.to_be_bytes());
-        env.extend_from_slice(&count.to_be_bytes());
-        env.extend_from_slice(&(head.log.len() as u64).to_be_bytes());
-        env.extend_from_slice(&(body.len() as u64).to_be_bytes());
-        for s in [
-            &head.dest_account,
-            &head.dest_domain,
-            &head.src_account,
-            &head.src_domain,
-        ] {
-            env.extend_from_slice(s.as_bytes());
-            env.push(0);
-        }
+        let envelope = Envelope {
+            attachment_count: count,
+            log_length: head.log.len() as u64,
+            body_length: body.len() as u64,
+            ..Envelope::new(
+                head.version,
+                head.dest_account.as_str(),
+                head.dest_domain.as_str(),
+                head.src_account.as_str(),
+                head.src_domain.as_str(),
+            )
+        };
+        envelope.check().map_err(|e| ClientError::BadAddress {
+            address: format!("{}@{}", head.dest_account, head.dest_domain),
+            why: e.to_string(),
+        })?;
+        let mut env = Vec::with_capacity(8 + envelope.encoded_len() + head.log.len());
+        Command::Mail.encode(&mut env);
+        envelope.encode(&mut env);
         env.extend_from_slice(&head.log);
         progress.set_total(env.len() as u64 + body.len() as u64 + sizes_hint);
         let r = self.upload(&env, body, attachments, progress).await;
@@ -412,7 +422,7 @@ impl Connection {
             // never replies; OBAI's `Good bye` shows it read everything.
             const BYE: &str = "waiting for the 2016 server's Good bye";
             self.write("sending the 2016 nonce", &[0u8; 64]).await?;
-            self.write("sending OBAI", b"OBAI\0").await?;
+            self.send("sending OBAI", Command::Obai).await?;
             let line = self.read_line(BYE).await?;
             return if line.starts_with("Good bye") {
                 Ok(MailOutcome::SentUnconfirmed)
@@ -554,25 +564,13 @@ impl Connection {
                     .into(),
             ));
         }
-        check_param(&req.user, "")?;
-        let mut w = Vec::with_capacity(200 + req.user.len());
-        w.extend_from_slice(kind.word().as_bytes());
-        w.push(0);
-        w.extend_from_slice(req.user.as_bytes());
-        w.push(0);
-        w.extend_from_slice(req.timestamp.to_string().as_bytes());
-        w.push(0);
-        if matches!(kind, MboxKind::Fetch | MboxKind::Delete) {
-            w.extend_from_slice(req.id.unwrap_or(0).to_string().as_bytes());
-            w.push(0);
-        }
-        if kind == MboxKind::Fetch {
-            w.extend_from_slice(req.part.unwrap_or(FetchPart::Full).as_str().as_bytes());
-            w.push(0);
-        }
-        w.extend_from_slice(hex::encode(req.signature).as_bytes());
-        w.push(0);
-        self.write("sending a mailbox request", &w).await?;
+        check_name(&req.user, validate_name)?;
+        let ask = match kind {
+            MboxKind::List => Command::MboxList(req.clone()),
+            MboxKind::Fetch => Command::MboxFetch(req.clone()),
+            MboxKind::Delete => Command::MboxDelete(req.clone()),
+        };
+        self.send("sending a mailbox request", ask).await?;
         let len = match self.read_versioned(STEP, decode_mbox_reply_head).await? {
             MboxHead::Error(v) => {
                 self.verify("message", v.signed_bytes(), &v.sig)?;
@@ -603,7 +601,7 @@ impl Connection {
         }
         // Streamed through the input buffer (what is already there first), so the
         // payload is held once and hashed as it arrives.
-        let mut payload = Vec::with_capacity(len as usize);
+        let mut payload = Vec::with_capacity((len as usize).min(MAX_PREALLOC));
         let mut hasher = Blake2b256::new();
         let mut left = len as usize;
         while left > 0 {
@@ -625,7 +623,7 @@ impl Connection {
 
     /// `OBAI`: says goodbye and closes.
     pub async fn obai(mut self) -> Result<()> {
-        self.write("sending OBAI", b"OBAI\0").await?;
+        self.send("sending OBAI", Command::Obai).await?;
         let _ = self.wr.shutdown().await;
         Ok(())
     }
@@ -652,6 +650,13 @@ impl Connection {
             })?;
         key.verify(msg, &Signature::from_array(*sig))
             .map_err(|_| ClientError::BadSignature { what })
+    }
+
+    /// Writes one command in its wire form ([`Command::encode`]).
+    async fn send(&mut self, step: &'static str, cmd: Command) -> Result<()> {
+        let mut out = Vec::with_capacity(64);
+        cmd.encode(&mut out);
+        self.write(step, &out).await
     }
 
     async fn write(&mut self, step: &'static str, data: &[u8]) -> Result<()> {
@@ -850,16 +855,13 @@ pub fn sign_mbox(req: &mut MboxRequest, kind: MboxKind, domain: &str, keys: &cmt
     req.signature = *sig.as_bytes();
 }
 
-fn check_param(a: &str, b: &str) -> Result<()> {
-    for s in [a, b] {
-        if s.len() > cmtp_proto::MAX_PARAM || s.as_bytes().contains(&0) {
-            return Err(ClientError::BadAddress {
-                address: s.to_owned(),
-                why: "longer than 255 bytes or contains NUL".into(),
-            });
-        }
-    }
-    Ok(())
+/// Checks a name with one of the proto crate's rules before it is framed on the wire
+/// (the encoders write names as given).
+fn check_name(name: &str, rule: fn(&str) -> std::result::Result<(), NameError>) -> Result<()> {
+    rule(name).map_err(|e| ClientError::BadAddress {
+        address: name.to_owned(),
+        why: e.to_string(),
+    })
 }
 
 fn truncate(s: &str) -> String {

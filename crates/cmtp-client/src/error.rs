@@ -253,6 +253,19 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The server answered as the 2016 implementation although it spoke CMTP/1 when
+    /// the profile logged in: the dialect comes from unsigned lines, so someone on the
+    /// path may be downgrading the connection.
+    #[error(
+        "the server {server} now answers as the 2016 implementation, but it spoke CMTP/1 \
+         when you logged in: someone on the network may be forcing a downgrade to the \
+         older dialect (unconfirmed MAIL, no mailbox). Nothing was sent. If the server \
+         really was replaced by the 2016 one, log in again with `--compat 2016`"
+    )]
+    Downgrade {
+        /// host:port of the server.
+        server: String,
+    },
     /// Not supported by the server dialect in use.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -268,9 +281,11 @@ impl ClientError {
         match self {
             E::Discovery { .. } | E::Connect { .. } | E::Resolve { .. } => ErrorKind::Unreachable,
             E::Timeout { .. } => ErrorKind::Timeout,
-            E::Io { .. } | E::Closed { .. } | E::Protocol { .. } | E::BadSignature { .. } => {
-                ErrorKind::Protocol
-            }
+            E::Io { .. }
+            | E::Closed { .. }
+            | E::Protocol { .. }
+            | E::BadSignature { .. }
+            | E::Downgrade { .. } => ErrorKind::Protocol,
             E::NotCmtp { .. } => ErrorKind::NotCmtp,
             E::ServerFailure { .. } => ErrorKind::Other,
             E::ServerKeyChanged { .. }

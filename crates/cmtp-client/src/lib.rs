@@ -60,7 +60,8 @@ pub use error::{ClientError, ErrorKind, Result};
 pub use message::{Attachment, Draft, InboxItem, ReadMessage, ReceivedAttachment};
 pub use profile::{Compat, PinStatus, Pins, Profile, ProfileConfig, TimeoutConfig};
 pub use session::{
-    ClientOptions, DEFAULT_MAX_MESSAGE, KeyLookup, LoginInfo, RecipientResult, Session, discover,
+    ClientOptions, DEFAULT_INBOX_DEADLINE, DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE, KeyLookup,
+    LoginInfo, RecipientResult, Session, discover,
 };
 
 pub use cmtp_crypto::PublicKey;
@@ -79,6 +80,7 @@ mod send_check {
         is_send(&Session::open(Profile::open("x").unwrap(), &o));
         is_send(&s.send(d, &mut NoProgress));
         is_send(&s.inbox());
+        is_send(&s.inbox_with(1, std::time::Duration::ZERO));
         is_send(&s.read(1));
         is_send(&s.delete(1));
         is_send(&s.unlock(b""));

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use cmtp_proto::{Envelope, MessageDecoder, MessageEvent, MessageLimits};
 use serde::Serialize;
 
 use crate::address::Address;
@@ -162,7 +163,8 @@ impl std::fmt::Debug for ReceivedAttachment {
 
 impl ReceivedAttachment {
     /// A name safe to create in a folder: the last path component, without control
-    /// characters, never `.`/`..`/empty (then `attachment-N`).
+    /// characters and without leading dots (no hidden file such as `.bashrc`, never
+    /// `.`/`..`); `attachment-N` (N = `index` + 1) when nothing is left.
     pub fn safe_name(&self, index: usize) -> String {
         let last = self
             .name
@@ -172,10 +174,11 @@ impl ReceivedAttachment {
             .chars()
             .filter(|c| !c.is_control())
             .collect::<String>();
-        if last.is_empty() || last == "." || last == ".." {
+        let last = last.trim_start_matches('.');
+        if last.is_empty() {
             format!("attachment-{}", index + 1)
         } else {
-            last
+            last.to_owned()
         }
     }
 }
@@ -210,72 +213,78 @@ pub struct ReadMessage {
 /// The parts of a stored message (spec §6), borrowed from the fetched bytes.
 #[derive(Debug)]
 pub(crate) struct StoredMessage<'a> {
-    pub version: u32,
-    pub dest_account: String,
-    pub dest_domain: String,
-    pub src_account: String,
-    pub src_domain: String,
+    /// The envelope as stored (names, version, announced lengths).
+    pub envelope: Envelope,
     pub log: &'a [u8],
     pub body: &'a [u8],
     /// Empty for a `head` fetch.
     pub attachments: Vec<&'a [u8]>,
 }
 
-/// Splits a stored message. With `head`, the bytes end after the body.
+/// Splits a stored message with the proto crate's [`MessageDecoder`]. With `head`, the
+/// bytes end after the body. The whole message is in `buf`, so each field is one
+/// contiguous range of it; the fetched size was already bounded by the connection.
 pub(crate) fn parse_stored(
     buf: &[u8],
     head: bool,
 ) -> std::result::Result<StoredMessage<'_>, String> {
+    let mut dec = MessageDecoder::new(MessageLimits::UNLIMITED);
     let mut pos = 0usize;
-    let take = |pos: &mut usize, n: u64| -> std::result::Result<&[u8], String> {
-        let n = usize::try_from(n).map_err(|_| "length overflow".to_string())?;
-        let end = pos.checked_add(n).ok_or("length overflow")?;
-        if end > buf.len() {
-            return Err(format!("truncated: need {end} bytes, have {}", buf.len()));
+    let mut envelope = None;
+    // Ranges of the log and body, and the start and length of each attachment.
+    let (mut log, mut body) = (pos..pos, pos..pos);
+    let mut attachments: Vec<(usize, usize)> = Vec::new();
+    loop {
+        let (n, ev) = dec.decode(&buf[pos..]).map_err(|e| e.to_string())?;
+        pos += n;
+        // A chunk is always the last bytes consumed by its call.
+        let chunk_end = pos;
+        match ev {
+            None | Some(MessageEvent::End) => break,
+            Some(MessageEvent::Envelope(e)) => {
+                envelope = Some(e);
+                log = pos..pos;
+                body = pos..pos;
+            }
+            Some(MessageEvent::Log(_)) => {
+                log.end = chunk_end;
+                body = chunk_end..chunk_end;
+            }
+            Some(MessageEvent::Body(_)) => body.end = chunk_end,
+            Some(MessageEvent::AttachmentStart { .. }) => attachments.push((pos, 0)),
+            Some(MessageEvent::Attachment(_)) => {
+                if let Some(a) = attachments.last_mut() {
+                    a.1 = chunk_end - a.0;
+                }
+            }
         }
-        let s = &buf[*pos..end];
-        *pos = end;
-        Ok(s)
+        if head && dec.body_end() == Some(dec.consumed()) {
+            break;
+        }
+    }
+    let envelope = envelope.ok_or_else(|| format!("truncated envelope ({} bytes)", buf.len()))?;
+    let complete = if head {
+        dec.body_end() == Some(dec.consumed())
+    } else {
+        dec.is_done()
     };
-    let hdr = take(&mut pos, 24)?;
-    let version = u32::from_be_bytes(hdr[0..4].try_into().unwrap_or_default());
-    let count = u32::from_be_bytes(hdr[4..8].try_into().unwrap_or_default());
-    let log_len = u64::from_be_bytes(hdr[8..16].try_into().unwrap_or_default());
-    let body_len = u64::from_be_bytes(hdr[16..24].try_into().unwrap_or_default());
-    let mut names = Vec::with_capacity(4);
-    for _ in 0..4 {
-        let rest = &buf[pos..];
-        let n = rest
-            .iter()
-            .take(cmtp_proto::MAX_PARAM + 1)
-            .position(|&b| b == 0)
-            .ok_or("envelope name unterminated or too long")?;
-        names.push(String::from_utf8_lossy(&rest[..n]).into_owned());
-        pos += n + 1;
+    if !complete {
+        return Err(format!(
+            "truncated: {} bytes, the envelope announces more",
+            buf.len()
+        ));
     }
-    let log = take(&mut pos, log_len)?;
-    let body = take(&mut pos, body_len)?;
-    let mut attachments = Vec::new();
-    if !head {
-        for _ in 0..count {
-            let l = take(&mut pos, 8)?;
-            let len = u64::from_be_bytes(l.try_into().unwrap_or_default());
-            attachments.push(take(&mut pos, len)?);
-        }
-        if pos != buf.len() {
-            return Err(format!("{} trailing bytes", buf.len() - pos));
-        }
+    if !head && pos != buf.len() {
+        return Err(format!("{} trailing bytes", buf.len() - pos));
     }
-    let mut it = names.into_iter();
     Ok(StoredMessage {
-        version,
-        dest_account: it.next().unwrap_or_default(),
-        dest_domain: it.next().unwrap_or_default(),
-        src_account: it.next().unwrap_or_default(),
-        src_domain: it.next().unwrap_or_default(),
-        log,
-        body,
-        attachments,
+        envelope,
+        log: &buf[log],
+        body: &buf[body],
+        attachments: attachments
+            .into_iter()
+            .map(|(start, len)| &buf[start..start + len])
+            .collect(),
     })
 }
 
@@ -307,6 +316,14 @@ mod tests {
         assert_eq!(r("..").safe_name(1), "attachment-2");
         assert_eq!(r("a\\b\nc").safe_name(0), "bc");
         assert_eq!(r("").safe_name(0), "attachment-1");
+        // Leading dots go: no hidden files, no `.`/`..`.
+        assert_eq!(r(".bashrc").safe_name(0), "bashrc");
+        assert_eq!(r("..").safe_name(0), "attachment-1");
+        assert_eq!(r("...").safe_name(4), "attachment-5");
+        assert_eq!(r("../../x").safe_name(0), "x");
+        assert_eq!(r("a/.\n.ssh").safe_name(2), "ssh");
+        assert_eq!(r("dir/").safe_name(2), "attachment-3");
+        assert_eq!(r("v1.2.tar").safe_name(0), "v1.2.tar");
     }
 
     #[test]
@@ -321,15 +338,26 @@ mod tests {
         for m in v["vectors"].as_array().unwrap() {
             let bytes = hex::decode(m["message"].as_str().unwrap()).unwrap();
             let p = parse_stored(&bytes, false).unwrap();
-            assert_eq!(p.dest_account, m["dest_account"].as_str().unwrap());
-            assert_eq!(p.src_domain, m["source_domain"].as_str().unwrap());
+            let e = &p.envelope;
+            assert_eq!(e.dest_account, m["dest_account"].as_str().unwrap());
+            assert_eq!(e.src_domain, m["source_domain"].as_str().unwrap());
             assert_eq!(hex::encode(p.body), m["body"].as_str().unwrap());
             assert_eq!(hex::encode(p.log), m["log"].as_str().unwrap());
-            assert_eq!(p.version, m["version"].as_u64().unwrap() as u32);
-            // Truncations are errors, never panics.
+            assert_eq!(e.version, m["version"].as_u64().unwrap() as u32);
+            assert_eq!(p.attachments.len(), e.attachment_count as usize);
+            // A head fetch: the bytes up to the end of the body.
+            let end = e.body_end() as usize;
+            let h = parse_stored(&bytes[..end], true).unwrap();
+            assert_eq!((h.log, h.body), (p.log, p.body));
+            assert!(h.attachments.is_empty());
+            // Truncations are errors, never panics; so are trailing bytes.
             for cut in [0, 1, 23, 24, bytes.len() - 1] {
                 assert!(parse_stored(&bytes[..cut], false).is_err());
             }
+            assert!(parse_stored(&bytes[..end - 1], true).is_err());
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(parse_stored(&long, false).is_err());
             n += 1;
         }
         assert!(n >= 5);

@@ -11,6 +11,8 @@
 //!   the server is its home, and fetching it again proves the account still exists.
 //!
 //! Files are written atomically (temporary file, fsync, rename, fsync of the folder).
+//! The folder is created mode 0700; a `secret.key` that group or others may read is
+//! refused rather than used.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -93,6 +95,12 @@ pub struct ProfileConfig {
     /// Network timeouts.
     #[serde(default)]
     pub timeouts: TimeoutConfig,
+    /// The dialect the server spoke at login (recorded, not a setting). The dialect is
+    /// detected from the unsigned greeting and OHAI, so when this says CMTP/1 a server
+    /// answering as the 2016 one is refused as a possible downgrade. `None` in
+    /// profiles written before it was recorded (no check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<Compat>,
 }
 
 /// Trust-on-first-use pins (`pins.toml`).
@@ -219,7 +227,7 @@ impl Profile {
 
     /// Writes `profile.toml` and `pins.toml` (atomically, durably).
     pub fn save(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| file_err(&self.dir, e))?;
+        create_private_dir(&self.dir)?;
         if let Some(c) = &self.config {
             let text = toml::to_string_pretty(c).map_err(|e| self.bad(PROFILE_FILE, e))?;
             write_atomic(&self.dir.join(PROFILE_FILE), text.as_bytes(), false)?;
@@ -231,7 +239,7 @@ impl Profile {
 
     /// Stores the secret key (mode 0600). Only for `login --remember`.
     pub fn remember_secret(&self, keys: &KeyPair) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| file_err(&self.dir, e))?;
+        create_private_dir(&self.dir)?;
         let hex = Zeroizing::new(hex::encode(keys.secret_bytes().as_slice()));
         write_atomic(&self.dir.join(SECRET_FILE), hex.as_bytes(), true)
     }
@@ -246,14 +254,54 @@ impl Profile {
         }
     }
 
-    /// The remembered secret key, if `login --remember` stored one.
+    /// The remembered secret key, if `login --remember` stored one. A `secret.key` that
+    /// is a symbolic link, or whose mode lets group or others read or write it, is a
+    /// [`ClientError::Profile`]: someone else may have read (or planted) it.
     pub fn remembered_secret(&self) -> Result<Option<KeyPair>> {
+        use std::io::Read;
         let p = self.dir.join(SECRET_FILE);
-        let text = match std::fs::read_to_string(&p) {
-            Ok(t) => Zeroizing::new(t),
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.custom_flags(libc::O_NOFOLLOW);
+        }
+        let mut f = match opts.open(&p) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            #[cfg(unix)]
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(self.bad(
+                    SECRET_FILE,
+                    "is a symbolic link; refusing to use it (run `cmtp logout`, then \
+                     `cmtp login --remember`)",
+                ));
+            }
             Err(e) => return Err(file_err(&p, e)),
         };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = f
+                .metadata()
+                .map_err(|e| file_err(&p, e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(self.bad(
+                    SECRET_FILE,
+                    format!(
+                        "mode {:04o} lets other users read the secret key; refusing to use it \
+                         (fix with `chmod 600`, or run `cmtp logout` and \
+                         `cmtp login --remember` again)",
+                        mode & 0o7777
+                    ),
+                ));
+            }
+        }
+        let mut text = Zeroizing::new(String::new());
+        f.read_to_string(&mut text).map_err(|e| file_err(&p, e))?;
         let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|e| self.bad(SECRET_FILE, e))?);
         let kp = KeyPair::from_secret_bytes(&bytes).map_err(|e| self.bad(SECRET_FILE, e))?;
         Ok(Some(kp))
@@ -280,29 +328,66 @@ fn read_toml<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Option<T>> {
     }
 }
 
-/// Writes `data` to `path` atomically: temporary file in the same folder, fsync,
-/// rename, fsync of the folder. `secret` makes the file mode 0600 from its creation.
-pub(crate) fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<()> {
+/// Creates the profile folder (and missing parents) mode 0700: it holds the pins and
+/// possibly the secret key. An existing folder is left as it is.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| file_err(dir, e))
+}
+
+/// The temporary file [`write_atomic`] writes `path` through.
+fn temp_path(path: &Path) -> PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    dir.join(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Writes `data` to `path` atomically: temporary file in the same folder, fsync,
+/// rename, fsync of the folder. `secret` makes the file mode 0600 from its creation.
+///
+/// A mode given to `open` applies only when the file is created, so the temporary
+/// file is removed first and then created exclusively (`O_CREAT|O_EXCL`, plus
+/// `O_NOFOLLOW`): a file or symbolic link planted under its name is never written
+/// through and never lends its looser mode to the secret.
+pub(crate) fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(path);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file_err(&tmp, e)),
+    }
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if secret { 0o600 } else { 0o644 });
+        opts.mode(if secret { 0o600 } else { 0o644 })
+            .custom_flags(libc::O_NOFOLLOW);
     }
     #[cfg(not(unix))]
     let _ = secret;
     let mut f = opts.open(&tmp).map_err(|e| file_err(&tmp, e))?;
-    f.write_all(data).map_err(|e| file_err(&tmp, e))?;
-    f.sync_all().map_err(|e| file_err(&tmp, e))?;
+    let written = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| file_err(&tmp, e));
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))?;
+    if let Err(e) =
+        written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| file_err(path, e)))
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Ok(d) = std::fs::File::open(dir) {
         // Best effort: some platforms cannot fsync a folder.
         let _ = d.sync_all();
@@ -327,6 +412,7 @@ mod tests {
             public_key: kp.public().to_hex(),
             compat: Compat::Cmtp1,
             timeouts: TimeoutConfig::default(),
+            dialect: Some(Compat::Cmtp1),
         });
         let other = KeyPair::generate().unwrap().public();
         assert_eq!(
@@ -358,5 +444,80 @@ mod tests {
         assert_eq!(back.public(), kp.public());
         q.forget_secret().unwrap();
         assert!(q.remembered_secret().unwrap().is_none());
+    }
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn folder_is_private_and_planted_temp_files_are_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("a/p");
+        let p = Profile::open(&dir).unwrap();
+        let kp = KeyPair::generate().unwrap();
+        let secret = dir.join(SECRET_FILE);
+        let tmp = temp_path(&secret);
+        // A world-readable file planted under the temporary name (its folder made
+        // first, as an attacker with access would).
+        p.save().unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&t.path().join("a")), 0o700);
+        std::fs::write(&tmp, b"planted").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+        p.remember_secret(&kp).unwrap();
+        assert_eq!(mode(&secret), 0o600);
+        assert!(!tmp.exists());
+        assert_eq!(
+            p.remembered_secret().unwrap().unwrap().public(),
+            kp.public()
+        );
+
+        // A symbolic link planted under the temporary name: the file it points to
+        // is not written, and the secret is a fresh regular file.
+        let outside = t.path().join("outside");
+        std::fs::write(&outside, b"untouched").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&outside, &tmp).unwrap();
+        p.remember_secret(&kp).unwrap();
+        assert_eq!(std::fs::read(&outside).unwrap(), b"untouched");
+        assert_eq!(mode(&outside), 0o644);
+        assert!(
+            std::fs::symlink_metadata(&secret)
+                .unwrap()
+                .file_type()
+                .is_file()
+        );
+        assert_eq!(mode(&secret), 0o600);
+        assert!(std::fs::symlink_metadata(&tmp).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_key_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let p = Profile::open(t.path().join("p")).unwrap();
+        let kp = KeyPair::generate().unwrap();
+        p.remember_secret(&kp).unwrap();
+        let secret = t.path().join("p").join(SECRET_FILE);
+        for m in [0o640, 0o604, 0o660, 0o602] {
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(m)).unwrap();
+            let e = p.remembered_secret().unwrap_err();
+            assert!(matches!(e, ClientError::Profile { .. }), "{e:?}");
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+        }
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(p.remembered_secret().unwrap().is_some());
+        // A symbolic link in its place is refused too.
+        let real = t.path().join("real.key");
+        std::fs::rename(&secret, &real).unwrap();
+        std::os::unix::fs::symlink(&real, &secret).unwrap();
+        let e = p.remembered_secret().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
     }
 }

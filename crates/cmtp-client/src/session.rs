@@ -2,7 +2,7 @@
 //! The `cmtp` binary is a thin layer over this; a webmail can use it the same way.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
 use cmtp_proto::{Body, FetchPart, InternalBody, MboxKind, MboxRequest};
@@ -33,6 +33,14 @@ pub struct ClientOptions {
 
 /// The default largest message (the server's default limit, spec §5.5).
 pub const DEFAULT_MAX_MESSAGE: u64 = 64 * 1024 * 1024;
+
+/// How many messages [`Session::inbox`] lists by default (the newest ones).
+pub const DEFAULT_INBOX_LIMIT: usize = 50;
+
+/// Overall deadline of [`Session::inbox`] (list plus one `head` fetch per message), at
+/// least twice the per-step timeout: each step has its own timeout, but a server that
+/// answers slowly, step after step, must not hold the listing forever.
+pub const DEFAULT_INBOX_DEADLINE: Duration = Duration::from_secs(120);
 
 /// What `login` established.
 #[derive(Debug, Clone)]
@@ -116,15 +124,18 @@ pub async fn discover(domain: &str, opts: &ClientOptions) -> Result<Vec<String>>
 
 /// Connects, reads the greeting, says OHAI, and checks the server key against the pin
 /// in `profile` for `server` (pinning it when `pin_new` and nothing is pinned).
-/// Returns the connection (with the key set) and how the key compared.
+/// Returns the connection (with the key set) and how the key compared. A 2016 answer
+/// from a server the profile saw speak CMTP/1 is refused (see [`check_downgrade`]).
 async fn connect_verified(
     profile: &mut Profile,
     server: &str,
     timeouts: Timeouts,
     pin_new: bool,
+    allow_2016: bool,
 ) -> Result<(Connection, PublicKey, PinStatus)> {
     let mut conn = Connection::connect(server, timeouts).await?;
     conn.ohai().await?;
+    check_downgrade(profile, server, &conn, allow_2016)?;
     let key = conn.fetch_server_key().await?;
     let status = profile.pins.check_server(server, &key);
     match &status {
@@ -149,6 +160,28 @@ async fn connect_verified(
     }
     conn.set_server_key(key);
     Ok((conn, key, status))
+}
+
+/// The dialect comes from the unsigned greeting and OHAI, so anyone on the path can
+/// make a CMTP/1 server look like the 2016 one. When the profile recorded CMTP/1 for
+/// `server` at login, a 2016 answer is [`ClientError::Downgrade`], unless the person
+/// chose the 2016 dialect explicitly (`--compat 2016`).
+fn check_downgrade(
+    profile: &Profile,
+    server: &str,
+    conn: &Connection,
+    allow_2016: bool,
+) -> Result<()> {
+    let recorded_cmtp1 = profile
+        .config
+        .as_ref()
+        .is_some_and(|c| c.server == server && c.dialect == Some(Compat::Cmtp1));
+    if recorded_cmtp1 && conn.dialect() == Dialect::Legacy2016 && !allow_2016 {
+        return Err(ClientError::Downgrade {
+            server: server.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Fetches `address`'s xzibit with LOGIN, opens it with `password`, and checks that its
@@ -224,9 +257,10 @@ impl Session {
             None => discover(&address.domain, opts).await?,
         };
         let compat = opts.compat.unwrap_or_default();
+        let explicit_2016 = opts.compat == Some(Compat::Legacy2016);
         let mut last = None;
         for cand in candidates {
-            match connect_verified(profile, &cand, timeouts, true).await {
+            match connect_verified(profile, &cand, timeouts, true, explicit_2016).await {
                 Ok((mut conn, server_key, status)) => {
                     let keys = fetch_keys(&mut conn, address, password).await?;
                     let dialect = conn.dialect();
@@ -242,6 +276,12 @@ impl Session {
                             connect_secs: timeouts.connect.as_secs_f64(),
                             io_secs: timeouts.io.as_secs_f64(),
                         },
+                        // What the server spoke, for the downgrade check of later
+                        // connections.
+                        dialect: Some(match dialect {
+                            Dialect::Cmtp1 => Compat::Cmtp1,
+                            Dialect::Legacy2016 => Compat::Legacy2016,
+                        }),
                     });
                     // My own key is pinned like any other user's.
                     profile.pins.pin_user(&address.to_string(), &keys.public());
@@ -291,6 +331,8 @@ impl Session {
         let timeouts = opts.timeouts.unwrap_or_else(|| cfg.timeouts.to_timeouts());
         let mut conn = Connection::connect(&cfg.server, timeouts).await?;
         conn.ohai().await?;
+        let allow_2016 = opts.compat.unwrap_or(cfg.compat) == Compat::Legacy2016;
+        check_downgrade(profile, &cfg.server, &conn, allow_2016)?;
         let key = conn.fetch_server_key().await?;
         let want = norm_hex(fingerprint);
         let matches =
@@ -324,7 +366,9 @@ impl Session {
                 detail: "the remembered secret key does not match the profile's public key".into(),
             });
         }
-        let (conn, _, _) = connect_verified(&mut profile, &cfg.server, timeouts, false).await?;
+        let allow_2016 = compat == Compat::Legacy2016;
+        let (conn, _, _) =
+            connect_verified(&mut profile, &cfg.server, timeouts, false, allow_2016).await?;
         let dialect = conn.dialect();
         Ok(Session {
             profile,
@@ -333,7 +377,7 @@ impl Session {
             keys,
             timeouts,
             dialect,
-            allow_2016_mail: compat == Compat::Legacy2016,
+            allow_2016_mail: allow_2016,
             max_message: opts.max_message.unwrap_or(DEFAULT_MAX_MESSAGE),
         })
     }
@@ -361,8 +405,14 @@ impl Session {
     async fn conn(&mut self) -> Result<&mut Connection> {
         if self.conn.is_none() {
             let server = self.profile.require_config()?.server.clone();
-            let (c, _, _) =
-                connect_verified(&mut self.profile, &server, self.timeouts, false).await?;
+            let (c, _, _) = connect_verified(
+                &mut self.profile,
+                &server,
+                self.timeouts,
+                false,
+                self.allow_2016_mail,
+            )
+            .await?;
             self.conn = Some(c);
         }
         // Just set above when it was None.
@@ -574,32 +624,46 @@ impl Session {
     }
 
     /// Lists the mailbox; subjects come from `head` fetches (no attachments downloaded).
+    /// At most [`DEFAULT_INBOX_LIMIT`] messages (the newest), within
+    /// [`DEFAULT_INBOX_DEADLINE`]; see [`Session::inbox_with`].
     pub async fn inbox(&mut self) -> Result<Vec<InboxItem>> {
+        let deadline = DEFAULT_INBOX_DEADLINE.max(self.timeouts.io * 2);
+        self.inbox_with(DEFAULT_INBOX_LIMIT, deadline).await
+    }
+
+    /// Lists the `limit` newest messages (highest ids), in ascending id order like the
+    /// server's list. Each one costs a `head` fetch, newest first, so the whole call is
+    /// bounded by `deadline`: a list not received by then is [`ClientError::Timeout`];
+    /// messages whose head was not fetched by then are listed with an `error` saying so.
+    pub async fn inbox_with(&mut self, limit: usize, deadline: Duration) -> Result<Vec<InboxItem>> {
+        const LIST_STEP: &str = "listing the mailbox (overall inbox deadline)";
+        let until = tokio::time::Instant::now() + deadline;
         let req = self.signed(
             MboxRequest::list(&self.address.account, now()),
             MboxKind::List,
         )?;
         let conn = self.conn().await?;
-        let r = conn.mbox_list(&req).await;
-        let entries = self.after(r)?;
+        let peer = conn.peer();
+        let late = || ClientError::Timeout {
+            step: LIST_STEP,
+            after: deadline,
+            peer,
+        };
+        let r = if tokio::time::Instant::now() >= until {
+            Err(late())
+        } else {
+            match tokio::time::timeout_at(until, conn.mbox_list(&req)).await {
+                Ok(r) => r,
+                Err(_) => Err(late()),
+            }
+        };
+        let mut entries = self.after(r)?;
+        // Newest first, so that the deadline (or the limit) leaves out the oldest.
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.id));
+        entries.truncate(limit);
         let mut items = Vec::with_capacity(entries.len());
+        let mut late = false;
         for e in entries {
-            let req = self.signed(
-                MboxRequest::fetch(&self.address.account, now(), e.id, FetchPart::Head),
-                MboxKind::Fetch,
-            )?;
-            let conn = self.conn().await?;
-            let r = conn.mbox_fetch(&req).await;
-            let head = match self.after(r) {
-                Ok(h) => Some(h),
-                // Deleted meanwhile: skip it.
-                Err(ClientError::NoSuchMessage { .. }) => continue,
-                Err(e) if e.kind() == ErrorKind::Mailbox => return Err(e),
-                Err(e) if matches!(e.kind(), ErrorKind::Protocol | ErrorKind::Timeout) => {
-                    return Err(e);
-                }
-                Err(_) => None,
-            };
             let from = format!("{}@{}", e.src_account, e.src_domain);
             let mut item = InboxItem {
                 id: e.id,
@@ -611,6 +675,41 @@ impl Session {
                 attachments: e.attachment_count,
                 legacy: false,
                 error: None,
+            };
+            late = late || tokio::time::Instant::now() >= until;
+            if late {
+                item.error = Some(format!(
+                    "not fetched: the inbox took longer than {deadline:?}"
+                ));
+                items.push(item);
+                continue;
+            }
+            let req = self.signed(
+                MboxRequest::fetch(&self.address.account, now(), e.id, FetchPart::Head),
+                MboxKind::Fetch,
+            )?;
+            let conn = self.conn().await?;
+            let head = match tokio::time::timeout_at(until, conn.mbox_fetch(&req)).await {
+                Ok(r) => match self.after(r) {
+                    Ok(h) => Some(h),
+                    // Deleted meanwhile: skip it.
+                    Err(ClientError::NoSuchMessage { .. }) => continue,
+                    Err(e) if e.kind() == ErrorKind::Mailbox => return Err(e),
+                    Err(e) if matches!(e.kind(), ErrorKind::Protocol | ErrorKind::Timeout) => {
+                        return Err(e);
+                    }
+                    Err(_) => None,
+                },
+                Err(_) => {
+                    // Cut off mid-reply: the connection cannot be reused.
+                    self.conn = None;
+                    late = true;
+                    item.error = Some(format!(
+                        "not fetched: the inbox took longer than {deadline:?}"
+                    ));
+                    items.push(item);
+                    continue;
+                }
             };
             match head.as_deref().map(|h| self.open_body(e.id, h, true)) {
                 Some(Ok(body)) => match body {
@@ -628,13 +727,14 @@ impl Session {
             }
             items.push(item);
         }
+        items.sort_unstable_by_key(|i| i.id);
         Ok(items)
     }
 
     fn open_body(&self, id: u64, bytes: &[u8], head: bool) -> Result<Body> {
         let bad = |d: String| ClientError::BadMessage { id, detail: d };
         let m = parse_stored(bytes, head).map_err(bad)?;
-        let plain = cmtp_crypto::open_for(m.version, m.body, self.keys()?)
+        let plain = cmtp_crypto::open_for(m.envelope.version, m.body, self.keys()?)
             .map_err(|e| bad(format!("the body does not open: {e}")))?;
         Ok(Body::decode(&plain))
     }
@@ -652,11 +752,11 @@ impl Session {
         let bad = |d: String| ClientError::BadMessage { id, detail: d };
         let m = parse_stored(&bytes, false).map_err(bad)?;
         let keys = self.keys()?;
-        let plain = cmtp_crypto::open_for(m.version, m.body, keys)
+        let plain = cmtp_crypto::open_for(m.envelope.version, m.body, keys)
             .map_err(|e| bad(format!("the body does not open: {e}")))?;
         let mut attachments = Vec::with_capacity(m.attachments.len());
         for (i, a) in m.attachments.iter().enumerate() {
-            let mut p = cmtp_crypto::open_for(m.version, a, keys)
+            let mut p = cmtp_crypto::open_for(m.envelope.version, a, keys)
                 .map_err(|e| bad(format!("attachment {} does not open: {e}", i + 1)))?;
             // `file_name NUL data`, split in place: a multi-MiB attachment is not copied.
             let n = p
@@ -668,15 +768,16 @@ impl Session {
             data.drain(..=n);
             attachments.push(ReceivedAttachment { name, data });
         }
-        let dest_domain = if m.dest_domain.is_empty() {
+        let env = &m.envelope;
+        let dest_domain = if env.dest_domain.is_empty() {
             self.address.domain.clone()
         } else {
-            m.dest_domain.clone()
+            env.dest_domain.clone()
         };
         let mut out = ReadMessage {
             id,
-            from: format!("{}@{}", m.src_account, m.src_domain),
-            to: format!("{}@{}", m.dest_account, dest_domain),
+            from: format!("{}@{}", env.src_account, env.src_domain),
+            to: format!("{}@{}", env.dest_account, dest_domain),
             subject: String::new(),
             reply_to: String::new(),
             cc: Vec::new(),

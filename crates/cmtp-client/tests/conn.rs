@@ -78,29 +78,34 @@ async fn a_key_reply_signed_by_another_key_is_refused() {
     assert!(matches!(e, ClientError::BadSignature { .. }), "{e:?}");
 }
 
+/// A peer that serves its key, reads one mailbox command (`word` and `params`
+/// parameters), writes `reply` and hangs up.
+fn mbox_peer(server: KeyPair, word: &'static [u8], params: usize, reply: Vec<u8>) -> String {
+    peer(move |r, w| {
+        assert_eq!(cstr(r).unwrap(), b"KEYREQUEST");
+        let _ = cstr(r);
+        w.write_all(&server_key_reply(&server)).unwrap();
+        assert_eq!(cstr(r).unwrap(), word);
+        for _ in 0..params {
+            cstr(r).unwrap();
+        }
+        w.write_all(&reply).unwrap();
+    })
+}
+
 #[tokio::test]
 async fn a_mailbox_reply_for_another_request_is_refused() {
     let server = KeyPair::generate().unwrap();
     let me = KeyPair::generate().unwrap();
-    let addr = peer(move |r, w| {
-        assert_eq!(cstr(r).unwrap(), b"KEYREQUEST");
-        let _ = cstr(r);
-        w.write_all(&server_key_reply(&server)).unwrap();
-        assert_eq!(cstr(r).unwrap(), b"MBOXLIST");
-        for _ in 0..3 {
-            cstr(r).unwrap();
-        }
-        // A valid, signed, empty LIST — but bound to some other request's signature.
-        let payload = 0u32.to_be_bytes();
-        let digest = cmtp_crypto::blake2b_256(&payload);
-        let signed = cmtp_proto::mbox::reply_signing_bytes(&[7u8; 64], &digest);
-        let mut out = 1u32.to_be_bytes().to_vec();
-        out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        out.extend_from_slice(&payload);
-        out.extend_from_slice(server.sign(&signed).as_bytes());
-        w.write_all(&out).unwrap();
-        let _ = cstr(r);
-    });
+    // A valid, signed, empty LIST — but bound to some other request's signature.
+    let payload = 0u32.to_be_bytes();
+    let digest = cmtp_crypto::blake2b_256(&payload);
+    let signed = cmtp_proto::mbox::reply_signing_bytes(&[7u8; 64], &digest);
+    let mut out = 1u32.to_be_bytes().to_vec();
+    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(server.sign(&signed).as_bytes());
+    let addr = mbox_peer(server, b"MBOXLIST", 3, out);
     let mut c = connected(&addr).await;
     let mut req = MboxRequest::list("me", 1);
     sign_mbox(&mut req, MboxKind::List, "test.example", &me);
@@ -256,4 +261,22 @@ async fn replies_split_byte_by_byte_or_arriving_together_are_read() {
     assert_eq!(c.server_key(), Some(&server.public()));
     c.noop().await.unwrap();
     c.noop().await.unwrap();
+}
+
+/// The announced payload length is unverified until the signature after the payload:
+/// a huge one (allowed here by a relaxed limit) must not be reserved up front. Before
+/// the initial capacity was capped this aborted the process on allocation.
+#[tokio::test]
+async fn a_huge_announced_mailbox_payload_is_not_reserved_up_front() {
+    let me = KeyPair::generate().unwrap();
+    let mut out = 1u32.to_be_bytes().to_vec();
+    out.extend_from_slice(&(1u64 << 50).to_be_bytes());
+    out.extend_from_slice(b"a few bytes, then the peer hangs up");
+    let addr = mbox_peer(KeyPair::generate().unwrap(), b"MBOXFETCH", 5, out);
+    let mut c = connected(&addr).await;
+    c.set_max_payload(u64::MAX);
+    let mut req = MboxRequest::fetch("me", 1, 1, cmtp_proto::FetchPart::Full);
+    sign_mbox(&mut req, MboxKind::Fetch, "test.example", &me);
+    let e = c.mbox_fetch(&req).await.unwrap_err();
+    assert!(matches!(e, ClientError::Closed { .. }), "{e:?}");
 }
