@@ -133,18 +133,10 @@ pub fn ensure_data_dir(path: &Path) -> io::Result<()> {
 
 /// Reads the server's public key without creating anything (None if there is no key).
 pub fn read_public(data_dir: &Path) -> Result<Option<PublicKey>, KeyError> {
-    let path = data_dir.join(SERVER_KEY_FILE);
-    match fs::read(&path) {
-        Ok(mut bytes) => {
-            let kp = KeyPair::from_secret_bytes(&bytes).map_err(|source| KeyError::Invalid {
-                path: path.clone(),
-                source,
-            });
-            zeroize::Zeroize::zeroize(&mut bytes[..]);
-            Ok(Some(kp?.public()))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(KeyError::Io { path, source }),
+    match load(data_dir) {
+        Ok(kp) => Ok(Some(kp.public())),
+        Err(KeyError::Missing(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
