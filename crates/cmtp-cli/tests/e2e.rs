@@ -771,3 +771,50 @@ fn inbox_limit_keeps_the_newest() {
         s.close().await;
     });
 }
+
+#[test]
+fn a_server_over_its_connection_limit_is_reported_as_a_refusal() {
+    use std::io::{Read, Write};
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    let cfg = home.join("cmtpd.toml");
+    std::fs::write(&cfg, "[limits]\nmax_connections_per_ip = 1\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap().to_owned();
+    add_user(&data, "alice", "a");
+    let srv = Server::start(&data, "127.0.0.1:0", &["--config", &cfg_s]);
+    let p = home.join("p");
+    login(home, &p, "alice@localhost", &srv.server_arg(), "a", true);
+
+    // Hold the one allowed connection. The login's connection may still be counted for a
+    // moment after that process exits, so retry until NOOP is answered SUCCESS.
+    let _held = poll(
+        "a connection the server accepts",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut s = std::net::TcpStream::connect(srv.server_arg()).ok()?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            s.write_all(b"NOOP\0").ok()?;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 256];
+            while !buf
+                .windows(8)
+                .any(|w| w == b"SUCCESS\0" || w == b"FAILURE\0")
+            {
+                let n = s.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            buf.windows(8).any(|w| w == b"SUCCESS\0").then_some(s)
+        },
+    );
+
+    let o = cmtp(home, &p, &["key", "alice@localhost"], b"");
+    assert_ne!(o.code, 0, "{o:?}");
+    let said = format!("{}{}", o.stdout, o.stderr);
+    assert!(said.contains("refused the connection"), "{o:?}");
+    assert!(!said.contains("not a CMTP server"), "{o:?}");
+}

@@ -254,11 +254,29 @@ impl Connection {
     /// `OHAI`: returns the server's version string. Anything but `OHAI…` (or the 2016
     /// server's `HAI!!! :3`) is [`ClientError::NotCmtp`].
     pub async fn ohai(&mut self) -> Result<String> {
+        const STEP: &str =
+            "saying OHAI (the server refused the connection: busy, or over its per-address limits)";
         self.send("sending OHAI", Command::Ohai).await?;
-        match self
-            .read_reply("reading the answer to OHAI", decode_ohai)
-            .await?
-        {
+        // A server over its connection limits greets, then answers a signed FAILURE and
+        // closes; an OHAI answer starts with "OHAI" (or the 2016 "HAI"), never with 'F'.
+        let answer = self
+            .read_reply(STEP, |b| match b.first() {
+                Some(b'F') => Ok(decode_general(b)?.map(|(g, n)| (Err(g), n))),
+                _ => Ok(decode_ohai(b)?.map(|(a, n)| (Ok(a), n))),
+            })
+            .await?;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(refusal) => {
+                // Before the server key is pinned (first login) the refusal cannot be
+                // checked; it changes nothing either way: we stop here.
+                if self.server_key.is_some() {
+                    self.verify("reply", refusal.signed_bytes(), &refusal.sig)?;
+                }
+                return Err(ClientError::ServerFailure { step: STEP });
+            }
+        };
+        match answer {
             OhaiAnswer::Legacy2016 => {
                 self.dialect = Dialect::Legacy2016;
                 Ok(reply::LEGACY_OHAI.trim_end().to_owned())
