@@ -27,9 +27,6 @@ const IDLE_BUF: usize = 2048;
 /// Output is written early once it reaches this size.
 pub(crate) const OUT_HIGH_WATER: usize = 64 * 1024;
 
-/// The SMTP refusal (D1).
-pub const SMTP_REFUSAL: &[u8] = b"554 5.5.1 this is a CMTP server; say OHAI\r\n";
-
 /// Why a connection ended other than by OBAI.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -296,7 +293,7 @@ impl Conn {
             Command::Smtp(verb) => {
                 tracing::debug!(peer = %self.peer, %verb, "SMTP client refused");
                 sh.metrics.failure(FailureReason::Smtp);
-                self.out.extend_from_slice(SMTP_REFUSAL);
+                self.out.extend_from_slice(cmtp_proto::reply::SMTP_REFUSAL);
                 return Ok(Flow::Close);
             }
             Command::KeyRequest { user, domain } => cmd::keyrequest(self, &user, &domain).await,
