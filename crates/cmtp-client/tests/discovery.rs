@@ -1,5 +1,5 @@
-//! Discovery against a scripted DNS server on loopback: SRV wins (with its port),
-//! else MX hosts on port 25 by preference, else a clear error.
+//! Discovery against a real DNS server (hickory-server, in-memory zone) on loopback:
+//! SRV wins (with its port), else MX hosts on port 25 by preference, else a clear error.
 
 #[path = "support/dns.rs"]
 mod dns;

@@ -1,11 +1,21 @@
-//! A scripted DNS server on 127.0.0.1 (UDP) for discovery tests: it answers SRV and
-//! MX questions from a fixed table and NXDOMAIN otherwise. Real packets over a real
-//! socket; only the zone is scripted.
+//! A real DNS server (hickory-server) on 127.0.0.1, UDP and TCP on one ephemeral port,
+//! for discovery tests. It is authoritative for the root zone, held in memory: names in
+//! the table answer their SRV/MX records (NOERROR with no answer for other types), any
+//! other name is NXDOMAIN. Only the zone is scripted; the packets are hickory's.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::net::runtime::TokioRuntimeProvider;
+use hickory_server::proto::rr::rdata::{MX, SOA, SRV};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use tokio::sync::oneshot;
 
 /// One answer record.
 #[derive(Debug, Clone)]
@@ -16,112 +26,111 @@ pub enum Rr {
     Mx(u16, String),
 }
 
-/// A running responder; stops when dropped.
+/// A running server; stops (and frees its port) when dropped.
 pub struct Dns {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for Dns {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the thread's blocking recv.
-        if let Ok(s) = UdpSocket::bind("127.0.0.1:0") {
-            let _ = s.send_to(&[0u8; 2], self.addr);
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
 
-fn encode_name(name: &str, out: &mut Vec<u8>) {
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
+const TTL: u32 = 60;
+
+fn fqdn(name: &str) -> Name {
+    let n = format!("{}.", name.trim_end_matches('.'));
+    Name::from_ascii(&n).unwrap_or_else(|e| panic!("bad DNS name {name:?}: {e}"))
 }
 
-/// Starts a responder for `zone`: (lower-case name without trailing dot, records).
-pub fn start(zone: Vec<(String, Vec<Rr>)>) -> Dns {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while !stop2.load(Ordering::SeqCst) {
-            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                return;
+/// The root zone: an SOA (required by an authoritative zone, and what makes misses
+/// NXDOMAIN rather than REFUSED) plus the table's records.
+fn zone(table: Vec<(String, Vec<Rr>)>) -> InMemoryZoneHandler<TokioRuntimeProvider> {
+    let serial = 1;
+    let mut z = InMemoryZoneHandler::empty(Name::root(), ZoneType::Primary, AxfrPolicy::Deny);
+    let soa = SOA::new(
+        fqdn("ns.test"),
+        fqdn("hostmaster.test"),
+        serial,
+        3600,
+        600,
+        86400,
+        TTL,
+    );
+    assert!(z.upsert_mut(
+        Record::from_rdata(Name::root(), TTL, RData::SOA(soa)),
+        serial
+    ));
+    for (name, rrs) in table {
+        let owner = fqdn(&name);
+        for rr in rrs {
+            let data = match rr {
+                Rr::Srv(prio, weight, port, target) => {
+                    RData::SRV(SRV::new(prio, weight, port, fqdn(&target)))
+                }
+                Rr::Mx(pref, exchange) => RData::MX(MX::new(pref, fqdn(&exchange))),
             };
-            if let Some(resp) = answer(&buf[..n], &zone) {
-                let _ = sock.send_to(&resp, peer);
-            }
+            let rec = Record::from_rdata(owner.clone(), TTL, data);
+            assert!(z.upsert_mut(rec, serial), "record for {name} refused");
         }
-    });
-    Dns { addr, stop }
+    }
+    z
 }
 
-fn answer(q: &[u8], zone: &[(String, Vec<Rr>)]) -> Option<Vec<u8>> {
-    if q.len() < 12 {
-        return None;
-    }
-    let mut pos = 12;
-    let mut labels = Vec::new();
-    loop {
-        let l = *q.get(pos)? as usize;
-        pos += 1;
-        if l == 0 {
-            break;
+/// UDP and TCP bound on the same loopback port (the resolver asks both on one port).
+fn bind_pair() -> (UdpSocket, TcpListener) {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind DNS UDP socket");
+        let addr = udp.local_addr().expect("UDP local address");
+        // Another process may hold TCP on this port; then take another UDP port.
+        if let Ok(tcp) = TcpListener::bind(addr) {
+            return (udp, tcp);
         }
-        labels.push(String::from_utf8_lossy(q.get(pos..pos + l)?).to_lowercase());
-        pos += l;
     }
-    let qtype = u16::from_be_bytes([*q.get(pos)?, *q.get(pos + 1)?]);
-    let qend = pos + 4;
-    let name = labels.join(".");
-    let records: Vec<&Rr> = zone
-        .iter()
-        .filter(|(n, _)| *n == name)
-        .flat_map(|(_, rs)| rs.iter())
-        .filter(|r| matches!((r, qtype), (Rr::Srv(..), 33) | (Rr::Mx(..), 15)))
-        .collect();
-    let known = zone.iter().any(|(n, _)| *n == name);
-    let mut r = Vec::with_capacity(512);
-    r.extend_from_slice(&q[0..2]);
-    // QR, opcode 0, AA, RD copied; RA; rcode NXDOMAIN (3) for unknown names.
-    let rd = q[2] & 1;
-    r.push(0x84 | rd);
-    r.push(if known { 0x80 } else { 0x83 });
-    r.extend_from_slice(&1u16.to_be_bytes());
-    r.extend_from_slice(&(records.len() as u16).to_be_bytes());
-    r.extend_from_slice(&0u16.to_be_bytes());
-    r.extend_from_slice(&0u16.to_be_bytes());
-    r.extend_from_slice(q.get(12..qend)?);
-    for rec in records {
-        r.extend_from_slice(&[0xc0, 0x0c]);
-        let mut rdata = Vec::new();
-        let t: u16 = match rec {
-            Rr::Srv(p, w, port, target) => {
-                rdata.extend_from_slice(&p.to_be_bytes());
-                rdata.extend_from_slice(&w.to_be_bytes());
-                rdata.extend_from_slice(&port.to_be_bytes());
-                encode_name(target, &mut rdata);
-                33
-            }
-            Rr::Mx(pref, host) => {
-                rdata.extend_from_slice(&pref.to_be_bytes());
-                encode_name(host, &mut rdata);
-                15
-            }
-        };
-        r.extend_from_slice(&t.to_be_bytes());
-        r.extend_from_slice(&1u16.to_be_bytes());
-        r.extend_from_slice(&60u32.to_be_bytes());
-        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        r.extend_from_slice(&rdata);
+    panic!("no loopback port free for both UDP and TCP");
+}
+
+/// Starts a server for `table`: (name, with or without trailing dot, records). Both
+/// sockets are bound before this returns, so queries may be sent at once.
+pub fn start(table: Vec<(String, Vec<Rr>)>) -> Dns {
+    let (udp, tcp) = bind_pair();
+    let addr = udp.local_addr().expect("UDP local address");
+    udp.set_nonblocking(true).expect("nonblocking UDP");
+    tcp.set_nonblocking(true).expect("nonblocking TCP");
+    let mut catalog = Catalog::new();
+    catalog.upsert(LowerName::from(Name::root()), vec![Arc::new(zone(table))]);
+    // Its own runtime on its own thread: the cmtp-cli tests are synchronous, and the
+    // server must outlive no test runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("DNS server runtime");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        rt.block_on(async move {
+            let mut server = Server::new(catalog);
+            server.register_socket(tokio::net::UdpSocket::from_std(udp).expect("tokio UDP"));
+            server.register_listener(
+                tokio::net::TcpListener::from_std(tcp).expect("tokio TCP"),
+                Duration::from_secs(5),
+                4096,
+            );
+            // Sender dropped (or sent): the test is done with us.
+            let _ = stopped.await;
+            server.shutdown_token().cancel();
+        });
+        // Dropping the runtime aborts any connection still open and closes the sockets.
+        drop(rt);
+    });
+    Dns {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
     }
-    Some(r)
 }
