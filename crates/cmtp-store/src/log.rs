@@ -1830,6 +1830,17 @@ impl MailStore for LogMail {
 mod tests {
     use super::*;
 
+    /// The ids a mailbox lists, in order.
+    async fn listed_ids(store: &LogMail, mailbox: &str) -> Vec<u64> {
+        store
+            .list(mailbox)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect()
+    }
+
     fn info(id: u64, mailbox: &str) -> MessageInfo {
         MessageInfo {
             id,
@@ -1915,13 +1926,7 @@ mod tests {
         assert_eq!(m.fsync_hist.iter().sum::<u64>(), m.fsyncs);
         let stats = store.stats().unwrap();
         assert!(stats.segments >= 3, "{stats:?}");
-        let listed: Vec<u64> = store
-            .list("bob")
-            .await
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
+        let listed = listed_ids(&store, "bob").await;
         assert_eq!(listed.len() as u64, n);
         assert!(listed.windows(2).all(|w| w[0] < w[1]));
         for (id, data) in &all {
@@ -1969,13 +1974,7 @@ mod tests {
             store.delete("bob", first).await,
             Err(StoreError::Failed)
         ));
-        let listed: Vec<u64> = store
-            .list("bob")
-            .await
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
+        let listed = listed_ids(&store, "bob").await;
         assert_eq!(listed, vec![first]);
         // A restart recovers: the acknowledged message is there (failed ones may be too:
         // they were never acknowledged, at-least-once).

@@ -53,6 +53,17 @@ async fn read_all<S: MailStore>(store: &S, mailbox: &str, id: u64) -> Option<Vec
     Some(out)
 }
 
+/// The ids a mailbox lists, in order.
+async fn listed_ids<S: MailStore>(store: &S, mailbox: &str) -> Vec<u64> {
+    store
+        .list(mailbox)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect()
+}
+
 fn only_segment(dir: &Path) -> std::path::PathBuf {
     let segs: Vec<_> = fs::read_dir(dir.join("mail"))
         .unwrap()
@@ -157,13 +168,7 @@ async fn torn_tail_at_every_offset() {
     for cut in (before..=after).chain([full.len() as u64]) {
         fs::write(&seg, &full[..cut as usize]).unwrap();
         let store = LogMail::open(dir.path(), Options::default()).unwrap();
-        let got: Vec<u64> = store
-            .list("bob")
-            .await
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
+        let got = listed_ids(&store, "bob").await;
         if cut >= after {
             assert_eq!(got, ids);
             assert_eq!(
@@ -199,13 +204,7 @@ async fn torn_tail_at_every_offset() {
     flipped[last] ^= 0x40;
     fs::write(&seg, &flipped).unwrap();
     let store = LogMail::open(dir.path(), Options::default()).unwrap();
-    let got: Vec<u64> = store
-        .list("bob")
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.id)
-        .collect();
+    let got = listed_ids(&store, "bob").await;
     assert_eq!(got, ids[..2]);
 }
 
@@ -279,13 +278,7 @@ async fn delete_is_durable() {
         (a, b)
     };
     let store = LogMail::open(dir.path(), Options::default()).unwrap();
-    let ids: Vec<u64> = store
-        .list("bob")
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.id)
-        .collect();
+    let ids = listed_ids(&store, "bob").await;
     assert_eq!(ids, vec![b]);
     assert!(store.open("bob", a).await.unwrap().is_none());
     let st = store.stats().unwrap();
@@ -315,7 +308,7 @@ async fn read_only_beside_a_live_writer() {
         expect.push((deliver(&writer, "", &data, 333).await, data));
     }
     assert!(writer.stats().unwrap().segments > 1);
-    let listed: Vec<u64> = ro.list("").await.unwrap().iter().map(|i| i.id).collect();
+    let listed = listed_ids(&ro, "").await;
     assert_eq!(listed, expect.iter().map(|e| e.0).collect::<Vec<_>>());
     for (id, data) in &expect {
         assert_eq!(&read_all(&ro, "", *id).await.unwrap(), data);
@@ -404,13 +397,7 @@ async fn torn_batch_never_resurrects_a_later_record() {
     bytes[one..two].fill(0);
     fs::write(&seg, &bytes).unwrap();
     let store = LogMail::open(dir.path(), Options::default()).unwrap();
-    let got: Vec<u64> = store
-        .list("bob")
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.id)
-        .collect();
+    let got = listed_ids(&store, "bob").await;
     assert_eq!(got, vec![a]);
     let b = deliver(&store, "bob", b"SECOND MESSAGE", 5).await;
     assert_eq!(
@@ -420,13 +407,7 @@ async fn torn_batch_never_resurrects_a_later_record() {
     );
     drop(store);
     let store = LogMail::open(dir.path(), Options::default()).unwrap();
-    let got: Vec<u64> = store
-        .list("bob")
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.id)
-        .collect();
+    let got = listed_ids(&store, "bob").await;
     assert_eq!(got, vec![a, b]);
     assert_eq!(read_all(&store, "bob", b).await.unwrap(), b"SECOND MESSAGE");
 }
@@ -531,13 +512,7 @@ async fn ids_ascend_in_arrival_order() {
             order.windows(2).all(|w| w[0] < w[1]),
             "ids not in commit order: {order:?}"
         );
-        let listed: Vec<u64> = store
-            .list("bob")
-            .await
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
+        let listed = listed_ids(&store, "bob").await;
         assert_eq!(listed, order);
         assert_eq!(read_all(&store, "bob", order[3]).await.unwrap(), big);
         // The highest id is deleted: its tombstone keeps it from being reused.
@@ -547,13 +522,7 @@ async fn ids_ascend_in_arrival_order() {
         (order, last)
     };
     let store = LogMail::open(dir.path(), opts).unwrap();
-    let listed: Vec<u64> = store
-        .list("bob")
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.id)
-        .collect();
+    let listed = listed_ids(&store, "bob").await;
     assert_eq!(listed, order);
     assert_eq!(read_all(&store, "bob", order[3]).await.unwrap(), big);
     let next = deliver(&store, "bob", b"after reopen", 4).await;
