@@ -38,7 +38,7 @@ pub fn cmtp_bin() -> PathBuf {
 pub fn vectors_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/vectors"
+        "/../../testdata/vectors"
     ))
 }
 

@@ -330,9 +330,9 @@ mod tests {
     fn parses_message_vectors() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors/message.json"
+            "/../../testdata/vectors/message.json"
         );
-        let text = std::fs::read_to_string(path).expect("shared vectors at ../shared/vectors");
+        let text = std::fs::read_to_string(path).expect("test vectors at testdata/vectors");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut n = 0;
         for m in v["vectors"].as_array().unwrap() {

@@ -1,9 +1,9 @@
-//! Every vector in /work/shared/vectors (positive and negative), byte for byte.
+//! Every vector in testdata/vectors (positive and negative), byte for byte.
 
 use cmtp_crypto::{CryptoError, KeyPair, PublicKey, Signature, Xzibit, open_for};
 use serde_json::Value;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors");
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/vectors");
 
 /// Loads a vector file; a missing folder or file fails the test (never a skip).
 fn load(name: &str) -> Value {

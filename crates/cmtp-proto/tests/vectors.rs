@@ -1,4 +1,4 @@
-//! The shared message vectors (/work/shared/vectors/message.json) decode to the fields
+//! The shared message vectors (testdata/vectors/message.json, copied from the shared vectors) decode to the fields
 //! they list. The file must exist: a missing file fails the test.
 
 use cmtp_proto::body::{Body, InternalBody};
@@ -7,7 +7,7 @@ use cmtp_proto::limits::MessageLimits;
 use cmtp_proto::message::{MessageDecoder, MessageEvent};
 use serde_json::Value;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/vectors");
 
 fn load() -> Vec<Value> {
     let path = format!("{VECTORS}/message.json");

@@ -8,7 +8,7 @@ use std::process::Output;
 use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
 use common::*;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/vectors");
 
 fn ok(out: &Output) -> String {
     assert!(

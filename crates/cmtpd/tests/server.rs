@@ -769,7 +769,7 @@ fn reference_2016_wire_messages_are_stored_byte_identical() {
     }
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/vectors/message.json"
+        "/../../testdata/vectors/message.json"
     ))
     .unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
