@@ -364,8 +364,10 @@ fn changed_server_key_is_a_loud_error_until_trusted() {
 
 /// The fingerprint of a data dir's server key, computed the way `cmtp` shows it.
 fn cmtpd_key_fingerprint(_home: &Path, data: &Path) -> String {
-    let hexkey = cmtpd(data, &["key", "show"], b"").ok().trim().to_owned();
-    let key = cmtp_crypto::PublicKey::from_hex(&hexkey).unwrap();
+    let shown = cmtpd(data, &["key", "show", "--json"], b"").json();
+    let key = cmtp_crypto::PublicKey::from_hex(shown["public_key"].as_str().unwrap()).unwrap();
+    // What the operator reads is what the client shows.
+    assert_eq!(shown["fingerprint"], key.fingerprint());
     key.fingerprint()
 }
 

@@ -138,6 +138,27 @@ pub struct StoreStats {
     pub blob_bytes: u64,
 }
 
+/// Whether the store accepts writes (PLACEHOLDER until the store branch lands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Accepting writes.
+    Ok,
+    /// Refusing writes, with why.
+    Degraded {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for StoreHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreHealth::Ok => f.write_str("ok"),
+            StoreHealth::Degraded { reason } => write!(f, "store refuses writes: {reason}"),
+        }
+    }
+}
+
 /// A streamed read of one stored message, in chunks, with bounded memory.
 pub trait MessageRead: Send {
     /// The next chunk of at most `max` bytes (`max` ≥ 1), or `None` at the end.
@@ -207,6 +228,10 @@ pub trait MailStore: Send + Sync + 'static {
     }
     /// Store-wide figures.
     fn stats(&self) -> Result<StoreStats>;
+    /// Whether the store accepts writes now.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
     /// Durability-commit observations (batches, batch sizes, fsync latency) for metrics.
     fn metrics(&self) -> MetricsSnapshot;
 }

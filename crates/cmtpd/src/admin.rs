@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
 use cmtp_proto::{AttachmentPlain, Body, MessageDecoder, MessageEvent, MessageLimits};
@@ -44,7 +43,7 @@ pub enum AdminError {
     Io {
         /// The file.
         path: String,
-        /// Why.
+        /// The error underneath.
         source: std::io::Error,
     },
     /// An imported file is not what it should be.
@@ -63,13 +62,6 @@ pub enum AdminError {
 
 /// Result of the admin functions.
 pub type Result<T> = std::result::Result<T, AdminError>;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn check_name(name: &str) -> Result<()> {
     cmtp_proto::validate_name(name).map_err(|e| AdminError::InvalidName(name.to_owned(), e))
@@ -115,7 +107,7 @@ pub fn user_add(data_dir: &Path, name: &str, password: &[u8]) -> Result<PublicKe
             name: name.to_owned(),
             public_key: *kp.public().as_bytes(),
             xzibit: xz.into_bytes(),
-            created: now(),
+            created: crate::unix_now(),
         },
     )?;
     Ok(kp.public())
@@ -160,7 +152,7 @@ pub fn user_import(data_dir: &Path, name: &str, public_key: &Path, xzibit: &Path
             name: name.to_owned(),
             public_key: pk,
             xzibit: xz,
-            created: now(),
+            created: crate::unix_now(),
         },
     )
 }
@@ -211,10 +203,25 @@ pub fn user_remove(data_dir: &Path, name: &str) -> Result<()> {
     }
 }
 
-/// `key show`: the server public key in lower-case hex (created when missing).
-pub fn key_show(data_dir: &Path) -> Result<String> {
-    let (kp, _) = keys::load_or_create(data_dir)?;
-    Ok(kp.public().to_hex())
+/// `key show`: the server key's fingerprint (as `cmtp` shows it) and its hex; fails when
+/// there is no key yet.
+pub fn key_show(data_dir: &Path, json: bool) -> Result<String> {
+    let pk = keys::load(data_dir)?.public();
+    Ok(if json {
+        let mut s = serde_json::json!({
+            "fingerprint": pk.fingerprint(),
+            "public_key": pk.to_hex(),
+        })
+        .to_string();
+        s.push('\n');
+        s
+    } else {
+        format!(
+            "fingerprint: {}\npublic key:  {}\n",
+            pk.fingerprint(),
+            pk.to_hex()
+        )
+    })
 }
 
 #[derive(Serialize)]

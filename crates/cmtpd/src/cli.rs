@@ -147,8 +147,14 @@ pub enum UserCommand {
 /// `cmtpd key ...`
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Print the server's Ed25519 public key in lower-case hex (creates it if missing).
-    Show,
+    /// Print the server key's fingerprint (the one `cmtp` shows and pins, to compare by
+    /// eye or over the phone) and the Ed25519 public key in lower-case hex. Never creates a
+    /// key: `serve` does that on first start.
+    Show {
+        /// Print JSON: `{"fingerprint": "...", "public_key": "<hex>"}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `cmtpd mailbox ...`

@@ -24,7 +24,7 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The error underneath.
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema (unknown key, wrong type, ...).
@@ -75,6 +75,28 @@ pub struct Config {
     pub limits: Limits,
     /// Per-IP rate limits (token buckets).
     pub rate: RateLimits,
+    /// The metrics/health endpoint's own limits.
+    pub http: HttpLimits,
+}
+
+/// Limits of the metrics/health HTTP endpoint, so held-open sockets cannot blind
+/// monitoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Most simultaneous HTTP connections; a new one past it closes the oldest.
+    pub max_connections: usize,
+    /// A request must arrive and be answered within this many seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            request_timeout_secs: 5,
+        }
+    }
 }
 
 /// Size and connection limits.
@@ -110,6 +132,9 @@ pub struct Limits {
     pub max_mailbox_messages: u64,
     /// Most stored bytes in one mailbox: a MAIL beyond it gets DELIVERYFAILURE.
     pub max_mailbox_bytes: u64,
+    /// Client networks exempt from the per-address limits (connections per address and
+    /// the `[rate]` buckets), still bounded by `max_connections`. Loopback by default.
+    pub exempt_networks: Vec<ipnet::IpNet>,
 }
 
 /// Per-IP token buckets: `*_per_sec` refill rate, `*_burst` bucket size; a rate of 0
@@ -135,6 +160,14 @@ pub struct RateLimits {
     pub mbox_auth_failures_per_sec: u32,
     /// Burst for `mbox_auth_failures_per_sec`.
     pub mbox_auth_failures_burst: u32,
+    /// MAIL from one IP.
+    pub mail_per_sec: u32,
+    /// Burst for `mail_per_sec`.
+    pub mail_burst: u32,
+    /// MAIL to one local mailbox, from all senders together (exempt networks included).
+    pub mailbox_mail_per_sec: u32,
+    /// Burst for `mailbox_mail_per_sec`.
+    pub mailbox_mail_burst: u32,
 }
 
 impl Default for Config {
@@ -150,6 +183,7 @@ impl Default for Config {
             key_signature_cache: 65_536,
             limits: Limits::default(),
             rate: RateLimits::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -169,6 +203,16 @@ impl Default for Limits {
             transfer_grace_secs: 60,
             max_mailbox_messages: 100_000,
             max_mailbox_bytes: 10 * 1024 * 1024 * 1024,
+            exempt_networks: vec![
+                ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+                    std::net::Ipv4Addr::new(127, 0, 0, 0),
+                    8,
+                )),
+                ipnet::IpNet::V6(ipnet::Ipv6Net::new_assert(
+                    std::net::Ipv6Addr::LOCALHOST,
+                    128,
+                )),
+            ],
         }
     }
 }
@@ -184,6 +228,10 @@ impl Default for RateLimits {
             keyrequest_burst: 5_000,
             mbox_auth_failures_per_sec: 10,
             mbox_auth_failures_burst: 50,
+            mail_per_sec: 200,
+            mail_burst: 2_000,
+            mailbox_mail_per_sec: 100,
+            mailbox_mail_burst: 2_000,
         }
     }
 }

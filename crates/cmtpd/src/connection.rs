@@ -1,8 +1,9 @@
-//! One client connection: buffered reads, pipelined command parsing, batched writes.
+//! One client connection's I/O: buffered reads with deadlines, command framing, and
+//! batched writes (mini-redis' `Connection` habit: handlers talk to it through methods).
 //!
-//! Replies are appended to an output buffer and written when the input buffer holds no
-//! complete command any more (so a packet of pipelined commands costs one write), or
-//! when the output grows large.
+//! Replies are appended to an output buffer and written when the input holds no complete
+//! command any more (so a packet of pipelined commands costs one write), or when the
+//! output grows large ([`Conn::backpressure`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,22 +11,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use cmtp_proto::Command;
+use cmtp_proto::{Command, CommandError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::cmd;
-use crate::metrics::{CommandKind, FailureReason};
-use crate::ratelimit::{Class, IpSlot};
-use crate::server::Shared;
+use crate::ratelimit::IpSlot;
+use crate::shared::Shared;
 
 /// Bytes read per `read` call (and the input buffer's usual size).
 const READ_CHUNK: usize = 64 * 1024;
 /// Buffer size of an idle connection (10,000 idle connections must stay cheap).
 const IDLE_BUF: usize = 2048;
 /// Output is written early once it reaches this size.
-pub(crate) const OUT_HIGH_WATER: usize = 64 * 1024;
+const OUT_HIGH_WATER: usize = 64 * 1024;
 
 /// Why a connection ended other than by OBAI.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +50,16 @@ pub enum ConnError {
     WriteStall,
 }
 
+impl ConnError {
+    /// Whether the peer can still receive a last reply (FAILURE) before the close.
+    pub fn peer_still_listening(&self) -> bool {
+        !matches!(
+            self,
+            ConnError::Io(_) | ConnError::Truncated | ConnError::WriteStall
+        )
+    }
+}
+
 /// Whether to keep serving after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -61,143 +69,126 @@ pub enum Flow {
     Close,
 }
 
-/// A connection's state.
-pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
-    pub(crate) inbuf: BytesMut,
-    pub(crate) out: Vec<u8>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) peer: SocketAddr,
-    pub(crate) slot: IpSlot,
+/// A connection's state. Fields are private: handlers use the methods.
+pub struct Conn<S> {
+    stream: TcpStream,
+    inbuf: BytesMut,
+    out: Vec<u8>,
+    shared: Arc<Shared<S>>,
+    peer: SocketAddr,
+    slot: IpSlot,
     /// When the command (or message) being received must be complete; `None` between
     /// commands. Enforced in [`Conn::read_more`].
-    pub(crate) deadline: Option<Instant>,
+    deadline: Option<Instant>,
     /// Bytes the last read returned: a small one means a burst is over.
     last_read: usize,
 }
 
-/// Serves one accepted connection until it closes (or shutdown at a command boundary).
-pub async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    slot: IpSlot,
-    stop: watch::Receiver<bool>,
-) {
-    let mut c = Conn {
-        stream,
-        inbuf: BytesMut::with_capacity(IDLE_BUF),
-        out: Vec::with_capacity(IDLE_BUF),
-        shared,
-        peer,
-        slot,
-        deadline: None,
-        last_read: 0,
-    };
-    c.out.extend_from_slice(&c.shared.greeting);
-    tracing::debug!(%peer, "connection opened");
-    let result = c.run(stop).await;
-    match &result {
-        Ok(()) => {}
-        Err(ConnError::Idle) => {
-            c.shared.metrics.failure(FailureReason::IdleTimeout);
-            tracing::debug!(%peer, "idle timeout");
-            if !c.inbuf.is_empty() {
-                // Half a command: say why the connection closes.
-                c.reply_failure();
-            }
+impl<S> Conn<S> {
+    /// A fresh connection; its first output is the greeting.
+    pub fn new(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared<S>>, slot: IpSlot) -> Self {
+        let mut out = Vec::with_capacity(IDLE_BUF);
+        out.extend_from_slice(&shared.greeting);
+        Self {
+            stream,
+            inbuf: BytesMut::with_capacity(IDLE_BUF),
+            out,
+            shared,
+            peer,
+            slot,
+            deadline: None,
+            last_read: 0,
         }
-        Err(ConnError::IdleMidMessage) => {
-            c.shared.metrics.failure(FailureReason::IdleTimeout);
-            tracing::debug!(%peer, "idle timeout inside a message");
-            c.reply_failure();
-        }
-        Err(ConnError::Deadline) => {
-            c.shared.metrics.failure(FailureReason::IdleTimeout);
-            tracing::debug!(%peer, "command or message too slow");
-            c.reply_failure();
-        }
-        Err(e) => tracing::debug!(%peer, error = %e, "connection ended"),
     }
-    if !matches!(
-        result,
-        Err(ConnError::Io(_) | ConnError::Truncated | ConnError::WriteStall)
-    ) {
-        // Best effort: the last reply (FAILURE, SMTP refusal) goes out before closing.
-        let _ = tokio::time::timeout(c.shared.config.idle_timeout(), async {
-            let _ = c.flush().await;
-            let _ = c.stream.shutdown().await;
-        })
-        .await;
-    }
-    tracing::debug!(%peer, "connection closed");
-}
 
-impl Conn {
-    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), ConnError> {
-        loop {
-            loop {
-                if *stop.borrow() {
-                    return Ok(());
-                }
-                match Command::parse(&self.inbuf) {
-                    Ok(Some((command, used))) => {
-                        self.inbuf.advance(used);
-                        // A whole command arrived: the next one gets its own deadline.
-                        self.deadline = None;
-                        if self.dispatch(command).await? == Flow::Close {
-                            return Ok(());
-                        }
-                        if self.out.len() >= OUT_HIGH_WATER {
-                            self.flush().await?;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(peer = %self.peer, error = %e, "framing error");
-                        self.shared.metrics.failure(FailureReason::Framing);
-                        self.reply_failure();
-                        return Ok(());
-                    }
-                }
-            }
-            // Input drained: send everything answered so far, then wait for more.
+    /// What the connections of this server share.
+    pub fn shared(&self) -> &Arc<Shared<S>> {
+        &self.shared
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The client address's limits (rate buckets, mailbox-auth failures).
+    pub fn limits(&self) -> &IpSlot {
+        &self.slot
+    }
+
+    /// Appends a reply made by cmtp-proto's encoders (or pre-signed by the signer).
+    pub fn reply(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Appends the signed general FAILURE.
+    pub fn reply_failure(&mut self) {
+        self.out.extend_from_slice(&self.shared.signer.failure);
+    }
+
+    /// Writes pending output early when it has grown large (a streamed reply).
+    pub async fn backpressure(&mut self) -> Result<(), ConnError> {
+        if self.out.len() >= OUT_HIGH_WATER {
             self.flush().await?;
-            if self.inbuf.len() <= IDLE_BUF / 2
-                && self.inbuf.capacity() > 4 * IDLE_BUF
-                && self.last_read < IDLE_BUF
-            {
-                // A burst is over (the last read was small): do not keep its buffer while
-                // (nearly) idle. A steady pipelined stream, read in large chunks, keeps it.
-                let mut small = BytesMut::with_capacity(IDLE_BUF);
-                small.extend_from_slice(&self.inbuf);
-                self.inbuf = small;
-            }
-            if self.inbuf.is_empty() {
+        }
+        Ok(())
+    }
+
+    /// The input received and not consumed yet.
+    pub fn input(&self) -> &[u8] {
+        &self.inbuf
+    }
+
+    /// Marks `n` bytes of [`Conn::input`] as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.inbuf.advance(n);
+    }
+
+    /// Sets (or clears) the time by which the command or message being received must be
+    /// complete.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Parses the next complete command from the input, if one is there. A whole command
+    /// clears the deadline: the next one gets its own.
+    pub fn next_command(&mut self) -> Result<Option<Command>, CommandError> {
+        match Command::parse(&self.inbuf)? {
+            Some((command, used)) => {
+                self.inbuf.advance(used);
                 self.deadline = None;
-            } else if self.deadline.is_none() {
-                // Part of a command is here: the rest must follow within the timeout.
-                self.deadline = Some(Instant::now() + self.shared.config.command_timeout());
+                Ok(Some(command))
             }
-            if self.out.capacity() > 4 * IDLE_BUF {
-                self.out = Vec::with_capacity(IDLE_BUF);
-            }
-            let n = tokio::select! {
-                r = self.read_more() => r?,
-                _ = crate::server::stopped(&mut stop) => return Ok(()),
-            };
-            if n == 0 {
-                return if self.inbuf.is_empty() {
-                    Ok(())
-                } else {
-                    Err(ConnError::Truncated)
-                };
-            }
+            None => Ok(None),
         }
     }
 
-    /// Reads more input (idle timeout applies). Ok(0) = the peer closed.
-    pub(crate) async fn read_more(&mut self) -> Result<usize, ConnError> {
+    /// Between commands, with the input drained: gives back the buffers of a burst that
+    /// is over, and arms the command deadline when part of a command is waiting.
+    pub fn settle(&mut self) {
+        if self.inbuf.len() <= IDLE_BUF / 2
+            && self.inbuf.capacity() > 4 * IDLE_BUF
+            && self.last_read < IDLE_BUF
+        {
+            // A burst is over (the last read was small): do not keep its buffer while
+            // (nearly) idle. A steady pipelined stream, read in large chunks, keeps it.
+            let mut small = BytesMut::with_capacity(IDLE_BUF);
+            small.extend_from_slice(&self.inbuf);
+            self.inbuf = small;
+        }
+        if self.inbuf.is_empty() {
+            self.deadline = None;
+        } else if self.deadline.is_none() {
+            // Part of a command is here: the rest must follow within the timeout.
+            self.deadline = Some(Instant::now() + self.shared.config.command_timeout());
+        }
+        if self.out.is_empty() && self.out.capacity() > 4 * IDLE_BUF {
+            self.out = Vec::with_capacity(IDLE_BUF);
+        }
+    }
+
+    /// Reads more input (idle timeout and deadline apply). Ok(0) = the peer closed.
+    pub async fn read_more(&mut self) -> Result<usize, ConnError> {
         if self.inbuf.capacity() - self.inbuf.len() < IDLE_BUF / 2 {
             self.inbuf.reserve(READ_CHUNK);
         }
@@ -219,7 +210,7 @@ impl Conn {
 
     /// Flushes pending output, then reads more (for handlers that need more bytes).
     /// EOF is [`ConnError::Truncated`]: the handler was in the middle of something.
-    pub(crate) async fn fill(&mut self) -> Result<(), ConnError> {
+    pub async fn fill(&mut self) -> Result<(), ConnError> {
         self.flush().await?;
         match self.read_more().await {
             Ok(0) => Err(ConnError::Truncated),
@@ -230,7 +221,7 @@ impl Conn {
     }
 
     /// Writes the pending output.
-    pub(crate) async fn flush(&mut self) -> Result<(), ConnError> {
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -246,65 +237,19 @@ impl Conn {
         Ok(())
     }
 
-    /// Appends the signed general FAILURE.
-    pub(crate) fn reply_failure(&mut self) {
-        self.out.extend_from_slice(&self.shared.signer.failure);
+    /// Whether part of a command or message is waiting in the input.
+    pub fn has_partial_input(&self) -> bool {
+        !self.inbuf.is_empty()
     }
 
-    async fn dispatch(&mut self, command: Command) -> Result<Flow, ConnError> {
-        let (kind, class) = match &command {
-            Command::Empty => (CommandKind::Empty, None),
-            Command::Ohai => (CommandKind::Ohai, Some(Class::Any)),
-            Command::Noop => (CommandKind::Noop, Some(Class::Any)),
-            Command::Help => (CommandKind::Help, Some(Class::Any)),
-            Command::Obai => (CommandKind::Obai, None),
-            Command::Smtp(_) => (CommandKind::Smtp, None),
-            Command::KeyRequest { user, .. } if user.is_empty() => {
-                (CommandKind::KeyRequest, Some(Class::Any))
-            }
-            Command::KeyRequest { .. } => (CommandKind::KeyRequest, Some(Class::KeyRequest)),
-            Command::Login { .. } => (CommandKind::Login, Some(Class::Login)),
-            Command::Mail => (CommandKind::Mail, Some(Class::Any)),
-            Command::MboxList(_) => (CommandKind::MboxList, Some(Class::Any)),
-            Command::MboxFetch(_) => (CommandKind::MboxFetch, Some(Class::Any)),
-            Command::MboxDelete(_) => (CommandKind::MboxDel, Some(Class::Any)),
-        };
-        self.shared.metrics.command(kind);
-        if let Some(class) = class
-            && !self.slot.entry.allow(class)
-        {
-            self.shared.metrics.failure(FailureReason::RateLimited);
-            tracing::debug!(peer = %self.peer, command = kind.label(), "rate limited");
-            self.reply_failure();
-            // A refused MAIL leaves its message unread: framing is lost.
-            return Ok(if kind == CommandKind::Mail {
-                Flow::Close
-            } else {
-                Flow::Continue
-            });
-        }
-        let sh = &self.shared;
-        match command {
-            Command::Empty => {}
-            Command::Ohai => self.out.extend_from_slice(&sh.ohai),
-            Command::Noop => self.out.extend_from_slice(&sh.signer.success),
-            Command::Help => self.out.extend_from_slice(&sh.signer.help),
-            Command::Obai => return Ok(Flow::Close),
-            Command::Smtp(verb) => {
-                tracing::debug!(peer = %self.peer, %verb, "SMTP client refused");
-                sh.metrics.failure(FailureReason::Smtp);
-                self.out.extend_from_slice(cmtp_proto::reply::SMTP_REFUSAL);
-                return Ok(Flow::Close);
-            }
-            Command::KeyRequest { user, domain } => cmd::keyrequest(self, &user, &domain).await,
-            Command::Login { user } => cmd::login(self, &user),
-            Command::Mail => return cmd::mail(self).await,
-            Command::MboxList(r) => return cmd::mbox(self, cmtp_proto::MboxKind::List, r).await,
-            Command::MboxFetch(r) => return cmd::mbox(self, cmtp_proto::MboxKind::Fetch, r).await,
-            Command::MboxDelete(r) => {
-                return cmd::mbox(self, cmtp_proto::MboxKind::Delete, r).await;
-            }
-        }
-        Ok(Flow::Continue)
+    /// Best effort at the end: sends what is pending (a last FAILURE, the SMTP refusal)
+    /// and shuts the socket down, bounded by the idle timeout.
+    pub async fn close(mut self) {
+        let idle = self.shared.config.idle_timeout();
+        let _ = tokio::time::timeout(idle, async {
+            let _ = self.flush().await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
     }
 }

@@ -1,39 +1,77 @@
 //! A tiny HTTP/1.0 responder for `/metrics` and `/health` (no framework needed for two
 //! read-only pages). One request per connection, then close.
+//!
+//! Monitoring must keep working when someone holds connections open: each request must
+//! arrive within `request_timeout_secs`, and when `max_connections` are open the oldest
+//! is dropped to make room, so idle sockets can delay a scrape by at most one timeout and
+//! never refuse it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cmtp_store::StoreHealth;
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::task::AbortHandle;
 
-/// Renders the metrics page on demand.
-pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+use crate::config::HttpLimits;
+use crate::shutdown::Shutdown;
 
-/// Most simultaneous HTTP connections (more are closed at once).
-const MAX_CONNECTIONS: usize = 32;
+/// What the endpoint serves, rendered on demand.
+#[derive(Clone)]
+pub struct Pages {
+    /// The Prometheus text of `/metrics`.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The store's state, for `/health`.
+    pub health: Arc<dyn Fn() -> StoreHealth + Send + Sync>,
+}
 
 /// Largest request head read before answering 400.
 const MAX_HEAD: usize = 8192;
 
-/// Serves until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, render: Render, mut shutdown: watch::Receiver<bool>) {
-    // A scraper needs one connection; a few in parallel are plenty.
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+/// The open connections, oldest first, so the oldest can be dropped for a new one.
+#[derive(Default)]
+struct Open {
+    next_id: u64,
+    tasks: VecDeque<(u64, AbortHandle)>,
+}
+
+/// Serves until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    pages: Pages,
+    limits: HttpLimits,
+    mut shutdown: Shutdown,
+) {
+    let open = Arc::new(Mutex::new(Open::default()));
+    let timeout = Duration::from_secs(limits.request_timeout_secs.max(1));
     loop {
         tokio::select! {
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = shutdown.stopped() => {
+                for (_, t) in open.lock().tasks.drain(..) {
+                    t.abort();
+                }
+                return;
+            }
             acc = listener.accept() => match acc {
                 Ok((stream, _)) => {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        continue;
-                    };
-                    let render = render.clone();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, render)).await;
-                        drop(permit);
+                    let pages = pages.clone();
+                    let mut o = open.lock();
+                    while o.tasks.len() >= limits.max_connections.max(1) {
+                        if let Some((_, oldest)) = o.tasks.pop_front() {
+                            oldest.abort();
+                        }
+                    }
+                    let id = o.next_id;
+                    o.next_id += 1;
+                    let registry = open.clone();
+                    let task = tokio::spawn(async move {
+                        let _ = tokio::time::timeout(timeout, answer(stream, pages)).await;
+                        registry.lock().tasks.retain(|(i, _)| *i != id);
                     });
+                    o.tasks.push_back((id, task.abort_handle()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics accept failed");
@@ -44,7 +82,7 @@ pub async fn serve(listener: TcpListener, render: Render, mut shutdown: watch::R
     }
 }
 
-async fn answer(mut stream: TcpStream, render: Render) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, pages: Pages) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
@@ -70,7 +108,7 @@ async fn answer(mut stream: TcpStream, render: Render) -> std::io::Result<()> {
     let path = path.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/metrics") => {
-            let body = render();
+            let body = (pages.metrics)();
             respond(
                 &mut stream,
                 "200 OK",
@@ -79,7 +117,13 @@ async fn answer(mut stream: TcpStream, render: Render) -> std::io::Result<()> {
             )
             .await
         }
-        ("GET", "/health") => respond(&mut stream, "200 OK", "text/plain", "ok").await,
+        ("GET", "/health") => match (pages.health)() {
+            StoreHealth::Ok => respond(&mut stream, "200 OK", "text/plain", "ok").await,
+            unhealthy => {
+                let body = format!("unhealthy: {unhealthy}\n");
+                respond(&mut stream, "503 Service Unavailable", "text/plain", &body).await
+            }
+        },
         ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
         _ => {
             respond(

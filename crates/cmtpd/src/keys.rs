@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use cmtp_crypto::{KeyPair, PublicKey};
+use cmtp_proto::reply;
 
 /// File name of the server key inside the data directory.
 pub const SERVER_KEY_FILE: &str = "server.key";
@@ -24,7 +25,7 @@ pub enum KeyError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The error underneath.
         source: io::Error,
     },
     /// The file exists but is not a valid 64-byte libsodium secret key.
@@ -43,22 +44,32 @@ pub enum KeyError {
     Missing(PathBuf),
 }
 
+/// Reads and checks a key file; `None` when it does not exist. The bytes read are wiped
+/// whatever the outcome.
+fn read_key_file(path: &Path) -> Result<Option<KeyPair>, KeyError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let bytes = zeroize::Zeroizing::new(bytes);
+            KeyPair::from_secret_bytes(&bytes)
+                .map(Some)
+                .map_err(|source| KeyError::Invalid {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(KeyError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Loads `<data>/server.key` without ever creating it: for tools that may run beside
 /// the server (creating a key there would race with, or differ from, the server's).
 pub fn load(data_dir: &Path) -> Result<KeyPair, KeyError> {
     let path = data_dir.join(SERVER_KEY_FILE);
-    match fs::read(&path) {
-        Ok(mut bytes) => {
-            let kp = KeyPair::from_secret_bytes(&bytes).map_err(|source| KeyError::Invalid {
-                path: path.clone(),
-                source,
-            });
-            zeroize::Zeroize::zeroize(&mut bytes[..]);
-            kp
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(KeyError::Missing(path)),
-        Err(source) => Err(KeyError::Io { path, source }),
-    }
+    read_key_file(&path)?.ok_or(KeyError::Missing(path))
 }
 
 /// Whether an existing data directory is open to group or others (mode & 0o077): it
@@ -77,18 +88,8 @@ pub fn load_or_create(data_dir: &Path) -> Result<(KeyPair, bool), KeyError> {
         path: path.clone(),
         source,
     };
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let kp = KeyPair::from_secret_bytes(&bytes).map_err(|source| KeyError::Invalid {
-                path: path.clone(),
-                source,
-            });
-            let mut bytes = bytes;
-            zeroize::Zeroize::zeroize(&mut bytes[..]);
-            return kp.map(|k| (k, false));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(e)),
+    if let Some(kp) = read_key_file(&path)? {
+        return Ok((kp, false));
     }
     ensure_data_dir(data_dir).map_err(io_err)?;
     let kp = KeyPair::generate()?;
@@ -140,39 +141,25 @@ pub fn read_public(data_dir: &Path) -> Result<Option<PublicKey>, KeyError> {
     }
 }
 
-/// The HELP text (D1).
-pub const HELP_TEXT: &str =
-    "Commands: OHAI NOOP KEYREQUEST LOGIN MAIL OBAI HELP MBOXLIST MBOXFETCH MBOXDEL";
-
-/// Appends a general reply: `TEXT NUL sig(TEXT) NUL`.
-fn general(kp: &KeyPair, text: &str) -> Bytes {
-    let mut v = Vec::with_capacity(text.len() + 66);
-    v.extend_from_slice(text.as_bytes());
-    v.push(0);
-    v.extend_from_slice(kp.sign(text.as_bytes()).as_bytes());
-    v.push(0);
+/// A general reply (`SUCCESS`/`FAILURE`), signed.
+fn general(kp: &KeyPair, ok: bool) -> Bytes {
+    let mut v = Vec::new();
+    let sig = kp.sign(reply::general_text(ok).as_bytes());
+    reply::encode_general(ok, sig.as_bytes(), &mut v);
     Bytes::from(v)
 }
 
-/// A version-0 message: `u32 0 | TEXT NUL | sig(TEXT) NUL`.
+/// A version-0 message, signed.
 fn v0(kp: &KeyPair, text: &str) -> Bytes {
-    let mut v = Vec::with_capacity(text.len() + 70);
-    v.extend_from_slice(&0u32.to_be_bytes());
-    v.extend_from_slice(text.as_bytes());
-    v.push(0);
-    v.extend_from_slice(kp.sign(text.as_bytes()).as_bytes());
-    v.push(0);
+    let mut v = Vec::new();
+    reply::encode_v0(text, kp.sign(text.as_bytes()).as_bytes(), &mut v);
     Bytes::from(v)
 }
 
-/// A key reply: `u32 1 | key(32) | NUL | sig(key) | NUL` (102 bytes).
+/// A version-1 key reply.
 fn key_reply(key: &[u8; 32], sig: &[u8; 64]) -> Bytes {
-    let mut v = Vec::with_capacity(102);
-    v.extend_from_slice(&1u32.to_be_bytes());
-    v.extend_from_slice(key);
-    v.push(0);
-    v.extend_from_slice(sig);
-    v.push(0);
+    let mut v = Vec::with_capacity(reply::KEY_REPLY_LEN);
+    reply::encode_key(1, key, sig, &mut v);
     Bytes::from(v)
 }
 
@@ -244,14 +231,14 @@ impl Signer {
         let pk = *kp.public().as_bytes();
         let server_key = key_reply(&pk, kp.sign(&pk).as_bytes());
         Self {
-            success: general(&kp, "SUCCESS"),
-            failure: general(&kp, "FAILURE"),
-            key_not_available: v0(&kp, "KEYNOTAVAILABLE"),
-            delivery_failure: v0(&kp, "DELIVERYFAILURE"),
-            v0_failure: v0(&kp, "FAILURE"),
-            auth_failure: v0(&kp, "AUTHFAILURE"),
-            no_such_message: v0(&kp, "NOSUCHMESSAGE"),
-            help: v0(&kp, HELP_TEXT),
+            success: general(&kp, true),
+            failure: general(&kp, false),
+            key_not_available: v0(&kp, reply::KEYNOTAVAILABLE),
+            delivery_failure: v0(&kp, reply::DELIVERYFAILURE),
+            v0_failure: v0(&kp, reply::FAILURE),
+            auth_failure: v0(&kp, reply::AUTHFAILURE),
+            no_such_message: v0(&kp, reply::NOSUCHMESSAGE),
+            help: v0(&kp, reply::HELP_TEXT),
             server_key,
             cache: Mutex::new(SigCache {
                 half: cache_entries / 2,
@@ -288,12 +275,37 @@ impl Signer {
         key_reply(key, &sig)
     }
 
-    /// Appends the LOGIN reply: `u32 1 | u32 len | xzibit | sig(xzibit)`.
-    pub fn login_reply(&self, xzibit: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(&1u32.to_be_bytes());
-        out.extend_from_slice(&(xzibit.len() as u32).to_be_bytes());
-        out.extend_from_slice(xzibit);
-        out.extend_from_slice(&self.sign(xzibit));
+    /// The LOGIN reply for an xzibit (version 1, signed).
+    pub fn login_reply(&self, xzibit: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(xzibit.len() + 72);
+        reply::encode_login(1, xzibit, &self.sign(xzibit), &mut out);
+        out
+    }
+
+    /// A mailbox success reply with a whole (small) payload: head, payload and the
+    /// signature binding it to the request's signature (docs/protocol.md D4).
+    pub fn mbox_reply(&self, request_sig: &[u8; 64], payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(payload.len() + reply::MBOX_HEAD_LEN + 64);
+        reply::encode_mbox_ok(payload.len() as u64, &mut out);
+        out.extend_from_slice(payload);
+        let digest = cmtp_crypto::blake2b_256(payload);
+        self.mbox_trailer(request_sig, &digest, &mut out);
+        out
+    }
+
+    /// Appends the trailer of a (streamed) mailbox success reply, given the payload's
+    /// BLAKE2b-256.
+    pub fn mbox_trailer(
+        &self,
+        request_sig: &[u8; 64],
+        payload_digest: &[u8; 32],
+        out: &mut Vec<u8>,
+    ) {
+        let sig = self.sign(&cmtp_proto::mbox::reply_signing_bytes(
+            request_sig,
+            payload_digest,
+        ));
+        reply::encode_mbox_trailer(&sig, out);
     }
 }
 

@@ -1,11 +1,14 @@
 //! `cmtpd`, the CMTP/1 server of Cipher Mail, as a library: the binary (`main.rs`) is a
 //! thin shell over [`cli`], [`server`] and [`admin`].
 //!
-//! Layout (mini-redis style): [`config`] (TOML + CLI overrides), [`keys`] (server key,
-//! pre-signed replies), [`server`] (listeners, limits, shutdown), [`connection`] (one
-//! client: pipelined commands, batched writes), `cmd` (one handler per command),
-//! [`metrics`] + [`http`] (Prometheus endpoint), [`ratelimit`], [`relay`] (the seam for
-//! federation), [`admin`] (the admin subcommands).
+//! Layout (mini-redis style), each module importing only those listed after it:
+//! [`server`] (listeners, connection limits, shutdown) → [`handler`] (one connection's
+//! command loop) → `cmd` (dispatch, one handler per command) → [`connection`] (a
+//! connection's buffered I/O, through methods) → [`shared`] (what connections share,
+//! generic over the store) → [`config`], [`keys`] (server key, pre-signed replies built
+//! with cmtp-proto's encoders), [`metrics`], [`ratelimit`], [`quota`], [`relay`] (the
+//! seam for federation), [`shutdown`]. [`http`] serves `/metrics` and `/health`;
+//! [`admin`] and [`cli`] are the admin subcommands and the command line.
 
 #![warn(missing_docs)]
 
@@ -14,12 +17,24 @@ pub mod cli;
 mod cmd;
 pub mod config;
 pub mod connection;
+pub mod handler;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod quota;
 pub mod ratelimit;
 pub mod relay;
 pub mod server;
+pub mod shared;
+pub mod shutdown;
 
 pub use config::Config;
-pub use server::{Server, ServerError, Shared};
+pub use server::{Server, ServerError};
+pub use shared::{Backend, Shared};
+
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -51,7 +51,7 @@ fn run(cli: Cli) -> Result<()> {
     let out = match cli.command {
         Command::Serve(args) => return serve(cfg, args),
         Command::Config(_) => unreachable!("handled above"),
-        Command::Key(KeyCommand::Show) => admin::key_show(&data)? + "\n",
+        Command::Key(KeyCommand::Show { json }) => admin::key_show(&data, json)?,
         Command::User(UserCommand::Add {
             name,
             password_stdin,

@@ -90,10 +90,16 @@ pub enum FailureReason {
     Internal,
     /// Mailbox request refused (AUTHFAILURE).
     MboxAuth,
+    /// MAIL refused because the recipient mailbox is full.
+    OverQuota,
+    /// MAIL refused because the recipient mailbox receives faster than its rate limit.
+    MailboxRate,
+    /// MAIL refused because a sender name breaks the name rule.
+    BadSender,
 }
 
 impl FailureReason {
-    const ALL: [FailureReason; 9] = [
+    const ALL: [FailureReason; 12] = [
         Self::Framing,
         Self::Smtp,
         Self::BadMessage,
@@ -103,6 +109,9 @@ impl FailureReason {
         Self::IdleTimeout,
         Self::Internal,
         Self::MboxAuth,
+        Self::OverQuota,
+        Self::MailboxRate,
+        Self::BadSender,
     ];
 
     /// The label used in metrics.
@@ -117,6 +126,9 @@ impl FailureReason {
             Self::IdleTimeout => "idle_timeout",
             Self::Internal => "internal",
             Self::MboxAuth => "mbox_auth",
+            Self::OverQuota => "over_quota",
+            Self::MailboxRate => "mailbox_rate_limited",
+            Self::BadSender => "bad_sender",
         }
     }
 }
@@ -173,8 +185,8 @@ impl Metrics {
     }
 
     /// Renders everything in the Prometheus text format (version 0.0.4), plus the store's
-    /// fsync latency histogram when given.
-    pub fn render(&self, fsync: Option<&Histogram>, extra: &[(&str, &str, u64)]) -> String {
+    /// fsync latency histogram when given and `extra` series `(name, help, type, value)`.
+    pub fn render(&self, fsync: Option<&Histogram>, extra: &[(&str, &str, &str, u64)]) -> String {
         let mut o = String::with_capacity(4096);
         let g = |o: &mut String, name: &str, help: &str, kind: &str, v: String| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -241,8 +253,8 @@ impl Metrics {
             "counter",
             self.bytes_out.load(Relaxed).to_string(),
         );
-        for (name, help, v) in extra {
-            g(&mut o, name, help, "counter", v.to_string());
+        for (name, help, kind, v) in extra {
+            g(&mut o, name, help, kind, v.to_string());
         }
         if let Some(h) = fsync {
             let name = "cmtpd_store_fsync_seconds";

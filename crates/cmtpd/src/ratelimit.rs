@@ -1,4 +1,9 @@
-//! Per-IP connection counting and command token buckets.
+//! Per-IP connection counting and command token buckets; per-mailbox MAIL buckets.
+//!
+//! Addresses in `exempt_networks` (loopback by default, like Postfix's `mynetworks`) are
+//! not counted or rate limited per address: local submission clients and tools share one
+//! address. They are still bounded by the global connection limit, and their MAIL still
+//! draws from the recipient mailbox's bucket.
 //!
 //! One entry per client IP holds its open-connection count and its buckets. Entries are
 //! kept after the last connection closes (so reconnecting does not refill a bucket) and
@@ -13,6 +18,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::IpNet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +34,8 @@ pub enum Class {
     Login,
     /// KEYREQUEST for a user.
     KeyRequest,
+    /// MAIL.
+    Mail,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +85,7 @@ struct IpState {
     all: Bucket,
     login: Bucket,
     key: Bucket,
+    mail: Bucket,
     mbox_fail: Bucket,
 }
 
@@ -101,6 +111,7 @@ impl IpEntry {
             Class::Any => true,
             Class::Login => s.login.take(r.login_per_sec, r.login_burst, now),
             Class::KeyRequest => s.key.take(r.keyrequest_per_sec, r.keyrequest_burst, now),
+            Class::Mail => s.mail.take(r.mail_per_sec, r.mail_burst, now),
         }
     }
 }
@@ -169,18 +180,46 @@ pub struct Limiter {
     rates: RateLimits,
     per_ip: usize,
     max_ips: usize,
+    exempt: Vec<IpNet>,
 }
 
-/// Releases the connection's slot for its IP when dropped.
+/// A connection's hold on its address's entry: releases the slot when dropped, and
+/// answers the per-address rate checks (always yes for an exempt address).
 #[derive(Debug)]
 pub struct IpSlot {
-    /// The shared entry of this IP (for rate checks).
-    pub entry: Arc<IpEntry>,
+    /// `None` for an address in `exempt_networks`.
+    entry: Option<Arc<IpEntry>>,
+}
+
+impl IpSlot {
+    /// Takes a token for a command of class `class`; false = over the limit.
+    pub fn allow(&self, class: Class) -> bool {
+        self.entry.as_ref().is_none_or(|e| e.allow(class))
+    }
+
+    /// Whether this address may still fail mailbox authorisation.
+    pub fn mbox_failures_left(&self) -> bool {
+        self.entry.as_ref().is_none_or(|e| e.mbox_failures_left())
+    }
+
+    /// Spends one token for a refused mailbox request.
+    pub fn charge_mbox_failure(&self) {
+        if let Some(e) = &self.entry {
+            e.charge_mbox_failure();
+        }
+    }
+
+    /// Whether the address is exempt from per-address limits.
+    pub fn is_exempt(&self) -> bool {
+        self.entry.is_none()
+    }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.entry.state.lock() {
+        if let Some(e) = &self.entry
+            && let Ok(mut s) = e.state.lock()
+        {
             s.connections = s.connections.saturating_sub(1);
         }
     }
@@ -188,13 +227,14 @@ impl Drop for IpSlot {
 
 impl Limiter {
     /// A limiter with these rates, at most `per_ip` connections per address and at most
-    /// `max_ips` addresses tracked.
-    pub fn new(rates: RateLimits, per_ip: usize, max_ips: usize) -> Self {
+    /// `max_ips` addresses tracked; addresses in `exempt` are neither counted nor limited.
+    pub fn new(rates: RateLimits, per_ip: usize, max_ips: usize, exempt: Vec<IpNet>) -> Self {
         Self {
             entries: Mutex::new((HashMap::new(), Instant::now())),
             rates,
             per_ip,
             max_ips: max_ips.max(1),
+            exempt,
         }
     }
 
@@ -206,6 +246,10 @@ impl Limiter {
     /// Registers a new connection from `ip`; refused when that address has too many or
     /// the table is full.
     pub fn connect(&self, ip: IpAddr) -> Result<IpSlot, Refused> {
+        let canonical = ip.to_canonical();
+        if self.exempt.iter().any(|n| n.contains(&canonical)) {
+            return Ok(IpSlot { entry: None });
+        }
         let ip = ip_key(ip);
         let now = Instant::now();
         let mut guard = self.entries.lock().map_err(|_| Refused::TableFull)?;
@@ -224,6 +268,7 @@ impl Limiter {
                     || !(s.all.is_full(r.commands_per_sec, r.commands_burst, now)
                         && s.login.is_full(r.login_per_sec, r.login_burst, now)
                         && s.key.is_full(r.keyrequest_per_sec, r.keyrequest_burst, now)
+                        && s.mail.is_full(r.mail_per_sec, r.mail_burst, now)
                         && s.mbox_fail.is_full(
                             r.mbox_auth_failures_per_sec,
                             r.mbox_auth_failures_burst,
@@ -243,6 +288,7 @@ impl Limiter {
                         all: Bucket::full(self.rates.commands_burst, now),
                         login: Bucket::full(self.rates.login_burst, now),
                         key: Bucket::full(self.rates.keyrequest_burst, now),
+                        mail: Bucket::full(self.rates.mail_burst, now),
                         mbox_fail: Bucket::full(self.rates.mbox_auth_failures_burst, now),
                     }),
                     rates: self.rates.clone(),
@@ -256,7 +302,59 @@ impl Limiter {
         }
         s.connections += 1;
         drop(s);
-        Ok(IpSlot { entry })
+        Ok(IpSlot { entry: Some(entry) })
+    }
+}
+
+/// Most mailboxes whose MAIL buckets are tracked at once; past it, buckets that are full
+/// anyway are swept, and if none is, the oldest-refilled are dropped (which only ever
+/// forgives a sender, it never refuses one).
+const MAX_TRACKED_MAILBOXES: usize = 65_536;
+
+/// Per-recipient-mailbox MAIL token buckets: a flood at one mailbox from many addresses
+/// (or from an exempt network) is slowed where it lands, before it fills the quota.
+#[derive(Debug)]
+pub struct MailboxLimiter {
+    buckets: Mutex<HashMap<String, Bucket>>,
+    rate: u32,
+    burst: u32,
+}
+
+impl MailboxLimiter {
+    /// `rate` messages per second per mailbox, bursts of `burst`; a rate of 0 disables it.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+            rate,
+            burst,
+        }
+    }
+
+    /// Takes a token for one message to `mailbox`; false = over the limit.
+    pub fn allow(&self, mailbox: &str) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let Ok(mut map) = self.buckets.lock() else {
+            return true;
+        };
+        if map.len() >= MAX_TRACKED_MAILBOXES && !map.contains_key(mailbox) {
+            let (rate, burst) = (self.rate, self.burst);
+            map.retain(|_, b| !b.is_full(rate, burst, now));
+            if map.len() >= MAX_TRACKED_MAILBOXES {
+                map.clear();
+            }
+        }
+        match map.get_mut(mailbox) {
+            Some(b) => b.take(self.rate, self.burst, now),
+            None => {
+                let mut b = Bucket::full(self.burst, now);
+                let ok = b.take(self.rate, self.burst, now);
+                map.insert(mailbox.to_owned(), b);
+                ok
+            }
+        }
     }
 }
 
@@ -266,7 +364,7 @@ mod tests {
 
     #[test]
     fn per_ip_connections_are_capped_and_released() {
-        let l = Limiter::new(RateLimits::default(), 2, 100);
+        let l = Limiter::new(RateLimits::default(), 2, 100, vec![]);
         let ip: IpAddr = [127, 0, 0, 1].into();
         let a = l.connect(ip).unwrap();
         let _b = l.connect(ip).unwrap();
@@ -278,7 +376,7 @@ mod tests {
 
     #[test]
     fn ipv6_is_keyed_by_64_and_mapped_ipv4_by_ipv4() {
-        let l = Limiter::new(RateLimits::default(), 2, 100);
+        let l = Limiter::new(RateLimits::default(), 2, 100, vec![]);
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
         let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
@@ -297,7 +395,7 @@ mod tests {
 
     #[test]
     fn table_is_capped() {
-        let l = Limiter::new(RateLimits::default(), 10, 2);
+        let l = Limiter::new(RateLimits::default(), 10, 2, vec![]);
         let _a = l.connect([10, 0, 0, 1].into()).unwrap();
         let _b = l.connect([10, 0, 0, 2].into()).unwrap();
         // Both entries hold a connection: nothing to sweep, the third address is refused.
@@ -317,11 +415,52 @@ mod tests {
             login_burst: 3,
             ..Default::default()
         };
-        let l = Limiter::new(rates, 10, 100);
+        let l = Limiter::new(rates, 10, 100, vec![]);
         let s = l.connect([10, 0, 0, 1].into()).unwrap();
-        let ok = (0..10).filter(|_| s.entry.allow(Class::Login)).count();
+        let ok = (0..10).filter(|_| s.allow(Class::Login)).count();
         // 3 from the burst, at most one more refilled during the loop.
         assert!((3..=4).contains(&ok), "{ok}");
-        assert!(s.entry.allow(Class::Any));
+        assert!(s.allow(Class::Any));
+    }
+
+    #[test]
+    fn exempt_networks_are_not_counted_or_limited() {
+        let rates = RateLimits {
+            login_per_sec: 1,
+            login_burst: 1,
+            ..Default::default()
+        };
+        let exempt = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let l = Limiter::new(rates, 1, 1, exempt);
+        let slots: Vec<_> = (0..300)
+            .map(|_| l.connect([127, 0, 0, 1].into()).unwrap())
+            .collect();
+        assert!(slots.iter().all(|s| s.is_exempt()));
+        assert!((0..50).all(|_| slots[0].allow(Class::Login)));
+        assert!(l.connect("::1".parse().unwrap()).unwrap().is_exempt());
+        assert!(
+            l.connect("::ffff:127.0.0.9".parse().unwrap())
+                .unwrap()
+                .is_exempt()
+        );
+        // Nothing tracked: the one-entry table is still free for a real address, which is
+        // limited.
+        assert_eq!(l.tracked(), 0);
+        let a = l.connect([192, 0, 2, 1].into()).unwrap();
+        assert!(!a.is_exempt());
+        assert_eq!(
+            l.connect([192, 0, 2, 1].into()).unwrap_err(),
+            Refused::PerIp
+        );
+    }
+
+    #[test]
+    fn mailbox_buckets_are_per_mailbox() {
+        let m = MailboxLimiter::new(1, 5);
+        let ok = (0..20).filter(|_| m.allow("bob")).count();
+        assert!((5..=6).contains(&ok), "{ok}");
+        assert!(m.allow("carol"));
+        let off = MailboxLimiter::new(0, 0);
+        assert!((0..1000).all(|_| off.allow("bob")));
     }
 }

@@ -9,17 +9,20 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cmtp_store::{EmbeddedStore, MailStore, Options};
+use cmtp_store::{EmbeddedStore, Options};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::keys::{self, KeyError, Signer};
-use crate::metrics::{FailureReason, Histogram, Metrics};
-use crate::ratelimit::{Limiter, Refused};
+use crate::metrics::{FailureReason, Metrics};
+use crate::quota::QuotaGate;
+use crate::ratelimit::{Limiter, MailboxLimiter, Refused};
 use crate::relay::Relay;
+use crate::shared::{Backend, Shared};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +35,7 @@ pub enum ServerError {
     DataDir {
         /// The directory.
         path: PathBuf,
-        /// Why.
+        /// The error underneath.
         source: std::io::Error,
     },
     /// The server key could not be loaded or created.
@@ -43,7 +46,7 @@ pub enum ServerError {
     Store {
         /// The data directory.
         path: PathBuf,
-        /// Why.
+        /// The error underneath.
         source: cmtp_store::StoreError,
     },
     /// A listen address could not be bound.
@@ -51,7 +54,7 @@ pub enum ServerError {
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// The error underneath.
         source: std::io::Error,
     },
     /// The ready file could not be written.
@@ -59,73 +62,14 @@ pub enum ServerError {
     ReadyFile {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The error underneath.
         source: std::io::Error,
     },
 }
 
-/// Everything connections share.
-pub struct Shared {
-    /// The configuration in force.
-    pub config: Config,
-    /// The server key and pre-signed replies.
-    pub signer: Signer,
-    /// Users and mail.
-    pub store: EmbeddedStore,
-    /// Counters.
-    pub metrics: Metrics,
-    /// Per-IP limits.
-    pub limiter: Limiter,
-    /// Policy for foreign domains.
-    pub relay: Relay,
-    /// `220 <domain> CMTP/1 ready\r\n`.
-    pub greeting: Bytes,
-    /// `OHAI CMTP/1 cmtpd/<version>\0`.
-    pub ohai: Bytes,
-}
-
-impl Shared {
-    /// Whether `domain` (empty = ours) is one of the local domains.
-    pub fn is_local(&self, domain: &str) -> bool {
-        // Byte for byte, no case folding (docs/protocol.md §4).
-        domain.is_empty() || self.config.domains.iter().any(|d| d == domain)
-    }
-
-    /// Renders `/metrics`.
-    pub fn render_metrics(&self) -> String {
-        let snap = self.store.metrics();
-        let mut cum = 0;
-        let mut h = Histogram::default();
-        for (i, bound) in cmtp_store::FSYNC_BUCKETS_US.iter().enumerate() {
-            cum += snap.fsync_hist.get(i).copied().unwrap_or(0);
-            h.buckets.push((*bound as f64 / 1e6, cum));
-        }
-        h.count = snap.fsyncs;
-        h.sum = snap.fsync_total_us as f64 / 1e6;
-        let extra = [
-            (
-                "cmtpd_store_commits_total",
-                "Group commits made durable by the store.",
-                snap.batches,
-            ),
-            (
-                "cmtpd_store_records_total",
-                "Records written by the store.",
-                snap.records,
-            ),
-            (
-                "cmtpd_store_bytes_total",
-                "Bytes appended to the store's log.",
-                snap.bytes,
-            ),
-        ];
-        self.metrics.render(Some(&h), &extra)
-    }
-}
-
-/// A bound server, ready to run.
-pub struct Server {
-    shared: Arc<Shared>,
+/// A bound server, ready to run, over the store `S`.
+pub struct Server<S = EmbeddedStore> {
+    shared: Arc<Shared<S>>,
     listeners: Vec<TcpListener>,
     metrics_listener: Option<TcpListener>,
 }
@@ -145,7 +89,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// Raises the open-file soft limit to the hard limit (each connection is a descriptor).
-fn raise_fd_limit() {
+pub fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
         let mut r = libc::rlimit {
@@ -162,10 +106,10 @@ fn raise_fd_limit() {
     }
 }
 
-impl Server {
-    /// Creates the data directory and key if needed, opens the store and binds every
-    /// address. Must run inside a tokio runtime.
-    pub fn bind(mut config: Config) -> Result<Server, ServerError> {
+impl Server<EmbeddedStore> {
+    /// Creates the data directory and key if needed, opens the embedded store and binds
+    /// every address. Must run inside a tokio runtime.
+    pub fn bind(mut config: Config) -> Result<Self, ServerError> {
         config.validate()?;
         raise_fd_limit();
         let data = config.data_dir.clone();
@@ -195,6 +139,18 @@ impl Server {
                 source,
             }
         })?;
+        Server::with_store(config, kp, store)
+    }
+}
+
+impl<S: Backend> Server<S> {
+    /// Binds every address of `config` to serve `store` with the server key `kp`. Must run
+    /// inside a tokio runtime.
+    pub fn with_store(
+        config: Config,
+        kp: cmtp_crypto::KeyPair,
+        store: S,
+    ) -> Result<Self, ServerError> {
         let listeners = config
             .listen
             .iter()
@@ -206,12 +162,19 @@ impl Server {
             None
         };
         let signer = Signer::new(kp, config.key_signature_cache);
-        let greeting = Bytes::from(format!("220 {} CMTP/1 ready\r\n", config.primary_domain()));
-        let ohai = Bytes::from(format!("OHAI CMTP/1 cmtpd/{}\0", env!("CARGO_PKG_VERSION")));
+        let mut greeting = Vec::new();
+        cmtp_proto::reply::encode_greeting(config.primary_domain(), &mut greeting);
+        let mut ohai = Vec::new();
+        cmtp_proto::reply::encode_ohai(concat!("cmtpd/", env!("CARGO_PKG_VERSION")), &mut ohai);
         let limiter = Limiter::new(
             config.rate.clone(),
             config.limits.max_connections_per_ip,
             config.limits.max_tracked_ips,
+            config.limits.exempt_networks.clone(),
+        );
+        let mailbox_rates = MailboxLimiter::new(
+            config.rate.mailbox_mail_per_sec,
+            config.rate.mailbox_mail_burst,
         );
         Ok(Server {
             shared: Arc::new(Shared {
@@ -219,9 +182,11 @@ impl Server {
                 store,
                 metrics: Metrics::default(),
                 limiter,
+                mailbox_rates,
+                quotas: QuotaGate::default(),
                 relay: Relay::Refuse,
-                greeting,
-                ohai,
+                greeting: Bytes::from(greeting),
+                ohai: Bytes::from(ohai),
                 config,
             }),
             listeners,
@@ -245,7 +210,7 @@ impl Server {
     }
 
     /// The shared state (metrics, store) — for in-process tests and tools.
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<Shared<S>> {
         self.shared.clone()
     }
 
@@ -275,12 +240,23 @@ impl Server {
             listeners,
             metrics_listener,
         } = self;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let trigger = ShutdownTrigger::new();
         let mut tasks = JoinSet::new();
         if let Some(l) = metrics_listener {
             let s = shared.clone();
-            let render: crate::http::Render = Arc::new(move || s.render_metrics());
-            tasks.spawn(crate::http::serve(l, render, stop_rx.clone()));
+            let pages = crate::http::Pages {
+                metrics: Arc::new({
+                    let s = s.clone();
+                    move || s.render_metrics()
+                }),
+                health: Arc::new(move || s.health()),
+            };
+            tasks.spawn(crate::http::serve(
+                l,
+                pages,
+                shared.config.http.clone(),
+                trigger.subscribe(),
+            ));
         }
         let conns = Arc::new(Semaphore::new(shared.config.limits.max_connections));
         // Connections are tracked so shutdown can wait for them.
@@ -290,7 +266,7 @@ impl Server {
                 l,
                 shared.clone(),
                 conns.clone(),
-                stop_rx.clone(),
+                trigger.subscribe(),
                 conn_tx.clone(),
             ));
         }
@@ -300,7 +276,7 @@ impl Server {
         }
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing work in progress");
-        let _ = stop_tx.send(true);
+        trigger.fire();
         let grace = Duration::from_secs(shared.config.shutdown_grace_secs);
         // Every connection holds a clone of conn_tx: recv() returns None when all are gone.
         let drained =
@@ -317,17 +293,17 @@ impl Server {
     }
 }
 
-async fn accept_loop(
+async fn accept_loop<S: Backend>(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
     conns: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
     conn_tx: tokio::sync::mpsc::Sender<()>,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            _ = stopped(&mut stop) => return,
+            _ = stop.stopped() => return,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -366,21 +342,21 @@ async fn accept_loop(
         tokio::spawn(async move {
             // Released on every exit path, panics included.
             let _open = OpenGuard::new(shared.clone(), permit, guard);
-            crate::connection::handle(stream, peer, shared, slot, stop).await;
+            crate::handler::serve(stream, peer, shared, slot, stop).await;
         });
     }
 }
 
 /// Counts a connection as open and holds its slot until dropped.
-struct OpenGuard {
-    shared: Arc<Shared>,
+struct OpenGuard<S> {
+    shared: Arc<Shared<S>>,
     _permit: tokio::sync::OwnedSemaphorePermit,
     _alive: tokio::sync::mpsc::Sender<()>,
 }
 
-impl OpenGuard {
+impl<S> OpenGuard<S> {
     fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Shared<S>>,
         permit: tokio::sync::OwnedSemaphorePermit,
         alive: tokio::sync::mpsc::Sender<()>,
     ) -> Self {
@@ -393,7 +369,7 @@ impl OpenGuard {
     }
 }
 
-impl Drop for OpenGuard {
+impl<S> Drop for OpenGuard<S> {
     fn drop(&mut self) {
         self.shared.metrics.connections_open.fetch_sub(1, Relaxed);
     }
@@ -401,7 +377,7 @@ impl Drop for OpenGuard {
 
 /// Answers a connection over a limit with the greeting, then a signed FAILURE, and closes
 /// it: the greeting lets a client tell "busy CMTP server" from "not a CMTP server".
-fn refuse(mut stream: TcpStream, shared: Arc<Shared>, limit: &'static str) {
+fn refuse<S: Backend>(mut stream: TcpStream, shared: Arc<Shared<S>>, limit: &'static str) {
     shared.metrics.failure(FailureReason::ConnectionLimit);
     tracing::debug!(limit, "connection refused");
     tokio::spawn(async move {
@@ -414,10 +390,4 @@ fn refuse(mut stream: TcpStream, shared: Arc<Shared>, limit: &'static str) {
         })
         .await;
     });
-}
-
-/// Resolves once `stop` turns true (or its sender is gone). The guard `wait_for` returns
-/// is not `Send`, so it is dropped here rather than held across a `select!`.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }

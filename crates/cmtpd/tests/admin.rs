@@ -157,8 +157,25 @@ fn import_2016_adduser_vectors() {
 #[test]
 fn key_show_and_postmaster_mailbox() {
     let srv = TestServer::start();
-    let hexkey = ok(&srv.admin(&["key", "show"], None));
-    assert_eq!(hexkey.trim(), srv.key.to_hex());
+    // The same fingerprint `cmtp` shows when it pins the server, and the hex.
+    let shown = ok(&srv.admin(&["key", "show"], None));
+    assert_eq!(
+        shown,
+        format!(
+            "fingerprint: {}\npublic key:  {}\n",
+            srv.key.fingerprint(),
+            srv.key.to_hex()
+        )
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&srv.admin(&["key", "show", "--json"], None))).unwrap();
+    assert_eq!(json["fingerprint"], srv.key.fingerprint());
+    assert_eq!(json["public_key"], srv.key.to_hex());
+    // Never creates a key beside (or instead of) the server's.
+    let empty = tempfile::tempdir().unwrap();
+    let out = common::admin(&empty.path().join("none"), &["key", "show"], None);
+    assert!(!out.status.success());
+    assert!(!empty.path().join("none/server.key").exists());
 
     let mut c = srv.client();
     // A sealed (version 1) internal body to the server, and a plaintext one.

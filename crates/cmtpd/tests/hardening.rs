@@ -256,7 +256,8 @@ fn connect_from(
 #[test]
 fn full_address_table_refuses_new_addresses_with_greeting_then_failure() {
     let srv = TestServer::start_with(Opts {
-        config: "[limits]\nmax_tracked_ips = 1\n".into(),
+        // Loopback is exempt from per-address limits by default; this test needs them.
+        config: "[limits]\nmax_tracked_ips = 1\nexempt_networks = []\n".into(),
         ..Default::default()
     });
     let mut held = srv.client();

@@ -503,7 +503,8 @@ fn mailbox_auth_window_keys_users_domains() {
 #[test]
 fn login_rate_limit_answers_failure_and_keeps_the_connection() {
     let srv = TestServer::start_with(Opts {
-        config: "[rate]\nlogin_per_sec = 1\nlogin_burst = 3\nkeyrequest_per_sec = 1\nkeyrequest_burst = 2\n"
+        // Loopback is exempt from per-address limits by default; these tests need them.
+        config: "[limits]\nexempt_networks = []\n[rate]\nlogin_per_sec = 1\nlogin_burst = 3\nkeyrequest_per_sec = 1\nkeyrequest_burst = 2\n"
             .into(),
         ..Default::default()
     });
@@ -551,7 +552,7 @@ fn login_rate_limit_answers_failure_and_keeps_the_connection() {
 #[test]
 fn connection_limits_answer_failure() {
     let srv = TestServer::start_with(Opts {
-        config: "[limits]\nmax_connections_per_ip = 3\n".into(),
+        config: "[limits]\nmax_connections_per_ip = 3\nexempt_networks = []\n".into(),
         ..Default::default()
     });
     let held: Vec<Client> = (0..3).map(|_| srv.client()).collect();
@@ -818,7 +819,7 @@ fn reference_2016_wire_messages_are_stored_byte_identical() {
 #[test]
 fn mailbox_auth_failures_are_rate_limited() {
     let srv = TestServer::start_with(Opts {
-        config: "[rate]\nmbox_auth_failures_per_sec = 1\nmbox_auth_failures_burst = 2\n".into(),
+        config: "[limits]\nexempt_networks = []\n[rate]\nmbox_auth_failures_per_sec = 1\nmbox_auth_failures_burst = 2\n".into(),
         ..Default::default()
     });
     let pat = srv.add_user("pat", "pw");

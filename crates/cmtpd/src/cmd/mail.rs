@@ -7,43 +7,54 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
-use cmtp_proto::{Envelope, MessageDecoder, MessageEvent, MessageLimits};
-use cmtp_store::{Delivery, LogDelivery, MailStore, MessageMeta, UserStore};
+use cmtp_proto::{Envelope, MessageDecoder, MessageError, MessageEvent, MessageLimits};
+use cmtp_store::{Delivery, MessageMeta};
 
-use crate::connection::{ConnError, Flow};
+use crate::cmd::internal_failure;
+use crate::connection::{Conn, ConnError, Flow};
 use crate::metrics::FailureReason;
+use crate::quota::{Quota, QuotaError, QuotaHold};
 use crate::relay::MailDecision;
-use crate::{connection::Conn, server::Shared};
+use crate::shared::{Backend, Shared};
 
 /// Where the message's bytes go.
-enum Sink {
+enum Sink<D> {
     /// Envelope not complete yet: its bytes (≤ 24 + 4 × 256) wait here.
     Undecided(Vec<u8>),
-    /// A local mailbox.
-    Deliver(LogDelivery, MessageMeta),
-    /// Read and dropped; the reply is `reply`.
+    /// A local mailbox; the quota hold is released once the commit has resolved.
+    Deliver(D, MessageMeta, QuotaHold),
+    /// Read and dropped; the reply is decided by the refusal.
     Discard(Refusal),
 }
 
-#[derive(Clone, Copy)]
+/// Why a message is read and dropped.
 enum Refusal {
-    /// DELIVERYFAILURE (no such account, foreign domain, invalid name).
-    Delivery,
-    /// General FAILURE (the store failed; the connection stays usable).
-    Internal,
+    /// DELIVERYFAILURE: no such account, foreign domain, invalid name, full mailbox; with
+    /// the failure counter to bump, if any (an unknown account is not a failure of ours).
+    Delivery(Option<FailureReason>),
+    /// General FAILURE, connection stays: the mailbox receives faster than its limit.
+    TryLater,
+    /// General FAILURE and close: the server failed (store error).
+    Internal(String),
 }
 
 /// Decides where a message goes from its envelope.
-fn route(sh: &Shared, env: &Envelope) -> Result<String, Refusal> {
+fn route<S: Backend>(sh: &Shared<S>, env: &Envelope) -> Result<String, Refusal> {
     if cmtp_proto::validate_account(&env.dest_account).is_err()
         || cmtp_proto::validate_domain(&env.dest_domain).is_err()
     {
-        return Err(Refusal::Delivery);
+        return Err(Refusal::Delivery(None));
+    }
+    // Sender names follow the same rule (docs/protocol.md §4): they are stored, listed
+    // and shown to people, so `../x` or control characters are refused here.
+    if cmtp_proto::validate_account(&env.src_account).is_err()
+        || cmtp_proto::validate_domain(&env.src_domain).is_err()
+    {
+        return Err(Refusal::Delivery(Some(FailureReason::BadSender)));
     }
     if !sh.is_local(&env.dest_domain) {
         return match sh.relay.mail(&env.dest_account, &env.dest_domain) {
-            MailDecision::Refuse => Err(Refusal::Delivery),
+            MailDecision::Refuse => Err(Refusal::Delivery(None)),
         };
     }
     if env.dest_account.is_empty() {
@@ -52,31 +63,62 @@ fn route(sh: &Shared, env: &Envelope) -> Result<String, Refusal> {
     }
     match sh.store.public_key(&env.dest_account) {
         Ok(Some(_)) => Ok(env.dest_account.clone()),
-        Ok(None) => Err(Refusal::Delivery),
-        Err(e) => {
-            tracing::error!(error = %e, "user store failed on MAIL");
-            Err(Refusal::Internal)
-        }
+        Ok(None) => Err(Refusal::Delivery(None)),
+        Err(e) => Err(Refusal::Internal(format!("user store failed on MAIL: {e}"))),
     }
 }
 
-/// Refuses (DELIVERYFAILURE) a mailbox at or over its quota: `max_mailbox_messages`
-/// messages or `max_mailbox_bytes` bytes already stored. Checked before the message is
-/// read, so one message may take a mailbox over the byte quota by at most its own size.
-fn over_quota(sh: &Shared, mailbox: &str) -> Result<(), Refusal> {
-    let l = &sh.config.limits;
-    let (messages, bytes) = MailStore::mailbox_usage(&sh.store, mailbox);
-    if messages >= l.max_mailbox_messages || bytes >= l.max_mailbox_bytes {
-        tracing::debug!(mailbox, messages, bytes, "mailbox over quota");
-        return Err(Refusal::Delivery);
+/// Admits a message to `mailbox`: its rate bucket, then its quota (atomically with the
+/// deliveries in flight).
+fn admit<S: Backend>(sh: &Shared<S>, mailbox: &str, env: &Envelope) -> Result<QuotaHold, Refusal> {
+    if !sh.mailbox_rates.allow(mailbox) {
+        tracing::debug!(mailbox, "mailbox over its MAIL rate");
+        return Err(Refusal::TryLater);
     }
-    Ok(())
+    let l = &sh.config.limits;
+    let quota = Quota {
+        messages: l.max_mailbox_messages,
+        bytes: l.max_mailbox_bytes,
+    };
+    sh.quotas
+        .reserve(mailbox, env.body_end(), quota, || {
+            Ok::<_, std::convert::Infallible>(sh.store.mailbox_usage(mailbox))
+        })
+        .map_err(|e| match e {
+            QuotaError::Full { messages, bytes } => {
+                tracing::debug!(mailbox, messages, bytes, "mailbox over quota");
+                Refusal::Delivery(Some(FailureReason::OverQuota))
+            }
+            QuotaError::Unknown(e) => Refusal::Internal(format!("mailbox usage unknown: {e}")),
+        })
+}
+
+/// Starts the delivery once the envelope is known.
+async fn decide<S: Backend>(sh: &Shared<S>, env: &Envelope, head: Vec<u8>) -> Sink<S::Delivery> {
+    let hold = match route(sh, env).and_then(|m| admit(sh, &m, env).map(|h| (m, h))) {
+        Ok(x) => x,
+        Err(r) => return Sink::Discard(r),
+    };
+    let (mailbox, hold) = hold;
+    let mut d = sh.store.begin();
+    if let Err(e) = d.write(&head).await {
+        return Sink::Discard(Refusal::Internal(format!("store write failed: {e}")));
+    }
+    let meta = MessageMeta {
+        mailbox,
+        src_account: env.src_account.clone(),
+        src_domain: env.src_domain.clone(),
+        version: env.version,
+        attachment_count: env.attachment_count,
+        body_end: env.body_end(),
+    };
+    Sink::Deliver(d, meta, hold)
 }
 
 /// Receives one message. Framing errors and limit violations answer FAILURE and close;
 /// a refused destination is read to its end and answered DELIVERYFAILURE.
-pub(crate) async fn mail(c: &mut Conn) -> Result<Flow, ConnError> {
-    let sh = c.shared.clone();
+pub(super) async fn mail<S: Backend>(c: &mut Conn<S>) -> Result<Flow, ConnError> {
+    let sh = c.shared().clone();
     let l = &sh.config.limits;
     let mut dec = MessageDecoder::new(MessageLimits {
         max_total: l.max_message_size,
@@ -89,7 +131,7 @@ pub(crate) async fn mail(c: &mut Conn) -> Result<Flow, ConnError> {
     loop {
         // `(n, None)` from the decoder means every byte given was used and more are
         // needed; any event may be followed by more without reading (e.g. `End`).
-        let (used, envelope, end, need_more) = match dec.decode(&c.inbuf) {
+        let (used, envelope, end, need_more) = match dec.decode(c.input()) {
             Ok((used, ev)) => match ev {
                 Some(MessageEvent::Envelope(e)) => (used, Some(e), false, false),
                 Some(MessageEvent::End) => (used, None, true, false),
@@ -97,11 +139,11 @@ pub(crate) async fn mail(c: &mut Conn) -> Result<Flow, ConnError> {
                 None => (used, None, false, true),
             },
             Err(e) => {
-                tracing::debug!(peer = %c.peer, error = %e, "message refused");
+                tracing::debug!(peer = %c.peer(), error = %e, "message refused");
                 let reason = match e {
-                    cmtp_proto::MessageError::TooLarge { .. }
-                    | cmtp_proto::MessageError::TooManyAttachments { .. }
-                    | cmtp_proto::MessageError::LogTooLong { .. } => FailureReason::TooLarge,
+                    MessageError::TooLarge { .. }
+                    | MessageError::TooManyAttachments { .. }
+                    | MessageError::LogTooLong { .. } => FailureReason::TooLarge,
                     _ => FailureReason::BadMessage,
                 };
                 sh.metrics.failure(reason);
@@ -110,87 +152,75 @@ pub(crate) async fn mail(c: &mut Conn) -> Result<Flow, ConnError> {
                 return Ok(Flow::Close);
             }
         };
-        let bytes = &c.inbuf[..used];
+        let bytes = &c.input()[..used];
         match &mut sink {
             Sink::Undecided(head) => {
                 head.extend_from_slice(bytes);
                 if let Some(env) = envelope {
-                    let routed = route(&sh, &env).and_then(|m| over_quota(&sh, &m).map(|()| m));
-                    sink = match routed {
-                        Ok(mailbox) => {
-                            let mut d = sh.store.begin();
-                            let head = std::mem::take(head);
-                            if let Err(e) = d.write(&head).await {
-                                tracing::error!(error = %e, "store write failed");
-                                Sink::Discard(Refusal::Internal)
-                            } else {
-                                let meta = MessageMeta {
-                                    mailbox,
-                                    src_account: env.src_account.clone(),
-                                    src_domain: env.src_domain.clone(),
-                                    version: env.version,
-                                    attachment_count: env.attachment_count,
-                                    body_end: env.body_end(),
-                                };
-                                Sink::Deliver(d, meta)
-                            }
-                        }
-                        Err(r) => Sink::Discard(r),
-                    };
+                    let head = std::mem::take(head);
+                    sink = decide(&sh, &env, head).await;
                 }
             }
-            Sink::Deliver(d, _) => {
+            Sink::Deliver(d, _, _) => {
                 if !bytes.is_empty()
                     && let Err(e) = d.write(bytes).await
                 {
-                    tracing::error!(error = %e, "store write failed");
-                    sink = Sink::Discard(Refusal::Internal);
+                    // Dropping the delivery aborts it: nothing is stored.
+                    sink = Sink::Discard(Refusal::Internal(format!("store write failed: {e}")));
                 }
             }
             Sink::Discard(_) => {}
         }
-        c.inbuf.advance(used);
+        c.consume(used);
         if end {
             break;
         }
         if need_more {
             // Past the grace period the message must have arrived at min_transfer_rate on
             // average: the next byte is due when what we have would be exactly on time.
-            c.deadline = (l.min_transfer_rate > 0).then(|| {
+            c.set_deadline((l.min_transfer_rate > 0).then(|| {
                 let on_time =
                     Duration::from_secs_f64(dec.consumed() as f64 / l.min_transfer_rate as f64);
                 start + grace.max(on_time)
-            });
+            }));
             // Dropping `sink` on error aborts the delivery: nothing is stored.
             c.fill().await?;
         }
     }
-    c.deadline = None;
-    match sink {
-        Sink::Deliver(d, meta) => match d.commit(meta).await {
-            Ok(id) => {
-                sh.metrics.deliveries_ok.fetch_add(1, Relaxed);
-                tracing::debug!(peer = %c.peer, id, "message stored");
-                c.out.extend_from_slice(&sh.signer.success);
+    c.set_deadline(None);
+    let refusal = match sink {
+        Sink::Deliver(d, meta, hold) => {
+            let committed = d.commit(meta).await;
+            // The store counts the message in its usage before the commit resolves.
+            drop(hold);
+            match committed {
+                Ok(id) => {
+                    sh.metrics.deliveries_ok.fetch_add(1, Relaxed);
+                    tracing::debug!(peer = %c.peer(), id, "message stored");
+                    c.reply(&sh.signer.success);
+                    return Ok(Flow::Continue);
+                }
+                Err(e) => Refusal::Internal(format!("store commit failed: {e}")),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed");
-                sh.metrics.failure(FailureReason::Internal);
-                sh.metrics.deliveries_failed.fetch_add(1, Relaxed);
-                c.reply_failure();
-            }
-        },
-        Sink::Discard(Refusal::Delivery) => {
-            sh.metrics.deliveries_failed.fetch_add(1, Relaxed);
-            c.out.extend_from_slice(&sh.signer.delivery_failure);
         }
-        Sink::Discard(Refusal::Internal) => {
-            sh.metrics.failure(FailureReason::Internal);
-            sh.metrics.deliveries_failed.fetch_add(1, Relaxed);
-            c.reply_failure();
-        }
+        Sink::Discard(r) => r,
         // The decoder returns End only after the envelope.
-        Sink::Undecided(_) => c.reply_failure(),
-    }
-    Ok(Flow::Continue)
+        Sink::Undecided(_) => Refusal::Internal("message ended before its envelope".into()),
+    };
+    sh.metrics.deliveries_failed.fetch_add(1, Relaxed);
+    Ok(match refusal {
+        Refusal::Delivery(reason) => {
+            if let Some(reason) = reason {
+                sh.metrics.failure(reason);
+            }
+            c.reply(&sh.signer.delivery_failure);
+            Flow::Continue
+        }
+        Refusal::TryLater => {
+            sh.metrics.failure(FailureReason::MailboxRate);
+            c.reply_failure();
+            Flow::Continue
+        }
+        Refusal::Internal(why) => internal_failure(c, "delivery failed", &why),
+    })
 }

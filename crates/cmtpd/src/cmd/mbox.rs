@@ -5,41 +5,35 @@
 //! `u32 1 | u64 len | payload | sig`, the signature covering the request's signature and
 //! the payload's BLAKE2b-256, so FETCH streams the payload and signs at the end.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use cmtp_crypto::{Blake2b256, PublicKey, Signature};
-use cmtp_proto::mbox::{TIMESTAMP_WINDOW_SECS, reply_signing_bytes};
+use cmtp_proto::mbox::TIMESTAMP_WINDOW_SECS;
 use cmtp_proto::{FetchPart, ListEntry, MboxKind, MboxRequest};
-use cmtp_store::{MailStore, MessageRead, UserStore};
+use cmtp_store::{MessageRead, StoreError};
 
-use crate::connection::{Conn, ConnError, Flow, OUT_HIGH_WATER};
+use crate::connection::{Conn, ConnError, Flow};
 use crate::metrics::FailureReason;
-use crate::server::Shared;
+use crate::shared::{Backend, Shared};
 
 /// Chunk size of a streamed FETCH.
 const FETCH_CHUNK: usize = 64 * 1024;
 
 /// Whether the request is authorised: known user, fresh timestamp, good signature for
 /// one of our domains. `Some(created)` (the account's creation time) when it is.
-fn authorised(sh: &Shared, kind: MboxKind, req: &MboxRequest) -> Result<Option<u64>, ()> {
+fn authorised<S: Backend>(
+    sh: &Shared<S>,
+    kind: MboxKind,
+    req: &MboxRequest,
+) -> Result<Option<u64>, StoreError> {
     if cmtp_proto::validate_name(&req.user).is_err() {
         return Ok(None);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if now.abs_diff(req.timestamp) > TIMESTAMP_WINDOW_SECS {
+    if crate::unix_now().abs_diff(req.timestamp) > TIMESTAMP_WINDOW_SECS {
         return Ok(None);
     }
     // The whole record: `created` says which messages belong to this holder of the name.
-    let (key, created) = match sh.store.get(&req.user) {
-        Ok(Some(u)) => (PublicKey::from_array(u.public_key), u.created),
-        Ok(None) => return Ok(None),
-        Err(e) => {
-            tracing::error!(error = %e, "user store failed on a mailbox command");
-            return Err(());
-        }
+    let (key, created) = match sh.store.get(&req.user)? {
+        Some(u) => (PublicKey::from_array(u.public_key), u.created),
+        None => return Ok(None),
     };
     let sig = Signature::from_array(req.signature);
     let ok = sh
@@ -59,28 +53,14 @@ fn previous_holders(received: u64, created: u64) -> bool {
     received < created
 }
 
-/// Appends a whole (small) success reply for `payload`.
-fn reply_ok(c: &mut Conn, req: &MboxRequest, payload: &[u8]) {
-    let digest = cmtp_crypto::blake2b_256(payload);
-    let sig = c
-        .shared
-        .signer
-        .sign(&reply_signing_bytes(&req.signature, &digest));
-    c.out.extend_from_slice(&1u32.to_be_bytes());
-    c.out
-        .extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    c.out.extend_from_slice(payload);
-    c.out.extend_from_slice(&sig);
-}
-
 /// Handles one mailbox command.
-pub(crate) async fn mbox(
-    c: &mut Conn,
+pub(super) async fn mbox<S: Backend>(
+    c: &mut Conn<S>,
     kind: MboxKind,
     req: MboxRequest,
 ) -> Result<Flow, ConnError> {
-    let sh = c.shared.clone();
-    if !c.slot.entry.mbox_failures_left() {
+    let sh = c.shared().clone();
+    if !c.limits().mbox_failures_left() {
         // This address failed authorisation too often: no signature check for now.
         sh.metrics.failure(FailureReason::RateLimited);
         c.reply_failure();
@@ -89,23 +69,19 @@ pub(crate) async fn mbox(
     let created = match authorised(&sh, kind, &req) {
         Ok(Some(created)) => created,
         Ok(None) => {
-            c.slot.entry.charge_mbox_failure();
+            c.limits().charge_mbox_failure();
             sh.metrics.failure(FailureReason::MboxAuth);
-            tracing::debug!(peer = %c.peer, command = kind.word(), "mailbox request refused");
-            c.out.extend_from_slice(&sh.signer.auth_failure);
+            tracing::debug!(peer = %c.peer(), command = kind.word(), "mailbox request refused");
+            c.reply(&sh.signer.auth_failure);
             return Ok(Flow::Continue);
         }
-        Err(()) => {
-            sh.metrics.failure(FailureReason::Internal);
-            c.out.extend_from_slice(&sh.signer.v0_failure);
-            return Ok(Flow::Continue);
-        }
+        Err(e) => return Ok(internal(c, &e)),
     };
     let user = req.user.as_str();
     match kind {
         MboxKind::List => match list_payload(&sh, user, created).await {
-            Ok(payload) => reply_ok(c, &req, &payload),
-            Err(e) => internal(c, &e),
+            Ok(payload) => c.reply(&sh.signer.mbox_reply(&req.signature, &payload)),
+            Err(e) => return Ok(internal(c, &e)),
         },
         MboxKind::Delete => {
             let id = req.id.unwrap_or(0);
@@ -113,19 +89,16 @@ pub(crate) async fn mbox(
             let visible = match sh.store.open(user, id).await {
                 Ok(Some((info, _))) => !previous_holders(info.received, created),
                 Ok(None) => false,
-                Err(e) => {
-                    internal(c, &e);
-                    return Ok(Flow::Continue);
-                }
+                Err(e) => return Ok(internal(c, &e)),
             };
             if !visible {
-                c.out.extend_from_slice(&sh.signer.no_such_message);
+                c.reply(&sh.signer.no_such_message);
                 return Ok(Flow::Continue);
             }
             match sh.store.delete(user, id).await {
-                Ok(true) => reply_ok(c, &req, &[]),
-                Ok(false) => c.out.extend_from_slice(&sh.signer.no_such_message),
-                Err(e) => internal(c, &e),
+                Ok(true) => c.reply(&sh.signer.mbox_reply(&req.signature, &[])),
+                Ok(false) => c.reply(&sh.signer.no_such_message),
+                Err(e) => return Ok(internal(c, &e)),
             }
         }
         MboxKind::Fetch => return fetch(c, &req, created).await,
@@ -141,11 +114,11 @@ const LIST_BATCH: usize = 1024;
 /// entry exists: only the encoded payload, which the reply needs whole because its
 /// length precedes it on the wire (D4). Its size is bounded by the quota: at most
 /// `max_mailbox_messages` entries (the oldest) of at most ~550 bytes each.
-async fn list_payload(
-    sh: &Shared,
+async fn list_payload<S: Backend>(
+    sh: &Shared<S>,
     user: &str,
     created: u64,
-) -> Result<Vec<u8>, cmtp_store::StoreError> {
+) -> Result<Vec<u8>, StoreError> {
     let cap = sh.config.limits.max_mailbox_messages;
     let mut payload = vec![0u8; 4];
     let mut count: u32 = 0;
@@ -182,33 +155,39 @@ async fn list_payload(
     Ok(payload)
 }
 
-fn internal(c: &mut Conn, e: &cmtp_store::StoreError) {
+/// A store error on a mailbox command: the version-0 FAILURE of the mailbox extension
+/// (D4), and the connection closes like any internal error.
+fn internal<S>(c: &mut Conn<S>, e: &StoreError) -> Flow {
     tracing::error!(error = %e, "mail store failed on a mailbox command");
-    c.shared.metrics.failure(FailureReason::Internal);
-    c.out.extend_from_slice(&c.shared.signer.v0_failure);
+    c.shared().metrics.failure(FailureReason::Internal);
+    let failure = c.shared().signer.v0_failure.clone();
+    c.reply(&failure);
+    Flow::Close
 }
 
 /// Streams a stored message (or its head), hashing as it goes, and signs at the end.
-async fn fetch(c: &mut Conn, req: &MboxRequest, created: u64) -> Result<Flow, ConnError> {
-    let sh = c.shared.clone();
+async fn fetch<S: Backend>(
+    c: &mut Conn<S>,
+    req: &MboxRequest,
+    created: u64,
+) -> Result<Flow, ConnError> {
+    let sh = c.shared().clone();
     let id = req.id.unwrap_or(0);
     let (info, mut reader) = match sh.store.open(&req.user, id).await {
         Ok(Some(x)) if !previous_holders(x.0.received, created) => x,
         Ok(_) => {
-            c.out.extend_from_slice(&sh.signer.no_such_message);
+            c.reply(&sh.signer.no_such_message);
             return Ok(Flow::Continue);
         }
-        Err(e) => {
-            internal(c, &e);
-            return Ok(Flow::Continue);
-        }
+        Err(e) => return Ok(internal(c, &e)),
     };
     let len = match req.part.unwrap_or(FetchPart::Full) {
         FetchPart::Full => info.size,
         FetchPart::Head => info.meta.body_end.min(info.size),
     };
-    c.out.extend_from_slice(&1u32.to_be_bytes());
-    c.out.extend_from_slice(&len.to_be_bytes());
+    let mut head = Vec::with_capacity(cmtp_proto::reply::MBOX_HEAD_LEN);
+    cmtp_proto::reply::encode_mbox_ok(len, &mut head);
+    c.reply(&head);
     let mut hasher = Blake2b256::new();
     let mut left = len;
     while left > 0 {
@@ -229,15 +208,13 @@ async fn fetch(c: &mut Conn, req: &MboxRequest, created: u64) -> Result<Flow, Co
             }
         };
         hasher.update(&chunk);
-        c.out.extend_from_slice(&chunk);
+        c.reply(&chunk);
         left -= chunk.len() as u64;
-        if c.out.len() >= OUT_HIGH_WATER {
-            c.flush().await?;
-        }
+        c.backpressure().await?;
     }
-    let sig = sh
-        .signer
-        .sign(&reply_signing_bytes(&req.signature, &hasher.finalize()));
-    c.out.extend_from_slice(&sig);
+    let mut trailer = Vec::with_capacity(cmtp_proto::SIG_LEN);
+    sh.signer
+        .mbox_trailer(&req.signature, &hasher.finalize(), &mut trailer);
+    c.reply(&trailer);
     Ok(Flow::Continue)
 }
