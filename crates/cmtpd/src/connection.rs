@@ -15,6 +15,7 @@ use cmtp_proto::{Command, CommandError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::metrics::FailureReason;
 use crate::ratelimit::IpSlot;
 use crate::shared::Shared;
 
@@ -124,6 +125,16 @@ impl<S> Conn<S> {
     /// Appends the signed general FAILURE.
     pub fn reply_failure(&mut self) {
         self.out.extend_from_slice(&self.shared.signer.failure);
+    }
+
+    /// Answers an internal error: counted, logged, general FAILURE, and the connection
+    /// closes (docs/protocol.md §7.5): the server cannot vouch for a conversation in which
+    /// it failed.
+    pub fn internal_failure(&mut self, what: &str, error: &dyn std::fmt::Display) -> Flow {
+        tracing::error!(peer = %self.peer, error = %error, "{what}");
+        self.shared.metrics.failure(FailureReason::Internal);
+        self.reply_failure();
+        Flow::Close
     }
 
     /// Writes pending output early when it has grown large (a streamed reply).

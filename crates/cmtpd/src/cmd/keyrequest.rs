@@ -1,6 +1,5 @@
 //! `KEYREQUEST\0user\0domain\0` (spec §5.3, D2).
 
-use crate::cmd::internal_failure;
 use crate::connection::{Conn, ConnError, Flow};
 use crate::shared::Backend;
 
@@ -30,7 +29,7 @@ pub(super) async fn keyrequest<S: Backend>(
     match sh.store.public_key(user) {
         Ok(Some(k)) => c.reply(&sh.signer.user_key_reply(&k)),
         Ok(None) => c.reply(&sh.signer.key_not_available),
-        Err(e) => return Ok(internal_failure(c, "user store failed on KEYREQUEST", &e)),
+        Err(e) => return Ok(c.internal_failure("user store failed on KEYREQUEST", &e)),
     }
     Ok(Flow::Continue)
 }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use cmtp_proto::{Envelope, MessageDecoder, MessageError, MessageEvent, MessageLimits};
 use cmtp_store::{Delivery, MessageMeta};
 
-use crate::cmd::internal_failure;
 use crate::connection::{Conn, ConnError, Flow};
 use crate::metrics::FailureReason;
 use crate::quota::{Quota, QuotaError, QuotaHold};
@@ -221,6 +220,6 @@ pub(super) async fn mail<S: Backend>(c: &mut Conn<S>) -> Result<Flow, ConnError>
             c.reply_failure();
             Flow::Continue
         }
-        Refusal::Internal(why) => internal_failure(c, "delivery failed", &why),
+        Refusal::Internal(why) => c.internal_failure("delivery failed", &why),
     })
 }

@@ -79,11 +79,3 @@ pub async fn dispatch<S: Backend>(c: &mut Conn<S>, command: Command) -> Result<F
     }
     Ok(Flow::Continue)
 }
-
-/// Answers an internal error: counted, logged, general FAILURE, and the connection closes.
-fn internal_failure<S>(c: &mut Conn<S>, what: &str, error: &dyn std::fmt::Display) -> Flow {
-    tracing::error!(peer = %c.peer(), error = %error, "{what}");
-    c.shared().metrics.failure(FailureReason::Internal);
-    c.reply_failure();
-    Flow::Close
-}
