@@ -9,6 +9,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod clock;
 mod embedded;
 mod error;
 mod fsutil;
