@@ -2,7 +2,7 @@
 //! spilled to its blob file, then committed through the writer.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -83,7 +83,7 @@ impl LogDelivery {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let mut file = spill.file.take().ok_or(StoreError::Failed)?;
+        let mut file = spill.file.take().ok_or(StoreError::DeliveryIncomplete)?;
         let buf = std::mem::take(&mut self.buf);
         let (file, mut buf) = blocking(move || {
             file.write_all(&buf)?;
@@ -173,9 +173,7 @@ impl Delivery for LogDelivery {
             if self.buf.len() as u64 != self.size {
                 // A write of this delivery failed or was cancelled midway: never log a
                 // record whose data is not what was written.
-                return Err(StoreError::Io(io::Error::other(
-                    "an earlier write of this delivery did not complete",
-                )));
+                return Err(StoreError::DeliveryIncomplete);
             }
             let head_len = record::message_head_len(&info.meta);
             let op = Op::Message {
@@ -188,9 +186,9 @@ impl Delivery for LogDelivery {
             return inner.submit(op).await;
         }
         self.flush_spill().await?;
-        let mut spill = self.spill.take().ok_or(StoreError::Failed)?;
+        let mut spill = self.spill.take().ok_or(StoreError::DeliveryIncomplete)?;
         let file_no = spill.file_no;
-        let file = spill.file.take().ok_or(StoreError::Failed)?;
+        let file = spill.file.take().ok_or(StoreError::DeliveryIncomplete)?;
         let sh = inner.shared.clone();
         let tmp = spill.tmp.clone();
         let done = blocking(move || {

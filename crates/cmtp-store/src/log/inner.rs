@@ -1,7 +1,6 @@
 //! The handle shared by [`super::LogMail`] and its deliveries: the writer's queue.
 
 use std::fs::File;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -39,14 +38,15 @@ impl Inner {
         self.tx.is_none()
     }
 
+    /// Queues a record for the writer and waits until it is durable (or failed). Even
+    /// after a failure the request goes to the writer: it repairs the log first, so a
+    /// store whose disk was full accepts deliveries again once there is room.
     pub(super) async fn submit(&self, op: Op) -> Result<u64> {
         let tx = self.tx.as_ref().ok_or(StoreError::ReadOnly)?;
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(StoreError::Failed);
-        }
         let (done, rx) = oneshot::channel();
-        tx.send(Req { op, done }).map_err(|_| StoreError::Failed)?;
-        rx.await.map_err(|_| StoreError::Failed)?
+        tx.send(Req { op, done })
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Read-only mode: picks up records the writer appended since the last call.

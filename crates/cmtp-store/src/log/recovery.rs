@@ -47,8 +47,8 @@ pub(super) fn lock_exclusive(path: &Path) -> Result<File> {
 }
 
 /// Scans and verifies every segment in order and rebuilds the index. A torn or
-/// preallocated tail of the last segment is truncated and fsync'd; damage in an older
-/// segment is [`StoreError::Corrupt`]. Creates the first segment of an empty log.
+/// preallocated tail of the last segment is truncated and fsync'd (an intact last
+/// segment is fsync'd too); damage in an older segment is [`StoreError::Corrupt`]. Creates the first segment of an empty log.
 /// Returns the index and the number of the active (last) segment.
 pub(super) fn recover(sh: &Shared) -> Result<(Index, u64)> {
     let mut index = Index::default();
@@ -59,6 +59,12 @@ pub(super) fn recover(sh: &Shared) -> Result<(Index, u64)> {
         let (end, len) = scan_segment(&path, n, 0, &mut index)?;
         index.segments.insert(n, end.max(SEGMENT_HEADER));
         if end == len && end >= SEGMENT_HEADER {
+            if Some(n) == last {
+                // A crashed writer's last records may still be only in the page cache:
+                // make them durable before the index shows them (what a repair
+                // truncates back to must be durable).
+                sh.fsync(&OpenOptions::new().write(true).open(&path)?, true)?;
+            }
             continue;
         }
         // The active segment is zero-filled ahead of its records: a tail of zeros is
@@ -178,7 +184,7 @@ pub(super) fn spawn_writer(
             limit: opts.segment_size,
             active: false,
             busy: false,
-            error: false,
+            fallback: false,
             stop: false,
         }),
         cv: Condvar::new(),

@@ -6,15 +6,16 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use super::index::Index;
+use crate::clock::unix_now;
 use crate::fsutil::sync_dir;
 use crate::metrics::StoreMetrics;
-use crate::{Result, StoreError};
+use crate::{Result, StoreError, StoreHealth};
 
 /// State shared by the handles and the writer thread.
 pub(super) struct Shared {
@@ -29,8 +30,13 @@ pub(super) struct Shared {
     pub(super) inline_used: AtomicU64,
     pub(super) inline_budget: u64,
     pub(super) metrics: StoreMetrics,
-    /// Set after a failed write/fsync: the store accepts no more writes.
-    pub(super) failed: AtomicBool,
+    /// Set by every failed write or fsync of the log (before the sync lock is released,
+    /// for a sync): from then on nothing is acknowledged until the writer has repaired
+    /// the active segment (truncated it to its last acknowledged record and fsync'd it).
+    pub(super) poisoned: AtomicBool,
+    /// The failure the health report shows; kept until a batch is acknowledged again
+    /// after the repair.
+    pub(super) failure: Mutex<Option<Failure>>,
     pub(super) readers: Mutex<HashMap<u64, Arc<File>>>,
     /// Held around every fdatasync of the active segment: one in flight per file, so a
     /// write-back error cannot be reported to one call while another succeeds.
@@ -42,7 +48,69 @@ pub(super) struct Shared {
     pub(super) inject_sync_error: AtomicBool,
 }
 
+/// A failed write or fsync of the log, as the health report shows it.
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    /// The OS error's kind (`StorageFull` for a full disk), kept for the waiters' errors.
+    pub(super) kind: io::ErrorKind,
+    /// What failed and why.
+    pub(super) reason: String,
+    /// Unix seconds of the first failure since the store was last healthy.
+    pub(super) since: u64,
+}
+
 impl Shared {
+    /// Records a failed write or fsync of the log: poisons the store (nothing not yet
+    /// acknowledged will be), counts the failure and makes the health degraded. Called
+    /// under the sync lock when a sync failed, so the syncer sees the poison after its
+    /// own fdatasync.
+    pub(super) fn fail(&self, what: &str, e: &io::Error) {
+        let mut f = self.failure.lock();
+        let repeat = self.poisoned.swap(true, Ordering::AcqRel);
+        self.metrics.observe_write_failure();
+        // While poisoned, later failures are consequences or repeats of the first one:
+        // keep its reason (the root cause) and kind.
+        if repeat && f.is_some() {
+            return;
+        }
+        let since = f.as_ref().map_or_else(unix_now, |old| old.since);
+        *f = Some(Failure {
+            kind: e.kind(),
+            reason: format!("{what}: {e}"),
+            since,
+        });
+    }
+
+    /// A batch was acknowledged: healthy again, unless a failure poisoned the store
+    /// meanwhile (checked under the same lock as [`Shared::fail`]).
+    pub(super) fn acknowledged(&self) {
+        let mut f = self.failure.lock();
+        if f.is_some() && !self.poisoned.load(Ordering::Acquire) {
+            tracing::info!("mail log writes succeed again");
+            *f = None;
+        }
+    }
+
+    /// The error given to a waiter whose batch is failed because of the recorded
+    /// failure (the OS error kind is kept, so a full disk reads as one).
+    pub(super) fn failure_error(&self) -> StoreError {
+        match &*self.failure.lock() {
+            Some(f) => StoreError::Io(io::Error::new(f.kind, f.reason.clone())),
+            None => StoreError::Io(io::Error::other("an earlier write of the log failed")),
+        }
+    }
+
+    /// `Ok`, or `Degraded` with the recorded failure.
+    pub(super) fn health(&self) -> StoreHealth {
+        match &*self.failure.lock() {
+            None => StoreHealth::Ok,
+            Some(f) => StoreHealth::Degraded {
+                reason: f.reason.clone(),
+                since: f.since,
+            },
+        }
+    }
+
     pub(super) fn segment_path(&self, n: u64) -> PathBuf {
         segment_path(&self.mail, n)
     }
@@ -123,7 +191,8 @@ pub(super) fn new_shared(mail: PathBuf, inline_budget: u64) -> Shared {
         inline_used: AtomicU64::new(0),
         inline_budget,
         metrics: StoreMetrics::default(),
-        failed: AtomicBool::new(false),
+        poisoned: AtomicBool::new(false),
+        failure: Mutex::new(None),
         readers: Mutex::new(HashMap::new()),
         sync_lock: Mutex::new(()),
         sync_in_flight: AtomicU64::new(0),
@@ -137,5 +206,5 @@ pub(super) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Io(io::Error::other(e.to_string())))?
+        .map_err(|e| StoreError::TaskFailed(e.to_string()))?
 }

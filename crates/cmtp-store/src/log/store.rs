@@ -19,7 +19,8 @@ use super::writer::Op;
 use crate::fsutil::create_dirs_synced;
 use crate::metrics::StoreMetrics;
 use crate::{
-    MailStore, MailboxStats, MessageInfo, MetricsSnapshot, Result, StoreError, StoreStats, record,
+    MailStore, MailboxStats, MessageInfo, MetricsSnapshot, Result, StoreError, StoreHealth,
+    StoreStats, record,
 };
 
 /// The embedded mail store: an append-only segment log with group commit.
@@ -97,7 +98,7 @@ impl LogMail {
             let inner = self.inner.clone();
             tokio::task::spawn_blocking(move || inner.refresh())
                 .await
-                .map_err(|e| StoreError::Io(io::Error::other(e.to_string())))??;
+                .map_err(|e| StoreError::TaskFailed(e.to_string()))??;
         }
         Ok(())
     }
@@ -194,16 +195,14 @@ impl MailStore for LogMail {
         Ok(existed != 0)
     }
 
-    fn mailbox_usage(&self, mailbox: &str) -> (u64, u64) {
-        if let Err(e) = self.inner.refresh() {
-            // Read-only mode only: report what was read so far.
-            tracing::warn!(error = %e, "could not read new log records");
-        }
+    fn mailbox_usage(&self, mailbox: &str) -> Result<(u64, u64)> {
+        // Read-only mode: new records first; an error is an error (fail closed).
+        self.inner.refresh()?;
         let index = self.inner.shared.index.lock();
-        index
+        Ok(index
             .mailboxes
             .get(mailbox)
-            .map_or((0, 0), |mb| (mb.messages.len() as u64, mb.bytes))
+            .map_or((0, 0), |mb| (mb.messages.len() as u64, mb.bytes)))
     }
 
     fn stats(&self) -> Result<StoreStats> {
@@ -232,5 +231,9 @@ impl MailStore for LogMail {
 
     fn metrics(&self) -> MetricsSnapshot {
         self.inner.shared.metrics.snapshot()
+    }
+
+    fn health(&self) -> StoreHealth {
+        self.inner.shared.health()
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::index::Loc;
 use super::shared::Shared;
-use crate::{MessageInfo, Result, StoreError};
+use crate::{MessageInfo, Result};
 
 /// A record of a written batch, as the syncer applies it to the index once durable (the
 /// message data is already in the page cache and has been dropped).
@@ -102,32 +102,28 @@ impl Syncer {
 /// earlier batch was acknowledged); then apply and acknowledge them, or fail them all.
 /// Run by the syncer, or by the writer itself when nothing is in flight.
 pub(super) fn commit_group(shared: &Shared, group: Vec<Written>) {
-    let r = if shared.failed.load(Ordering::Acquire) {
-        Err(StoreError::Failed)
-    } else {
+    // Poisoned: a write or fsync failed since the last repair. A batch written after
+    // the last acknowledged one may have lost its pages (a failed fsync can drop them)
+    // or follow a torn batch; it must never be acknowledged. The writer repairs first.
+    let ok = !shared.poisoned.load(Ordering::Acquire) && {
         let file = &group[group.len() - 1].file;
         let _one = shared.sync_lock.lock();
         match log_sync(shared, file) {
             Err(e) => {
                 // Before the lock is released, like the preallocator.
-                shared.failed.store(true, Ordering::Release);
-                tracing::error!(error = %e, "mail log fsync failed; refusing further writes");
-                Err(StoreError::Io(e))
+                shared.fail("syncing the log", &e);
+                tracing::error!(error = %e, "mail log fsync failed; its batches are not stored");
+                false
             }
             // Another fdatasync (the preallocator's) or a write failed since: its
             // error may have been this file's; trust nothing.
-            Ok(()) if shared.failed.load(Ordering::Acquire) => Err(StoreError::Failed),
-            Ok(()) => Ok(()),
+            Ok(()) => !shared.poisoned.load(Ordering::Acquire),
         }
     };
-    if let Err(e) = r {
-        let msg = e.to_string();
+    if !ok {
         for w in group {
             for (done, _) in w.records {
-                let _ = done.send(Err(match &e {
-                    StoreError::Io(_) => StoreError::Io(io::Error::other(msg.clone())),
-                    _ => StoreError::Failed,
-                }));
+                let _ = done.send(Err(shared.failure_error()));
             }
         }
         return;
@@ -201,6 +197,7 @@ pub(super) fn apply_group(shared: &Shared, group: Vec<Written>) {
     }
     // One group commit per log fdatasync.
     shared.metrics.observe_batch(records, bytes);
+    shared.acknowledged();
     // The tombstone is durable: the blob may go (before the reply, so a finished
     // delete has freed the space). A crash before this leaves an orphan, removed
     // on the next open.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{LogMail, Options};
-use crate::{Delivery, MailStore, MessageMeta, MessageRead, Result, StoreError};
+use crate::{Delivery, MailStore, MessageMeta, MessageRead, Result, StoreError, StoreHealth};
 
 /// The ids a mailbox lists, in order.
 async fn listed_ids(store: &LogMail, mailbox: &str) -> Vec<u64> {
@@ -109,12 +109,17 @@ async fn pipelined_commits_share_fsyncs_across_rotations() {
 }
 
 /// A failing log fdatasync (injected: the syncer's call returns an error) fails every
-/// waiter of that sync, makes nothing of it visible, and fails every later commit.
+/// waiter of that sync and makes nothing of it visible; while it fails, every commit
+/// fails and the store reports degraded. Once fsyncs work again the store repairs
+/// itself without a restart: deliveries succeed, and the failed batches — written to
+/// the page cache, never acknowledged — are gone from the file too (not even a reopen
+/// finds them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_fdatasync_fails_the_waiters_and_the_store() {
+async fn a_failed_fdatasync_fails_its_batch_and_the_store_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LogMail::open(dir.path(), Options::default()).unwrap());
     let first = deliver(&store, "bob", b"durable").await.unwrap();
+    assert_eq!(store.health(), StoreHealth::Ok);
     store
         .inner
         .shared
@@ -129,26 +134,39 @@ async fn a_failed_fdatasync_fails_the_waiters_and_the_store() {
     }
     for t in tasks {
         let r = t.await.unwrap();
-        assert!(
-            matches!(r, Err(StoreError::Io(_) | StoreError::Failed)),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(StoreError::Io(_))), "{r:?}");
     }
     assert!(matches!(
         deliver(&store, "bob", b"later").await,
-        Err(StoreError::Failed)
+        Err(StoreError::Io(_))
     ));
     assert!(matches!(
         store.delete("bob", first).await,
-        Err(StoreError::Failed)
+        Err(StoreError::Io(_))
     ));
-    let listed = listed_ids(&store, "bob").await;
-    assert_eq!(listed, vec![first]);
-    // A restart recovers: the acknowledged message is there (failed ones may be too:
-    // they were never acknowledged, at-least-once).
+    match store.health() {
+        StoreHealth::Degraded { reason, since } => {
+            assert!(reason.contains("injected fdatasync error"), "{reason}");
+            assert!(since > 0);
+        }
+        StoreHealth::Ok => panic!("healthy while every fdatasync fails"),
+    }
+    assert!(store.metrics().write_failures >= 1);
+    assert_eq!(listed_ids(&store, "bob").await, vec![first]);
+
+    // fsyncs work again: no restart needed.
+    store
+        .inner
+        .shared
+        .inject_sync_error
+        .store(false, Ordering::Release);
+    let second = deliver(&store, "bob", b"after the failure").await.unwrap();
+    assert!(second > first);
+    assert_eq!(store.health(), StoreHealth::Ok);
+    assert_eq!(listed_ids(&store, "bob").await, vec![first, second]);
     drop(store);
     let store = LogMail::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(listed_ids(&store, "bob").await, vec![first, second]);
     assert_eq!(read(&store, "bob", first).await, b"durable");
-    let id = deliver(&store, "bob", b"after restart").await.unwrap();
-    assert!(id > first);
+    assert_eq!(read(&store, "bob", second).await, b"after the failure");
 }

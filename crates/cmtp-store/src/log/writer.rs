@@ -17,7 +17,7 @@ use super::shared::Shared;
 use super::syncer::{Applied, Job, Written, commit_group};
 use crate::fsutil::create_new_private;
 use crate::record::{self, KIND_MESSAGE, SEGMENT_HEADER};
-use crate::{MessageInfo, Result, StoreError};
+use crate::{MessageInfo, Result};
 
 /// Data pieces above this go straight to the file instead of through the batch buffer.
 pub(super) const DIRECT_WRITE: usize = 64 * 1024;
@@ -87,9 +87,14 @@ pub(super) struct Writer {
 }
 
 impl Drop for Writer {
-    /// The request channel closed (or the thread never started): let the syncer finish
-    /// what was written, then stop the preallocator.
+    /// The request channel closed (or the thread never started, or it panicked): let
+    /// the syncer finish what was written, then stop the preallocator.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Nothing more will be written: say so in the health report.
+            let e = io::Error::other("the writer thread panicked");
+            self.shared.fail("the mail log's writer", &e);
+        }
         self.sync_tx.take();
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
@@ -123,9 +128,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.shared.failed.load(Ordering::Acquire) {
+            // After a failed write or fsync: repair the segment before writing again. If
+            // that fails too (the disk is still full, or broken), this batch fails and
+            // the next one tries again.
+            if self.shared.poisoned.load(Ordering::Acquire)
+                && let Err(e) = self.repair()
+            {
+                self.shared.fail("repairing the log", &e);
+                tracing::error!(error = %e, "mail log repair failed; the batch is not stored");
                 for r in batch {
-                    let _ = r.done.send(Err(StoreError::Failed));
+                    let _ = r.done.send(Err(self.shared.failure_error()));
                 }
                 continue;
             }
@@ -149,20 +161,23 @@ impl Writer {
                         None => Err(Job::Sync(w)),
                     };
                     if let Err(Job::Sync(w)) = sent {
-                        self.shared.failed.store(true, Ordering::Release);
+                        // The syncer is gone (it panicked): nothing can be acknowledged;
+                        // every repair fails at its barrier from now on.
+                        let e = io::Error::other("the log's syncer stopped");
+                        self.shared.fail("handing a batch to the syncer", &e);
                         for (done, _) in w.records {
-                            let _ = done.send(Err(StoreError::Failed));
+                            let _ = done.send(Err(self.shared.failure_error()));
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "mail log write failed; refusing further writes");
-                    self.shared.failed.store(true, Ordering::Release);
-                    let msg = e.to_string();
+                    // The batch may be partly in the file: poison (nothing written since
+                    // the last acknowledgement will be acknowledged), fail it, and repair
+                    // before the next one.
+                    self.shared.fail("writing the log", &e);
+                    tracing::error!(error = %e, "mail log write failed; the batch is not stored");
                     for r in batch {
-                        let _ = r
-                            .done
-                            .send(Err(StoreError::Io(io::Error::other(msg.clone()))));
+                        let _ = r.done.send(Err(self.shared.failure_error()));
                     }
                 }
             }
@@ -189,9 +204,11 @@ impl Writer {
         st.want = st.want.max(upto);
         st.limit = st.limit.max(upto);
         self.pre.cv.notify_all();
-        while st.alloc_end < upto {
-            if st.error || self.shared.failed.load(Ordering::Acquire) {
-                return Err(io::Error::other("the log's preallocation failed"));
+        // Without preallocation (a step failed) the writer writes past `alloc_end`, once
+        // no step is in progress: the two never write the same bytes.
+        while st.alloc_end < upto && (!st.fallback || st.busy) {
+            if st.stop {
+                return Err(io::Error::other("the log's preallocator stopped"));
             }
             self.pre
                 .cv
@@ -200,8 +217,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Waits until every batch handed to the syncer is durable and acknowledged.
-    pub(super) fn drain_syncer(&self) -> io::Result<()> {
+    /// Waits until every batch handed to the syncer is answered (acknowledged, or
+    /// failed if the store is poisoned).
+    pub(super) fn barrier(&self) -> io::Result<()> {
         let (tx, rx) = mpsc::channel();
         let sent = self
             .sync_tx
@@ -210,9 +228,89 @@ impl Writer {
         if !sent || rx.recv().is_err() {
             return Err(io::Error::other("the log's syncer stopped"));
         }
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(io::Error::other("the mail log failed"));
+        Ok(())
+    }
+
+    /// Waits until every batch handed to the syncer is durable and acknowledged.
+    pub(super) fn drain_syncer(&self) -> io::Result<()> {
+        self.barrier()?;
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(io::Error::other("a write of the log failed meanwhile"));
         }
+        Ok(())
+    }
+
+    /// Stops the zero-fill of the active segment: no step runs when this returns, and
+    /// none starts until [`Writer::restart_prealloc`].
+    pub(super) fn stop_prealloc(&self) {
+        let mut st = self.pre.state.lock();
+        st.file = None;
+        st.generation += 1;
+        while st.busy {
+            self.pre.cv.wait(&mut st);
+        }
+    }
+
+    /// Restarts the zero-fill of the active segment from `self.pos`, which is its end.
+    pub(super) fn restart_prealloc(&self, file: File) {
+        let mut st = self.pre.state.lock();
+        st.file = Some(Arc::new(file));
+        st.alloc_end = self.pos;
+        st.want = self.pos;
+        st.limit = self.opts.segment_size.max(self.pos);
+        st.fallback = false;
+        self.pre.cv.notify_all();
+    }
+
+    /// Brings the active segment back to its last acknowledged record after a failed
+    /// write or fsync, so writing can resume without a restart:
+    ///
+    /// 1. every batch handed to the syncer is answered (none is acknowledged while
+    ///    poisoned), so the index holds the segment's acknowledged end;
+    /// 2. the zero-fill is stopped, and a next segment left by a failed rotation is
+    ///    removed (nothing was ever written into it);
+    /// 3. the segment is truncated to that end and fsync'd (size included): whatever
+    ///    was written after the last acknowledgement — a torn batch, or pages a failed
+    ///    fsync may have dropped — is gone from the file and from the page cache;
+    /// 4. only then is the poison lifted (under the sync lock) and the zero-fill
+    ///    restarted at the new end.
+    ///
+    /// Acknowledged records are below that end and were made durable by an fsync that
+    /// succeeded; nothing rewrites them. On error the store stays poisoned.
+    pub(super) fn repair(&mut self) -> io::Result<()> {
+        self.barrier()?;
+        self.stop_prealloc();
+        let end = self
+            .shared
+            .index
+            .lock()
+            .segments
+            .get(&self.segment)
+            .copied()
+            .unwrap_or(SEGMENT_HEADER);
+        let next = self.shared.segment_path(self.segment + 1);
+        match std::fs::remove_file(&next) {
+            Ok(()) => self.shared.fsync_dir(&self.shared.mail)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.file.set_len(end)?;
+        {
+            let _one = self.shared.sync_lock.lock();
+            self.shared.fsync(&self.file, false)?;
+            self.shared.poisoned.store(false, Ordering::Release);
+        }
+        tracing::warn!(
+            segment = self.segment,
+            from = self.pos,
+            to = end,
+            "mail log repaired: truncated to the last acknowledged record"
+        );
+        self.pos = end;
+        let own = OpenOptions::new()
+            .write(true)
+            .open(self.shared.segment_path(self.segment))?;
+        self.restart_prealloc(own);
         Ok(())
     }
 
@@ -221,17 +319,7 @@ impl Writer {
         // Every record of the old segment durable and acknowledged first: its successor's
         // records are acknowledged only after it is complete. Then stop the zero-fill.
         self.drain_syncer()?;
-        {
-            let mut st = self.pre.state.lock();
-            st.file = None;
-            st.generation += 1;
-            while st.busy {
-                self.pre.cv.wait(&mut st);
-            }
-            if st.error {
-                return Err(io::Error::other("the log's preallocation failed"));
-            }
-        }
+        self.stop_prealloc();
         // Trim the zero-filled tail and make it durable: a finished segment is exactly
         // its records, before any later segment exists.
         self.file.set_len(self.pos)?;
@@ -250,12 +338,7 @@ impl Writer {
         self.segment = n;
         self.pos = SEGMENT_HEADER;
         self.shared.index.lock().segments.insert(n, SEGMENT_HEADER);
-        let mut st = self.pre.state.lock();
-        st.file = Some(Arc::new(own));
-        st.alloc_end = SEGMENT_HEADER;
-        st.want = SEGMENT_HEADER;
-        st.limit = self.opts.segment_size;
-        self.pre.cv.notify_all();
+        self.restart_prealloc(own);
         Ok(())
     }
 

@@ -65,7 +65,10 @@ fn route(sh: &Shared, env: &Envelope) -> Result<String, Refusal> {
 /// read, so one message may take a mailbox over the byte quota by at most its own size.
 fn over_quota(sh: &Shared, mailbox: &str) -> Result<(), Refusal> {
     let l = &sh.config.limits;
-    let (messages, bytes) = MailStore::mailbox_usage(&sh.store, mailbox);
+    let (messages, bytes) = MailStore::mailbox_usage(&sh.store, mailbox).map_err(|e| {
+        tracing::error!(error = %e, "mail store failed on the quota check");
+        Refusal::Internal
+    })?;
     if messages >= l.max_mailbox_messages || bytes >= l.max_mailbox_bytes {
         tracing::debug!(mailbox, messages, bytes, "mailbox over quota");
         return Err(Refusal::Delivery);
