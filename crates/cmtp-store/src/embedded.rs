@@ -4,15 +4,13 @@ use std::path::Path;
 
 use crate::{
     FsUsers, LogDelivery, LogMail, MailStore, MessageInfo, MessageReader, MetricsSnapshot, Options,
-    Result, StoreStats, UserRecord, UserStore,
+    Result, StoreHealth, StoreStats, UserRecord, UserStore,
 };
 
 /// Users and mail in one data directory; implements both [`UserStore`] and [`MailStore`].
 pub struct EmbeddedStore {
-    /// The user directories.
-    pub users: FsUsers,
-    /// The mail log.
-    pub mail: LogMail,
+    users: FsUsers,
+    mail: LogMail,
 }
 
 impl EmbeddedStore {
@@ -53,8 +51,8 @@ impl UserStore for EmbeddedStore {
     fn remove(&self, name: &str) -> Result<bool> {
         self.users.remove(name)
     }
-    fn list(&self) -> Result<Vec<UserRecord>> {
-        self.users.list()
+    fn list_users(&self) -> Result<Vec<UserRecord>> {
+        self.users.list_users()
     }
 }
 
@@ -81,7 +79,7 @@ impl MailStore for EmbeddedStore {
     async fn delete(&self, mailbox: &str, id: u64) -> Result<bool> {
         self.mail.delete(mailbox, id).await
     }
-    fn mailbox_usage(&self, mailbox: &str) -> (u64, u64) {
+    fn mailbox_usage(&self, mailbox: &str) -> Result<(u64, u64)> {
         self.mail.mailbox_usage(mailbox)
     }
     fn stats(&self) -> Result<StoreStats> {
@@ -89,5 +87,8 @@ impl MailStore for EmbeddedStore {
     }
     fn metrics(&self) -> MetricsSnapshot {
         self.mail.metrics()
+    }
+    fn health(&self) -> StoreHealth {
+        self.mail.health()
     }
 }

@@ -12,7 +12,7 @@ pub enum StoreError {
     /// The user (or object) already exists.
     #[error("already exists")]
     AlreadyExists,
-    /// A name that must never reach a path or the log (see `validate_name`).
+    /// A name that is not one safe path component (see `ensure_path_safe`).
     #[error("invalid name: {0}")]
     InvalidName(&'static str),
     /// Metadata that does not fit the format (a field over 255 bytes).
@@ -27,8 +27,15 @@ pub enum StoreError {
     /// A write was attempted on a read-only store.
     #[error("the store is open read-only")]
     ReadOnly,
-    /// An earlier write or fsync failed; nothing more is accepted until a restart
-    /// (after a failed fsync the page cache cannot be trusted).
-    #[error("the store failed earlier and accepts no more writes; restart to recover")]
-    Failed,
+    /// The mail log's writer thread is gone (it panicked): nothing more can be written
+    /// until the store is opened again.
+    #[error("the mail log's writer stopped; reopen the store")]
+    WriterStopped,
+    /// An earlier `write` of this delivery failed or was cancelled midway, so its data
+    /// is not what was sent: it can be neither continued nor committed.
+    #[error("an earlier write of this delivery did not complete")]
+    DeliveryIncomplete,
+    /// A blocking task of the store panicked or was cancelled.
+    #[error("a store task failed: {0}")]
+    TaskFailed(String),
 }

@@ -9,12 +9,13 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod clock;
 mod embedded;
 mod error;
 mod fsutil;
 mod log;
 mod metrics;
-mod name;
+mod path_safe;
 mod record;
 mod users;
 
@@ -25,14 +26,15 @@ pub use embedded::EmbeddedStore;
 pub use error::{Result, StoreError};
 pub use log::{LogDelivery, LogMail, MessageReader, Options};
 pub use metrics::{BATCH_BUCKETS, FSYNC_BUCKETS_US, MetricsSnapshot, StoreMetrics};
-pub use name::validate_name;
+pub use path_safe::ensure_path_safe;
 pub use users::FsUsers;
 
 /// One user account as stored: the account name, its Ed25519 public key, the xzibit
 /// (the encrypted private key blob, opaque to the store) and its creation time.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
-    /// Account name (validated by [`validate_name`]).
+    /// Account name (one safe path component, see [`ensure_path_safe`]; the protocol's
+    /// stricter rule is the caller's).
     pub name: String,
     /// Ed25519 public key, 32 raw bytes.
     pub public_key: [u8; 32],
@@ -70,7 +72,7 @@ pub trait UserStore: Send + Sync + 'static {
     /// Removes a user durably; `false` if there was none.
     fn remove(&self, name: &str) -> Result<bool>;
     /// All users, sorted by name.
-    fn list(&self) -> Result<Vec<UserRecord>>;
+    fn list_users(&self) -> Result<Vec<UserRecord>>;
 }
 
 /// What the server knows about a message when it commits it.
@@ -138,27 +140,6 @@ pub struct StoreStats {
     pub blob_bytes: u64,
 }
 
-/// Whether the store accepts writes (PLACEHOLDER until the store branch lands).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreHealth {
-    /// Accepting writes.
-    Ok,
-    /// Refusing writes, with why.
-    Degraded {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl std::fmt::Display for StoreHealth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreHealth::Ok => f.write_str("ok"),
-            StoreHealth::Degraded { reason } => write!(f, "store refuses writes: {reason}"),
-        }
-    }
-}
-
 /// A streamed read of one stored message, in chunks, with bounded memory.
 pub trait MessageRead: Send {
     /// The next chunk of at most `max` bytes (`max` ≥ 1), or `None` at the end.
@@ -217,21 +198,37 @@ pub trait MailStore: Send + Sync + 'static {
     /// Deletes a message; durable when it resolves; `false` if there was none.
     fn delete(&self, mailbox: &str, id: u64) -> impl Future<Output = Result<bool>> + Send;
     /// `(messages, bytes)` of one mailbox (0, 0 if it has none), for per-mailbox quotas.
-    /// O(1) in the embedded backend (running totals in its index).
+    /// O(1) in the embedded backend (running totals in its index). Fails closed: an
+    /// error is an error, never an empty mailbox (a quota must not open on a failure).
     ///
-    /// The default derives it from [`MailStore::stats`].
-    fn mailbox_usage(&self, mailbox: &str) -> (u64, u64) {
-        self.stats()
-            .ok()
-            .and_then(|s| s.mailboxes.get(mailbox).map(|m| (m.messages, m.bytes)))
-            .unwrap_or((0, 0))
+    /// The default derives it from [`MailStore::stats`] and propagates its error.
+    fn mailbox_usage(&self, mailbox: &str) -> Result<(u64, u64)> {
+        let s = self.stats()?;
+        Ok(s.mailboxes
+            .get(mailbox)
+            .map_or((0, 0), |m| (m.messages, m.bytes)))
     }
     /// Store-wide figures.
     fn stats(&self) -> Result<StoreStats>;
-    /// Whether the store accepts writes now.
-    fn health(&self) -> StoreHealth {
-        StoreHealth::Ok
-    }
-    /// Durability-commit observations (batches, batch sizes, fsync latency) for metrics.
+    /// Durability-commit observations (batches, batch sizes, fsync latency, write
+    /// failures) for metrics.
     fn metrics(&self) -> MetricsSnapshot;
+    /// Whether writes work right now, for the server's health report.
+    fn health(&self) -> StoreHealth;
+}
+
+/// Whether the store accepts writes, as [`MailStore::health`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Writes work (or none has failed since the last one that worked).
+    Ok,
+    /// The last write or fsync failed and none has succeeded since: deliveries are
+    /// failing now. The store retries with each new delivery (repairing its log first)
+    /// and is `Ok` again once one is durable; no restart is needed.
+    Degraded {
+        /// What failed and the OS error, e.g. "writing the log: No space left on device".
+        reason: String,
+        /// Unix seconds of the first failure of this episode.
+        since: u64,
+    },
 }

@@ -23,6 +23,8 @@ pub struct StoreMetrics {
     fsync_total_us: AtomicU64,
     fsync_hist: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
     batch_hist: [AtomicU64; BATCH_BUCKETS.len() + 1],
+    write_failures: AtomicU64,
+    prealloc_fallbacks: AtomicU64,
 }
 
 /// A copy of [`StoreMetrics`] at one instant.
@@ -42,6 +44,12 @@ pub struct MetricsSnapshot {
     pub fsync_hist: Vec<u64>,
     /// Batch sizes per bucket (see [`BATCH_BUCKETS`]; last = overflow).
     pub batch_hist: Vec<u64>,
+    /// Failed writes and fsyncs of the log (each failed its batch; the store repaired
+    /// itself before writing again). A full disk counts here.
+    pub write_failures: u64,
+    /// Preallocation (zero-fill) steps that failed, after which the log was written
+    /// without preallocation (harmless, a little slower).
+    pub prealloc_fallbacks: u64,
 }
 
 impl StoreMetrics {
@@ -69,6 +77,16 @@ impl StoreMetrics {
         self.batch_hist[i].fetch_add(1, Relaxed);
     }
 
+    /// Records one failed write or fsync of the log.
+    pub fn observe_write_failure(&self) {
+        self.write_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Records one failed preallocation step (the log goes on without it).
+    pub fn observe_prealloc_fallback(&self) {
+        self.prealloc_fallbacks.fetch_add(1, Relaxed);
+    }
+
     /// A consistent-enough copy (each counter is read atomically).
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -79,6 +97,8 @@ impl StoreMetrics {
             fsync_total_us: self.fsync_total_us.load(Relaxed),
             fsync_hist: self.fsync_hist.iter().map(|c| c.load(Relaxed)).collect(),
             batch_hist: self.batch_hist.iter().map(|c| c.load(Relaxed)).collect(),
+            write_failures: self.write_failures.load(Relaxed),
+            prealloc_fallbacks: self.prealloc_fallbacks.load(Relaxed),
         }
     }
 }

@@ -37,17 +37,19 @@ fn check_field(s: &str, what: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// Checks metadata fits the format (each string ≤ 255 bytes; mailbox "" or a valid name).
+/// Checks metadata fits the format (each string ≤ 255 bytes). A mailbox is "" (the
+/// postmaster's) or a user's name, so it must be path-safe like one, although in this
+/// backend it never reaches a path.
 pub(crate) fn check_meta(meta: &MessageMeta) -> Result<()> {
     if !meta.mailbox.is_empty() {
-        crate::validate_name(&meta.mailbox)?;
+        crate::ensure_path_safe(&meta.mailbox)?;
     }
     check_field(&meta.src_account, "src_account over 255 bytes")?;
     check_field(&meta.src_domain, "src_domain over 255 bytes")
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Lengths were checked by `check_meta` / `validate_name`.
+    // Lengths were checked by `check_meta` / `ensure_path_safe`.
     out.push(s.len() as u8);
     out.extend_from_slice(s.as_bytes());
 }

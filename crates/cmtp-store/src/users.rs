@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::fsutil::{DIR_MODE, create_dirs_synced, create_new_private, sync_dir};
-use crate::name::validate_name;
+use crate::path_safe::ensure_path_safe;
 use crate::{Result, StoreError, UserRecord, UserStore};
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -67,7 +67,7 @@ impl FsUsers {
     }
 
     fn dir(&self, name: &str) -> Result<PathBuf> {
-        validate_name(name)?;
+        ensure_path_safe(name)?;
         Ok(self.users.join(name))
     }
 
@@ -221,7 +221,7 @@ impl UserStore for FsUsers {
         Ok(true)
     }
 
-    fn list(&self) -> Result<Vec<UserRecord>> {
+    fn list_users(&self) -> Result<Vec<UserRecord>> {
         let entries = match fs::read_dir(&self.users) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -230,11 +230,11 @@ impl UserStore for FsUsers {
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry?;
-            // Names that are not UTF-8 or not valid cannot have been written by us: skip.
+            // Names that are not UTF-8 or not path-safe cannot have been written by us: skip.
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if validate_name(&name).is_err() {
+            if ensure_path_safe(&name).is_err() {
                 continue;
             }
             if let Some(u) = self.get(&name)? {

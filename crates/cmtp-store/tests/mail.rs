@@ -337,20 +337,40 @@ async fn read_only_beside_a_live_writer() {
 async fn bad_metadata_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = LogMail::open(dir.path(), Options::default()).unwrap();
-    for mb in ["../x", "a/b", ".", "..", "\u{0}", "a\\b"] {
+    for mb in ["../x", "a/b", ".", "..", "\u{0}"] {
         let r = store.begin().commit(meta(mb)).await;
         assert!(
             matches!(r, Err(StoreError::InvalidName(_))),
             "{mb:?}: {r:?}"
         );
     }
+    // The protocol's stricter name rule is the server's; the store only keeps names
+    // path-safe, and `a\b` is one ordinary path component.
+    assert!(store.begin().commit(meta("a\\b")).await.is_ok());
     let mut m = meta("bob");
     m.src_domain = "d".repeat(256);
     assert!(matches!(
         store.begin().commit(m).await,
         Err(StoreError::InvalidMeta(_))
     ));
-    assert_eq!(store.stats().unwrap().messages, 0);
+    assert_eq!(store.stats().unwrap().messages, 1);
+}
+
+/// `mailbox_usage` fails closed: when the log cannot be read (read-only view, the mail
+/// directory replaced by a file) it is an error, never a stale or empty usage that a
+/// quota check would let through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_usage_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogMail::open(dir.path(), Options::default()).unwrap();
+    deliver(&store, "bob", b"one", 3).await;
+    drop(store);
+    let ro = LogMail::open_read_only(dir.path()).unwrap();
+    assert_eq!(ro.mailbox_usage("bob").unwrap(), (1, 3));
+    fs::rename(dir.path().join("mail"), dir.path().join("mail.moved")).unwrap();
+    fs::write(dir.path().join("mail"), b"not a directory").unwrap();
+    let r = ro.mailbox_usage("bob");
+    assert!(matches!(r, Err(StoreError::Io(_))), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -583,7 +603,7 @@ async fn mailbox_usage_and_list_range() {
         ..Options::default()
     };
     let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
-    assert_eq!(store.mailbox_usage("bob"), (0, 0));
+    assert_eq!(store.mailbox_usage("bob").unwrap(), (0, 0));
     let mut bob = Vec::new();
     let mut bytes = 0u64;
     for i in 0..25u64 {
@@ -592,13 +612,13 @@ async fn mailbox_usage_and_list_range() {
         bytes += size as u64;
         deliver(&store, "carol", b"x", 1).await;
     }
-    assert_eq!(store.mailbox_usage("bob"), (25, bytes));
-    assert_eq!(store.mailbox_usage("carol"), (25, 25));
-    assert_eq!(store.mailbox_usage("nobody"), (0, 0));
+    assert_eq!(store.mailbox_usage("bob").unwrap(), (25, bytes));
+    assert_eq!(store.mailbox_usage("carol").unwrap(), (25, 25));
+    assert_eq!(store.mailbox_usage("nobody").unwrap(), (0, 0));
     let gone = bob.remove(3);
     assert!(store.delete("bob", gone).await.unwrap());
     bytes -= 100 + 150 * 3;
-    assert_eq!(store.mailbox_usage("bob"), (24, bytes));
+    assert_eq!(store.mailbox_usage("bob").unwrap(), (24, bytes));
     let st = store.stats().unwrap();
     assert_eq!(
         (st.mailboxes["bob"].messages, st.mailboxes["bob"].bytes),
@@ -634,7 +654,7 @@ async fn mailbox_usage_and_list_range() {
     assert!(store.list_range("nobody", 0, 5).await.unwrap().is_empty());
 
     let ro = EmbeddedStore::open_read_only(dir.path()).unwrap();
-    assert_eq!(ro.mailbox_usage("bob"), (24, bytes));
+    assert_eq!(ro.mailbox_usage("bob").unwrap(), (24, bytes));
     assert_eq!(
         ro.list_range("bob", bob[10], 2).await.unwrap(),
         full[11..13]
@@ -642,8 +662,8 @@ async fn mailbox_usage_and_list_range() {
     drop(ro);
     drop(store);
     let store = LogMail::open(dir.path(), opts).unwrap();
-    assert_eq!(store.mailbox_usage("bob"), (24, bytes));
-    assert_eq!(store.mailbox_usage("carol"), (25, 25));
+    assert_eq!(store.mailbox_usage("bob").unwrap(), (24, bytes));
+    assert_eq!(store.mailbox_usage("carol").unwrap(), (25, 25));
 }
 
 /// A write cancelled while it switches to a blob file (the server dropped the future on

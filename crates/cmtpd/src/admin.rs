@@ -167,7 +167,7 @@ struct UserJson {
 
 /// `user list` (a table, or JSON with `json`).
 pub fn user_list(data_dir: &Path, json: bool) -> Result<String> {
-    let users = FsUsers::open_read_only(data_dir).list()?;
+    let users = FsUsers::open_read_only(data_dir).list_users()?;
     let rows: Vec<UserJson> = users
         .into_iter()
         .map(|u| UserJson {

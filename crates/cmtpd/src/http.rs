@@ -119,8 +119,10 @@ async fn answer(mut stream: TcpStream, pages: Pages) -> std::io::Result<()> {
         }
         ("GET", "/health") => match (pages.health)() {
             StoreHealth::Ok => respond(&mut stream, "200 OK", "text/plain", "ok").await,
-            unhealthy => {
-                let body = format!("unhealthy: {unhealthy}\n");
+            StoreHealth::Degraded { reason, since } => {
+                let ago = crate::unix_now().saturating_sub(since);
+                let body =
+                    format!("unhealthy: the store refuses writes ({reason}) since {ago} s\n");
                 respond(&mut stream, "503 Service Unavailable", "text/plain", &body).await
             }
         },

@@ -85,6 +85,18 @@ impl<S: Backend> Shared<S> {
                 snap.bytes,
             ),
             (
+                "cmtpd_store_write_failures_total",
+                "Store writes or fsyncs that failed (each fails its batch; nothing of it is acknowledged).",
+                "counter",
+                snap.write_failures,
+            ),
+            (
+                "cmtpd_store_prealloc_fallbacks_total",
+                "Segment preallocations that failed (the store then appends without them).",
+                "counter",
+                snap.prealloc_fallbacks,
+            ),
+            (
                 "cmtpd_store_writable",
                 "1 while the store accepts writes, 0 while it refuses them (disk full, I/O error).",
                 "gauge",

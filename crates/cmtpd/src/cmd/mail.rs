@@ -81,7 +81,7 @@ fn admit<S: Backend>(sh: &Shared<S>, mailbox: &str, env: &Envelope) -> Result<Qu
     };
     sh.quotas
         .reserve(mailbox, env.body_end(), quota, || {
-            Ok::<_, std::convert::Infallible>(sh.store.mailbox_usage(mailbox))
+            sh.store.mailbox_usage(mailbox)
         })
         .map_err(|e| match e {
             QuotaError::Full { messages, bytes } => {

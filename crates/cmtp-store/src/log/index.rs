@@ -1,0 +1,210 @@
+//! The in-memory index, rebuilt from the log on open: mailbox → id → entry, with running
+//! totals (O(1) usage for quotas) and the log's space accounting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::{MessageInfo, MessageMeta};
+
+/// Where a message's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Loc {
+    /// Inline in a segment, starting at this file offset.
+    Inline { segment: u64, offset: u64 },
+    /// In `blobs/<file as 16 hex digits>`.
+    Blob { file: u64 },
+}
+
+/// One live message in the index. The mailbox name is the map key (shared by all its
+/// entries), and the id is the inner key: neither is copied here.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    pub(super) received: u64,
+    pub(super) size: u64,
+    pub(super) version: u32,
+    pub(super) attachment_count: u32,
+    pub(super) body_end: u64,
+    pub(super) src_account: Box<str>,
+    pub(super) src_domain: Box<str>,
+    pub(super) loc: Loc,
+    /// Bytes of its record in the log (header + payload).
+    pub(super) rec_len: u64,
+}
+
+impl Entry {
+    pub(super) fn new(info: MessageInfo, loc: Loc, rec_len: u64) -> Self {
+        let m = info.meta;
+        Self {
+            received: info.received,
+            size: info.size,
+            version: m.version,
+            attachment_count: m.attachment_count,
+            body_end: m.body_end,
+            src_account: m.src_account.into_boxed_str(),
+            src_domain: m.src_domain.into_boxed_str(),
+            loc,
+            rec_len,
+        }
+    }
+
+    pub(super) fn info(&self, id: u64, mailbox: &str) -> MessageInfo {
+        MessageInfo {
+            id,
+            received: self.received,
+            size: self.size,
+            meta: MessageMeta {
+                mailbox: mailbox.to_owned(),
+                src_account: self.src_account.to_string(),
+                src_domain: self.src_domain.to_string(),
+                version: self.version,
+                attachment_count: self.attachment_count,
+                body_end: self.body_end,
+            },
+        }
+    }
+}
+
+/// One mailbox's live messages and running totals (O(1) usage for quotas).
+#[derive(Debug, Default)]
+pub(super) struct Mailbox {
+    pub(super) messages: BTreeMap<u64, Entry>,
+    /// Sum of the messages' sizes.
+    pub(super) bytes: u64,
+}
+
+/// The in-memory index, rebuilt from the log on open.
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    pub(super) mailboxes: HashMap<Arc<str>, Mailbox>,
+    /// Largest id seen in any record (messages and tombstones): ids are never reused.
+    pub(super) max_id: u64,
+    /// Segment number → bytes known valid (scanned or written).
+    pub(super) segments: BTreeMap<u64, u64>,
+    pub(super) live_bytes: u64,
+    pub(super) dead_bytes: u64,
+    /// Live messages in blob files, and the sum of their sizes.
+    pub(super) blobs: u64,
+    pub(super) blob_bytes: u64,
+    /// Read-only mode: where the next incremental scan resumes.
+    pub(super) scan_seg: u64,
+    pub(super) scan_off: u64,
+}
+
+impl Index {
+    pub(super) fn apply_message(&mut self, info: MessageInfo, loc: Loc, rec_len: u64) {
+        self.max_id = self.max_id.max(info.id);
+        self.live_bytes += rec_len;
+        if matches!(loc, Loc::Blob { .. }) {
+            self.blobs += 1;
+            self.blob_bytes += info.size;
+        }
+        let mb = match self.mailboxes.get_mut(info.meta.mailbox.as_str()) {
+            Some(mb) => mb,
+            None => self
+                .mailboxes
+                .entry(Arc::from(info.meta.mailbox.as_str()))
+                .or_default(),
+        };
+        let id = info.id;
+        let entry = Entry::new(info, loc, rec_len);
+        mb.bytes += entry.size;
+        if let Some(old) = mb.messages.insert(id, entry) {
+            // Only a corrupt log repeats an id; keep the totals equal to the entries.
+            mb.bytes -= old.size;
+            self.live_bytes -= old.rec_len;
+            self.dead_bytes += old.rec_len;
+            if matches!(old.loc, Loc::Blob { .. }) {
+                self.blobs -= 1;
+                self.blob_bytes -= old.size;
+            }
+        }
+    }
+
+    /// Applies a tombstone; returns the removed entry, if it was live.
+    pub(super) fn apply_delete(&mut self, id: u64, mailbox: &str, rec_len: u64) -> Option<Entry> {
+        self.max_id = self.max_id.max(id);
+        self.dead_bytes += rec_len;
+        let mb = self.mailboxes.get_mut(mailbox)?;
+        let e = mb.messages.remove(&id)?;
+        mb.bytes -= e.size;
+        if mb.messages.is_empty() {
+            self.mailboxes.remove(mailbox);
+        }
+        self.live_bytes -= e.rec_len;
+        self.dead_bytes += e.rec_len;
+        if matches!(e.loc, Loc::Blob { .. }) {
+            self.blobs -= 1;
+            self.blob_bytes -= e.size;
+        }
+        Some(e)
+    }
+
+    pub(super) fn get(&self, mailbox: &str, id: u64) -> Option<&Entry> {
+        self.mailboxes.get(mailbox)?.messages.get(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u64, mailbox: &str) -> MessageInfo {
+        MessageInfo {
+            id,
+            received: 1,
+            size: 10 * id,
+            meta: MessageMeta {
+                mailbox: mailbox.into(),
+                src_account: "alice".into(),
+                src_domain: "example.org".into(),
+                version: 2,
+                attachment_count: 0,
+                body_end: 3,
+            },
+        }
+    }
+
+    /// Index entries share their mailbox's name instead of each holding a copy, and keep
+    /// per-mailbox totals.
+    #[test]
+    fn entries_share_the_mailbox_name() {
+        let mut index = Index::default();
+        for id in 1..=50 {
+            index.apply_message(info(id, "bob"), Loc::Blob { file: id }, 100);
+        }
+        index.apply_message(
+            info(51, "carol"),
+            Loc::Inline {
+                segment: 1,
+                offset: 16,
+            },
+            100,
+        );
+        let (name, mb) = index.mailboxes.get_key_value("bob").unwrap();
+        assert_eq!(
+            Arc::strong_count(name),
+            1,
+            "entries hold copies of the name"
+        );
+        assert_eq!(mb.messages.len(), 50);
+        assert_eq!(mb.bytes, (1..=50).map(|i| 10 * i).sum::<u64>());
+        assert_eq!((index.blobs, index.blob_bytes), (50, mb.bytes));
+        // No per-entry mailbox string: an entry is its fixed fields and two short strings.
+        assert!(
+            std::mem::size_of::<Entry>() <= 96,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        assert_eq!(index.get("bob", 7).unwrap().info(7, "bob"), info(7, "bob"));
+        assert!(index.apply_delete(7, "bob", 30).is_some());
+        let mb = &index.mailboxes["bob"];
+        assert_eq!(
+            (mb.messages.len(), mb.bytes),
+            (49, (1..=50).map(|i| 10 * i).sum::<u64>() - 70)
+        );
+        assert_eq!(index.blobs, 49);
+        assert!(index.apply_delete(51, "carol", 30).is_some());
+        assert!(!index.mailboxes.contains_key("carol"));
+        assert_eq!(index.max_id, 51);
+    }
+}
