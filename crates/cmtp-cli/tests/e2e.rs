@@ -1,8 +1,6 @@
 //! End to end: the real `cmtpd` and `cmtp` binaries over loopback TCP.
 
-mod common;
-
-use common::*;
+use cmtp_testkit::*;
 use std::path::Path;
 
 // The documented exit codes (docs/client.md); tests pin them.
@@ -29,7 +27,7 @@ fn mail_with_cc_and_attachments_round_trip() {
     add_user(&data, "alice", "alice secret");
     add_user(&data, "bob", "bob secret");
     add_user(&data, "carol", "carol secret");
-    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let srv = TestServer::start_in(&data);
     let server = srv.server_arg();
     let (pa, pb, pc) = (home.join("pa"), home.join("pb"), home.join("pc"));
     login(home, &pa, "alice@localhost", &server, "alice secret", false);
@@ -169,7 +167,7 @@ fn wrong_password_and_unknown_user() {
     let home = t.path();
     let data = home.join("data");
     add_user(&data, "alice", "right");
-    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let srv = TestServer::start_in(&data);
     let server = srv.server_arg();
     let p = home.join("p");
     let o = cmtp(
@@ -246,7 +244,7 @@ fn users_imported_from_2016_vectors_log_in() {
             hex::decode(x["xzibit"].as_str().unwrap()).unwrap(),
         )
         .unwrap();
-        cmtpd(
+        admin(
             &data,
             &[
                 "user",
@@ -264,7 +262,7 @@ fn users_imported_from_2016_vectors_log_in() {
     }
     assert!(imported.len() >= 3, "expected the three adduser vectors");
     add_user(&data, "zed", "zed pw");
-    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let srv = TestServer::start_in(&data);
     let server = srv.server_arg();
     for (name, pw, pk) in &imported {
         let p = home.join(format!("p-{name}"));
@@ -304,14 +302,18 @@ fn changed_server_key_is_a_loud_error_until_trusted() {
     let d2 = home.join("data2");
     add_user(&d1, "alice", "pw");
     add_user(&d2, "alice", "pw");
-    let mut srv = Server::start(&d1, "127.0.0.1:0", &[]);
+    let mut srv = TestServer::start_in(&d1);
     let addr = srv.server_arg();
     let p = home.join("p");
     login(home, &p, "alice@localhost", &addr, "pw", true);
     let old = cmtp(home, &p, &["server", "show", "--json"], b"").json();
-    srv.stop();
+    srv.kill();
     // Another server (another key) on the same address.
-    let srv2 = Server::start(&d2, &addr, &[]);
+    let srv2 = TestServer::start_with(Opts {
+        data: Some(d2.clone()),
+        listen: Some(srv.addr),
+        ..Opts::default()
+    });
     assert_eq!(srv2.server_arg(), addr);
     let o = cmtp(home, &p, &["inbox"], b"");
     assert_eq!(o.code, KEY_CHANGED, "{o:?}");
@@ -364,7 +366,7 @@ fn changed_server_key_is_a_loud_error_until_trusted() {
 
 /// The fingerprint of a data dir's server key, computed the way `cmtp` shows it.
 fn cmtpd_key_fingerprint(_home: &Path, data: &Path) -> String {
-    let shown = cmtpd(data, &["key", "show", "--json"], b"").json();
+    let shown = admin(data, &["key", "show", "--json"], b"").json();
     let key = cmtp_crypto::PublicKey::from_hex(shown["public_key"].as_str().unwrap()).unwrap();
     // What the operator reads is what the client shows.
     assert_eq!(shown["fingerprint"], key.fingerprint());
@@ -378,7 +380,7 @@ fn changed_user_key_refuses_to_send_until_accepted() {
     let data = home.join("data");
     add_user(&data, "alice", "a");
     add_user(&data, "bob", "b");
-    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let srv = TestServer::start_in(&data);
     let server = srv.server_arg();
     let p = home.join("p");
     login(home, &p, "alice@localhost", &server, "a", true);
@@ -387,7 +389,7 @@ fn changed_user_key_refuses_to_send_until_accepted() {
     let k2 = cmtp(home, &p, &["key", "bob@localhost", "--json"], b"").json();
     assert_eq!(k2["status"], "pinned");
     // Bob's account is recreated with a new key.
-    cmtpd(&data, &["user", "remove", "bob"], b"").ok();
+    admin(&data, &["user", "remove", "bob"], b"").ok();
     add_user(&data, "bob", "b2");
     let o = cmtp(home, &p, &["key", "bob@localhost"], b"");
     assert_eq!(o.code, KEY_CHANGED, "{o:?}");
@@ -415,11 +417,12 @@ fn message_over_the_server_limit_is_too_large() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path();
     let data = home.join("data");
-    let cfg = home.join("cmtpd.toml");
-    std::fs::write(&cfg, "[limits]\nmax_message_size = 65536\n").unwrap();
-    let cfg_s = cfg.to_str().unwrap().to_owned();
     add_user(&data, "alice", "a");
-    let srv = Server::start(&data, "127.0.0.1:0", &["--config", &cfg_s]);
+    let srv = TestServer::start_with(Opts {
+        data: Some(data.clone()),
+        config: "[limits]\nmax_message_size = 65536\n".into(),
+        ..Opts::default()
+    });
     let p = home.join("p");
     login(home, &p, "alice@localhost", &srv.server_arg(), "a", true);
     let f = home.join("big.bin");
@@ -486,7 +489,7 @@ fn messages_stored_by_the_2016_server_are_readable() {
     std::fs::write(home.join("public.key"), bob.public().as_bytes()).unwrap();
     std::fs::write(home.join("bob.xzibit"), xz.as_bytes()).unwrap();
     let dom = ["--domain", "hawaii.edu"];
-    let o = cmtpd(
+    let o = admin(
         &data,
         &[
             "--domain",
@@ -502,7 +505,11 @@ fn messages_stored_by_the_2016_server_are_readable() {
         b"",
     );
     o.ok();
-    let srv = Server::start(&data, "127.0.0.1:0", &dom);
+    let srv = TestServer::start_with(Opts {
+        data: Some(data.clone()),
+        global_args: dom.map(String::from).to_vec(),
+        ..Opts::default()
+    });
     // Replay: MAIL + the stored message (a CMTP/1 server reads no nonce).
     let s = std::net::TcpStream::connect(srv.addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
@@ -558,7 +565,7 @@ fn profile_folder_comes_from_flag_env_or_config_dir() {
     let home = t.path();
     let data = home.join("data");
     add_user(&data, "alice", "pw");
-    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let srv = TestServer::start_in(&data);
     let base = || {
         let mut c = std::process::Command::new(cmtp_bin());
         c.env_clear()
@@ -631,11 +638,11 @@ fn profile_folder_comes_from_flag_env_or_config_dir() {
 
 /// A server with alice and bob, both logged in (bob with --remember): the server and
 /// their profile folders.
-fn alice_and_bob(home: &Path) -> (Server, std::path::PathBuf, std::path::PathBuf) {
+fn alice_and_bob(home: &Path) -> (TestServer, std::path::PathBuf, std::path::PathBuf) {
     let data = home.join("data");
     add_user(&data, "alice", "alice secret");
     add_user(&data, "bob", "bob secret");
-    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let srv = TestServer::start_in(&data);
     let server = srv.server_arg();
     let (pa, pb) = (home.join("pa"), home.join("pb"));
     login(home, &pa, "alice@localhost", &server, "alice secret", false);
@@ -780,11 +787,12 @@ fn a_server_over_its_connection_limit_is_reported_as_a_refusal() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path();
     let data = home.join("data");
-    let cfg = home.join("cmtpd.toml");
-    std::fs::write(&cfg, "[limits]\nmax_connections_per_ip = 1\n").unwrap();
-    let cfg_s = cfg.to_str().unwrap().to_owned();
     add_user(&data, "alice", "a");
-    let srv = Server::start(&data, "127.0.0.1:0", &["--config", &cfg_s]);
+    let srv = TestServer::start_with(Opts {
+        data: Some(data.clone()),
+        config: "[limits]\nmax_connections_per_ip = 1\n".into(),
+        ..Opts::default()
+    });
     let p = home.join("p");
     login(home, &p, "alice@localhost", &srv.server_arg(), "a", true);
 
@@ -819,4 +827,14 @@ fn a_server_over_its_connection_limit_is_reported_as_a_refusal() {
     let said = format!("{}{}", o.stdout, o.stderr);
     assert!(said.contains("refused the connection"), "{o:?}");
     assert!(!said.contains("not a CMTP server"), "{o:?}");
+}
+
+/// The kit finds, beside this test executable, exactly the binary cargo built for it.
+#[test]
+fn testkit_finds_the_cmtp_binary_cargo_built() {
+    let built = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cmtp"));
+    assert_eq!(
+        cmtp_bin().canonicalize().unwrap(),
+        built.canonicalize().unwrap()
+    );
 }

@@ -2,16 +2,13 @@
 //! spec §10 records — the 2016 C server itself cannot run here), an SMTP server, a
 //! closed port, a silent server, and DNS discovery (SRV) in front of a real cmtpd.
 
-mod common;
-#[path = "../../cmtp-client/tests/support/dns.rs"]
-mod dns;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 
 use cmtp_crypto::KeyPair;
-use common::*;
+use cmtp_testkit::dns;
+use cmtp_testkit::*;
 
 const OTHER: i32 = 1;
 const UNREACHABLE: i32 = 3;
@@ -357,7 +354,7 @@ fn login_finds_the_server_through_dns_srv() {
     let home = t.path();
     let data = home.join("data");
     let dom = ["--domain", "example.test"];
-    let o = cmtpd(
+    let o = admin(
         &data,
         &[
             "--domain",
@@ -370,7 +367,11 @@ fn login_finds_the_server_through_dns_srv() {
         b"pw\n",
     );
     o.ok();
-    let srv = Server::start(&data, "127.0.0.1:0", &dom);
+    let srv = TestServer::start_with(Opts {
+        data: Some(data.clone()),
+        global_args: dom.map(String::from).to_vec(),
+        ..Opts::default()
+    });
     let d = dns::start(vec![(
         "_cmtp._tcp.example.test".into(),
         vec![dns::Rr::Srv(0, 0, srv.addr.port(), "localhost.".into())],
@@ -414,7 +415,7 @@ fn a_2016_answer_after_a_cmtp1_login_is_a_downgrade() {
     let home = t.path();
     let data = home.join("data");
     add_user(&data, "alice", "alice secret");
-    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let srv = TestServer::start_in(&data);
     let real = srv.server_arg();
     let p = home.join("p");
     let o = cmtp(

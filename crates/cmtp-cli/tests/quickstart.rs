@@ -7,11 +7,9 @@
 //! (`unshare -rn`, with its own loopback) when the system allows it; otherwise on the
 //! host loopback, where a busy port 9001 makes the test fail with the server's error.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use cmtp_testkit::*;
 
 fn quickstart_lines() -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))

@@ -1,14 +1,12 @@
 //! The interactive paths, under a real pseudo-terminal (util-linux `script`): the
 //! no-echo password prompt and composing the text in `$EDITOR`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use cmtp_testkit::*;
 
 fn have_script() -> bool {
     Command::new("script")
@@ -32,7 +30,7 @@ fn password_prompt_and_editor_on_a_terminal() {
     let home = t.path();
     let data = home.join("data");
     add_user(&data, "alice", "tty pw");
-    let srv = Server::start(&data, "127.0.0.1:0", &[]);
+    let srv = TestServer::start_in(&data);
     let p = home.join("p");
     let cmtp = cmtp_bin();
     let under_tty = |cmdline: &str, input: &[u8], editor: Option<&str>| {

@@ -1,13 +1,10 @@
 //! Discovery against a real DNS server (hickory-server, in-memory zone) on loopback:
 //! SRV wins (with its port), else MX hosts on port 25 by preference, else a clear error.
 
-#[path = "support/dns.rs"]
-mod dns;
-
 use std::time::Duration;
 
 use cmtp_client::{CandidateSource, ClientError, Discovery, ErrorKind};
-use dns::Rr;
+use cmtp_testkit::dns::{self, Rr};
 
 #[tokio::test]
 async fn srv_wins_over_mx_and_is_ordered() {

@@ -5,14 +5,11 @@
 //! Figures: pipelined KEYREQUEST per second, 1 KiB MAIL per second (durable), and the
 //! server's memory with 10,000 idle connections.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use cmtp_testkit::*;
 
 fn rss_kib(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -2,14 +2,12 @@
 //! floods (per address and per mailbox), quotas under concurrency, trusted networks,
 //! monitoring under held-open sockets, and internal errors that must close.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use cmtp_crypto::KeyPair;
 use cmtp_proto::{MboxKind, MboxRequest};
-use common::*;
+use cmtp_testkit::*;
 
 /// The ids in `user`'s mailbox (signed MBOXLIST).
 fn count(c: &mut Client, user: &str, key: &KeyPair) -> usize {

@@ -1,28 +1,15 @@
 //! The admin subcommands, run as the real binary while the server runs on the same data
 //! directory; changes are visible to the server at once.
 
-mod common;
-
-use std::process::Output;
-
 use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
-use common::*;
+use cmtp_testkit::*;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/vectors");
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+fn ok(out: &Out) -> String {
+    out.ok().to_owned()
 }
 
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "unexpected success");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn failed(out: &Out) -> String {
+    out.failed().to_owned()
 }
 
 #[test]
@@ -34,7 +21,7 @@ fn user_add_list_remove_while_serving() {
 
     let out = ok(&srv.admin(
         &["user", "add", "lena", "--password-stdin"],
-        Some("correct horse \n"),
+        b"correct horse \n",
     ));
     let hex_key = out.split_whitespace().nth(2).unwrap().to_owned();
     // Seen by the running server at once.
@@ -50,17 +37,16 @@ fn user_add_list_remove_while_serving() {
 
     // Duplicate, hostile names, empty password.
     assert!(
-        failed(&srv.admin(&["user", "add", "lena", "--password-stdin"], Some("x\n")))
-            .contains("exists")
+        failed(&srv.admin(&["user", "add", "lena", "--password-stdin"], b"x\n")).contains("exists")
     );
     for bad in ["../x", "a/b", ".."] {
-        failed(&srv.admin(&["user", "add", bad, "--password-stdin"], Some("pw\n")));
+        failed(&srv.admin(&["user", "add", bad, "--password-stdin"], b"pw\n"));
     }
     assert!(!srv.dir.path().join("x").exists());
-    failed(&srv.admin(&["user", "add", "mo", "--password-stdin"], Some("\n")));
+    failed(&srv.admin(&["user", "add", "mo", "--password-stdin"], b"\n"));
 
     srv.add_user("abe", "pw");
-    let list = ok(&srv.admin(&["user", "list", "--json"], None));
+    let list = ok(&srv.admin(&["user", "list", "--json"], b""));
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     let names: Vec<&str> = v
         .as_array()
@@ -71,19 +57,19 @@ fn user_add_list_remove_while_serving() {
     assert_eq!(names, ["abe", "lena"]);
     assert_eq!(v[1]["public_key"].as_str().unwrap(), hex_key);
     assert_eq!(v[1]["xzibit_version"].as_u64(), Some(2));
-    assert!(ok(&srv.admin(&["user", "list"], None)).contains("lena"));
+    assert!(ok(&srv.admin(&["user", "list"], b"")).contains("lena"));
 
-    ok(&srv.admin(&["user", "remove", "lena"], None));
+    ok(&srv.admin(&["user", "remove", "lena"], b""));
     c.send(b"KEYREQUEST\0lena\0\0LOGIN\0lena\0");
     assert_eq!(c.key_or_none(), None);
     assert_eq!(c.login_reply(), None);
-    failed(&srv.admin(&["user", "remove", "lena"], None));
+    failed(&srv.admin(&["user", "remove", "lena"], b""));
 }
 
 #[test]
 fn import_2016_adduser_vectors() {
     let srv = TestServer::start();
-    let text = std::fs::read_to_string(format!("{VECTORS}/xzibit.json")).unwrap();
+    let text = std::fs::read_to_string(vectors_dir().join("xzibit.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let vectors: Vec<&serde_json::Value> = json["vectors"]
         .as_array()
@@ -111,7 +97,7 @@ fn import_2016_adduser_vectors() {
                 "--xzibit",
                 xz_file.to_str().unwrap(),
             ],
-            None,
+            b"",
         ));
         let login = format!("LOGIN\0{name}\0KEYREQUEST\0{name}\0\0");
         c.send(login.as_bytes());
@@ -136,7 +122,7 @@ fn import_2016_adduser_vectors() {
             "--xzibit",
             bad.to_str().unwrap(),
         ],
-        None,
+        b"",
     ));
     assert!(e.contains("xzibit"), "{e}");
     let e = failed(&srv.admin(
@@ -149,7 +135,7 @@ fn import_2016_adduser_vectors() {
             "--xzibit",
             bad.to_str().unwrap(),
         ],
-        None,
+        b"",
     ));
     assert!(e.contains("32"), "{e}");
 }
@@ -158,7 +144,7 @@ fn import_2016_adduser_vectors() {
 fn key_show_and_postmaster_mailbox() {
     let srv = TestServer::start();
     // The same fingerprint `cmtp` shows when it pins the server, and the hex.
-    let shown = ok(&srv.admin(&["key", "show"], None));
+    let shown = ok(&srv.admin(&["key", "show"], b""));
     assert_eq!(
         shown,
         format!(
@@ -168,13 +154,13 @@ fn key_show_and_postmaster_mailbox() {
         )
     );
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&srv.admin(&["key", "show", "--json"], None))).unwrap();
+        serde_json::from_str(&ok(&srv.admin(&["key", "show", "--json"], b""))).unwrap();
     assert_eq!(json["fingerprint"], srv.key.fingerprint());
     assert_eq!(json["public_key"], srv.key.to_hex());
     // Never creates a key beside (or instead of) the server's.
     let empty = tempfile::tempdir().unwrap();
-    let out = common::admin(&empty.path().join("none"), &["key", "show"], None);
-    assert!(!out.status.success());
+    let out = admin(&empty.path().join("none"), &["key", "show"], b"");
+    assert!(!out.success());
     assert!(!empty.path().join("none/server.key").exists());
 
     let mut c = srv.client();
@@ -202,40 +188,40 @@ fn key_show_and_postmaster_mailbox() {
     assert_eq!(c.mail(&m1), "SUCCESS");
     assert_eq!(c.mail(&m2), "SUCCESS");
 
-    let list = ok(&srv.admin(&["mailbox", "list"], None));
+    let list = ok(&srv.admin(&["mailbox", "list"], b""));
     let ids: Vec<&str> = list
         .lines()
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
     assert_eq!(ids.len(), 2, "{list}");
     assert!(list.contains("nina@x.example") && list.contains("otto@y.example"));
-    let show = ok(&srv.admin(&["mailbox", "show", ids[0]], None));
+    let show = ok(&srv.admin(&["mailbox", "show", ids[0]], b""));
     assert!(show.contains("subject: Bounce"), "{show}");
     assert!(show.contains("the sealed text"), "{show}");
     assert!(show.contains("notes.txt"), "{show}");
     assert!(show.contains("log: hop"), "{show}");
-    let show = ok(&srv.admin(&["mailbox", "show", ids[1]], None));
+    let show = ok(&srv.admin(&["mailbox", "show", ids[1]], b""));
     assert!(show.contains("plain words"), "{show}");
-    failed(&srv.admin(&["mailbox", "show", "999999"], None));
+    failed(&srv.admin(&["mailbox", "show", "999999"], b""));
 
-    let stats = ok(&srv.admin(&["mailbox", "stats", "--json"], None));
+    let stats = ok(&srv.admin(&["mailbox", "stats", "--json"], b""));
     let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(v["messages"].as_u64(), Some(2));
     assert_eq!(v["mailboxes"][""]["messages"].as_u64(), Some(2));
-    assert!(ok(&srv.admin(&["mailbox", "stats"], None)).contains("2 messages"));
-    assert!(ok(&srv.admin(&["mailbox", "list", "nobody"], None)).contains("no messages"));
-    failed(&srv.admin(&["mailbox", "list", "../x"], None));
+    assert!(ok(&srv.admin(&["mailbox", "stats"], b"")).contains("2 messages"));
+    assert!(ok(&srv.admin(&["mailbox", "list", "nobody"], b"")).contains("no messages"));
+    failed(&srv.admin(&["mailbox", "list", "../x"], b""));
 }
 
 #[test]
 fn help_config_and_fresh_start_defaults() {
     let d = tempfile::tempdir().unwrap();
-    let help = ok(&admin(d.path(), &["--help"], None));
+    let help = ok(&admin(d.path(), &["--help"], b""));
     assert!(
         help.contains("EXAMPLES") && help.contains("user add"),
         "{help}"
     );
-    let cfg = ok(&admin(d.path(), &["config", "default"], None));
+    let cfg = ok(&admin(d.path(), &["config", "default"], b""));
     let parsed: cmtpd::Config = toml::from_str(&cfg).unwrap();
     assert_eq!(parsed.limits.max_message_size, 64 << 20);
     // Unknown keys in a config file are an error.
@@ -244,13 +230,13 @@ fn help_config_and_fresh_start_defaults() {
     let e = failed(&admin(
         d.path(),
         &["--config", bad.to_str().unwrap(), "key", "show"],
-        None,
+        b"",
     ));
     assert!(e.contains("listen_adress"), "{e}");
 
     // No config, no --data-dir: ./cmtp-data in the working directory is created.
     let ready = d.path().join("ready");
-    let mut child = std::process::Command::new(bin())
+    let mut child = std::process::Command::new(cmtpd_bin())
         .current_dir(d.path())
         .env_remove("CMTPD_DATA_DIR")
         .args([

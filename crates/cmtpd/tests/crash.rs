@@ -6,8 +6,6 @@
 //!
 //! `CMTP_CRASH_KILLS` sets the number of kills (default 40); `CMTP_CRASH_SEED` replays a run.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use cmtp_proto::{FetchPart, MboxKind, MboxRequest};
-use common::*;
+use cmtp_testkit::*;
 
 const THREADS: usize = 8;
 

@@ -1,15 +1,13 @@
 //! Hardening over real TCP: mailbox quotas, command and transfer deadlines, a re-added
 //! account not seeing its name's previous holder's mail, the load-only key path.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
 use cmtp_crypto::KeyPair;
 use cmtp_proto::{FetchPart, MboxKind, MboxRequest};
 use cmtp_store::{FsUsers, UserRecord, UserStore};
-use common::*;
+use cmtp_testkit::*;
 
 fn list(c: &mut Client, user: &str, key: &KeyPair) -> Vec<cmtp_proto::ListEntry> {
     let payload = c
@@ -168,8 +166,8 @@ fn readded_account_does_not_see_the_previous_holders_mail() {
     let entries = list(&mut c, "eve", &old);
     assert_eq!(entries.len(), 1);
     let (old_id, received) = (entries[0].id, entries[0].received);
-    let out = srv.admin(&["user", "remove", "eve"], None);
-    assert!(out.status.success(), "{out:?}");
+    let out = srv.admin(&["user", "remove", "eve"], b"");
+    assert!(out.success(), "{out:?}");
     // `created` has second resolution and a message received in the creation second
     // counts as the new holder's: wait for the clock to pass it (a real event, polled).
     wait_until("the next second", Duration::from_secs(5), || {
@@ -219,17 +217,12 @@ fn mailbox_show_never_creates_a_server_key() {
     assert!(srv.wait_exit(Duration::from_secs(30)).success());
     let key = srv.data.join("server.key");
     std::fs::remove_file(&key).unwrap();
-    let out = srv.admin(&["mailbox", "list"], None);
-    assert!(out.status.success(), "{out:?}");
-    let id = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let out = srv.admin(&["mailbox", "show", &id], None);
-    assert!(!out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no server key"));
+    let out = srv.admin(&["mailbox", "list"], b"");
+    assert!(out.success(), "{out:?}");
+    let id = out.stdout.split_whitespace().next().unwrap().to_owned();
+    let out = srv.admin(&["mailbox", "show", &id], b"");
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("no server key"));
     assert!(!key.exists());
 }
 

@@ -1,11 +1,9 @@
 //! The real `cmtpd` binary over real TCP on 127.0.0.1: every command and error path.
 
-mod common;
-
 use std::time::Duration;
 
 use cmtp_proto::{FetchPart, MboxKind, MboxRequest};
-use common::*;
+use cmtp_testkit::*;
 
 #[test]
 fn greeting_and_pipelined_simple_commands_in_order() {
@@ -664,7 +662,7 @@ fn sigterm_is_graceful_and_restart_binds_at_once() {
     let st = srv.wait_exit(Duration::from_secs(30));
     assert!(st.success(), "{st}");
     // Immediate restart on the same port and data.
-    srv.spawn(Some(addr), &[]);
+    srv.restart();
     assert_eq!(srv.addr, addr);
     let mut c = srv.client();
     let list = c
@@ -683,7 +681,7 @@ fn sigterm_is_graceful_and_restart_binds_at_once() {
 #[test]
 fn second_server_on_same_data_dir_is_refused() {
     let srv = TestServer::start();
-    let out = std::process::Command::new(bin())
+    let out = std::process::Command::new(cmtpd_bin())
         .arg("--data-dir")
         .arg(&srv.data)
         .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
@@ -700,7 +698,7 @@ fn logs_never_show_secrets_or_bodies_and_json_lines_parse() {
     let data = dir.path().join("data");
     let log_path = dir.path().join("log");
     let ready = dir.path().join("ready");
-    let mut child = std::process::Command::new(bin())
+    let mut child = std::process::Command::new(cmtpd_bin())
         .args(["--data-dir", data.to_str().unwrap(), "--log-format", "json"])
         .args([
             "serve",
@@ -723,7 +721,7 @@ fn logs_never_show_secrets_or_bodies_and_json_lines_parse() {
         .parse()
         .unwrap();
     let key = server_public_key(&data);
-    add_user(&data, "mia", "hunter2");
+    seed_user(&data, "mia", "hunter2");
     let mut c = Client::connect(addr, key);
     let marker = b"BODY-MARKER-7f3a";
     assert_eq!(
@@ -768,11 +766,7 @@ fn reference_2016_wire_messages_are_stored_byte_identical() {
     for u in ["bob", "carol", "üser"] {
         srv.add_user(u, "pw");
     }
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/vectors/message.json"
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(vectors_dir().join("message.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let vectors = json["vectors"].as_array().unwrap();
     // Every vector's 2016 wire form ("MAIL\0" + message + the 64-byte nonce only the 2016
@@ -866,4 +860,14 @@ fn malformed_mailbox_parameters_are_framing_errors() {
         assert_eq!(c.general(), "FAILURE", "{wire:?}");
         c.expect_eof();
     }
+}
+
+/// The kit finds, beside this test executable, exactly the binary cargo built for it.
+#[test]
+fn testkit_finds_the_cmtpd_binary_cargo_built() {
+    let built = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cmtpd"));
+    assert_eq!(
+        cmtpd_bin().canonicalize().unwrap(),
+        built.canonicalize().unwrap()
+    );
 }

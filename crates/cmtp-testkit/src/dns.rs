@@ -2,7 +2,6 @@
 //! for discovery tests. It is authoritative for the root zone, held in memory: names in
 //! the table answer their SRV/MX records (NOERROR with no answer for other types), any
 //! other name is NXDOMAIN. Only the zone is scripted; the packets are hickory's.
-#![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -28,6 +27,7 @@ pub enum Rr {
 
 /// A running server; stops (and frees its port) when dropped.
 pub struct Dns {
+    /// Where it answers, over UDP and TCP.
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -105,8 +105,8 @@ pub fn start(table: Vec<(String, Vec<Rr>)>) -> Dns {
     tcp.set_nonblocking(true).expect("nonblocking TCP");
     let mut catalog = Catalog::new();
     catalog.upsert(LowerName::from(Name::root()), vec![Arc::new(zone(table))]);
-    // Its own runtime on its own thread: the cmtp-cli tests are synchronous, and the
-    // server must outlive no test runtime.
+    // Its own runtime on its own thread: synchronous tests (cmtp-cli's) can use it too,
+    // and it outlives no test's runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

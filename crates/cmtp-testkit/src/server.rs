@@ -1,0 +1,249 @@
+//! The real `cmtpd` binary on 127.0.0.1, one process per [`TestServer`].
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use cmtp_crypto::{KeyPair, PublicKey};
+
+use crate::bins::cmtpd_bin;
+use crate::client::Client;
+use crate::fixtures::{IO_TIMEOUT, poll, wait_until};
+use crate::process::{Out, admin, seed_user, server_public_key};
+
+/// How long a server may take to write its ready file.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Options of a test server; `Opts::default()` is a fresh data directory on port 0.
+#[derive(Debug, Default, Clone)]
+pub struct Opts {
+    /// Use this data directory (e.g. one prepared with [`crate::add_user`]) instead of
+    /// `data` in the server's own temporary folder.
+    pub data: Option<PathBuf>,
+    /// Extra TOML configuration, written to a file passed as `--config`.
+    pub config: String,
+    /// Global arguments, before `serve` (e.g. `--domain example.test`); kept for restarts.
+    pub global_args: Vec<String>,
+    /// Extra `serve` arguments of the first start.
+    pub args: Vec<String>,
+    /// Bind to this CMTP address instead of port 0 (e.g. a former server's).
+    pub listen: Option<SocketAddr>,
+}
+
+/// A running `cmtpd serve` (CMTP and metrics on 127.0.0.1), killed when dropped.
+pub struct TestServer {
+    /// The server's own temporary folder: ready file, log, configuration and (unless
+    /// [`Opts::data`] says otherwise) the data directory; tests may put scratch files here.
+    pub dir: tempfile::TempDir,
+    /// The data directory.
+    pub data: PathBuf,
+    /// The CMTP listening address.
+    pub addr: SocketAddr,
+    /// The metrics and health HTTP address.
+    pub metrics: SocketAddr,
+    /// The server's public key (from the data directory).
+    pub key: PublicKey,
+    /// The process, while it runs.
+    pub child: Option<Child>,
+    /// The configuration file, if [`Opts::config`] was given.
+    pub config: Option<PathBuf>,
+    /// The server's standard error, appended to across restarts (`CMTPD_TEST_LOG` sets
+    /// its `RUST_LOG`, default `warn`).
+    pub log: PathBuf,
+    global_args: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data directory and port 0.
+    pub fn start() -> TestServer {
+        Self::start_with(Opts::default())
+    }
+
+    /// Starts a server on the data directory `data` (port 0).
+    pub fn start_in(data: &Path) -> TestServer {
+        Self::start_with(Opts {
+            data: Some(data.to_path_buf()),
+            ..Opts::default()
+        })
+    }
+
+    /// Starts a server with `opts`, and waits until it is ready.
+    pub fn start_with(opts: Opts) -> TestServer {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let data = opts.data.unwrap_or_else(|| dir.path().join("data"));
+        let config = if opts.config.is_empty() {
+            None
+        } else {
+            let p = dir.path().join("cmtpd.toml");
+            std::fs::write(&p, &opts.config).expect("writing the test configuration");
+            Some(p)
+        };
+        let log = dir.path().join("cmtpd.log");
+        let mut s = TestServer {
+            dir,
+            data,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+            key: PublicKey::from_array([0; 32]),
+            child: None,
+            config,
+            log,
+            global_args: opts.global_args,
+        };
+        s.spawn(opts.listen, &opts.args);
+        s
+    }
+
+    /// Starts (or restarts) the process on the same data directory, listening on `listen`
+    /// (port 0 if None), with `extra` `serve` arguments; waits until it is ready.
+    pub fn spawn(&mut self, listen: Option<SocketAddr>, extra: &[String]) {
+        assert!(self.child.is_none(), "cmtpd is still running");
+        let ready = self.dir.path().join("ready");
+        let _ = std::fs::remove_file(&ready);
+        let listen = listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the server log file");
+        let mut cmd = Command::new(cmtpd_bin());
+        cmd.arg("--data-dir").arg(&self.data);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(&self.global_args)
+            .arg("serve")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .args(["--metrics-listen", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("CMTPD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut child = cmd.spawn().expect("spawn cmtpd");
+        let text = poll("cmtpd's ready file", START_DEADLINE, || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "cmtpd exited early ({st}): {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            // Written atomically (rename), so present means complete.
+            std::fs::read_to_string(&ready).ok()
+        });
+        for line in text.lines() {
+            let (k, v) = line.split_once(' ').expect("a `kind ADDR` ready line");
+            let addr = v.parse().expect("an address in the ready file");
+            match k {
+                "cmtp" => self.addr = addr,
+                "metrics" => self.metrics = addr,
+                _ => {}
+            }
+        }
+        self.key = server_public_key(&self.data);
+        self.child = Some(child);
+    }
+
+    /// Kills the process if it runs, and starts it again on the same address and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn(Some(self.addr), &[]);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("cmtpd is running").id() as i32
+    }
+
+    /// Sends signal `sig` (e.g. `libc::SIGTERM`) to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid, not yet reaped (we hold the Child).
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the process to exit (deadline: a hang fails the test).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("cmtpd is running");
+        let mut status = None;
+        wait_until("cmtpd to exit", timeout, || {
+            status = child.try_wait().expect("waiting for cmtpd");
+            status.is_some()
+        });
+        self.child = None;
+        status.expect("an exit status")
+    }
+
+    /// SIGKILL and reap (nothing if it is not running).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `host:port` of the CMTP listener, for `--server`.
+    pub fn server_arg(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// A connected [`Client`] (greeting checked).
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr, self.key)
+    }
+
+    /// Adds a user straight into the data directory with a cheap KDF ([`seed_user`]);
+    /// the server sees it at once.
+    pub fn add_user(&self, name: &str, password: &str) -> KeyPair {
+        seed_user(&self.data, name, password)
+    }
+
+    /// `GET path` on the metrics endpoint: (status line, body).
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(self.metrics).expect("connect to the metrics endpoint");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+        (
+            head.lines().next().unwrap_or("").to_owned(),
+            body.to_owned(),
+        )
+    }
+
+    /// One metric's value (the exact series name, labels included).
+    pub fn metric(&self, series: &str) -> i64 {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no metric {series}"))
+    }
+
+    /// Runs an admin subcommand on this server's data directory ([`admin`]).
+    pub fn admin(&self, args: &[&str], stdin: &[u8]) -> Out {
+        admin(&self.data, args, stdin)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
