@@ -25,6 +25,7 @@ mod client;
 mod fixtures;
 mod process;
 mod server;
+mod tmpfs;
 
 #[cfg(feature = "dns")]
 pub mod dns;
@@ -35,3 +36,4 @@ pub use client::Client;
 pub use fixtures::{IO_TIMEOUT, message, noise, now, poll, vectors_dir, wait_until};
 pub use process::{Out, add_user, admin, run, seed_user, server_public_key};
 pub use server::{Opts, TestServer};
+pub use tmpfs::{Tmpfs, on_tmpfs};
