@@ -107,18 +107,8 @@ fn idle(srv: &TestServer, n: usize) {
 }
 
 fn main() {
-    // Raise our own descriptor limit for the idle-connection run.
-    // SAFETY: getrlimit/setrlimit with a valid local struct.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
+    // Raise our own descriptor limit for the idle-connection run (the server's helper).
+    cmtpd::server::raise_fd_limit();
     if std::env::args().any(|a| a == "--list") {
         println!("serve: bench");
         return;
