@@ -244,7 +244,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Errors may quote what a server said: no escape sequences reach the terminal.
-            eprintln!("cmtp: error: {}", output::term(&render(&e), true));
+            eprintln!("cmtp: error: {}", output::term(&render(&e)));
             ExitCode::from(exit::for_error(&e))
         }
     }
@@ -395,8 +395,7 @@ async fn run(cli: Cli) -> Result<u8> {
                             pinned: old.fingerprint(),
                             presented: look.key.fingerprint(),
                         }
-                        .to_string(),
-                        true
+                        .to_string()
                     )
                 );
             }
@@ -475,11 +474,23 @@ async fn run(cli: Cli) -> Result<u8> {
             })
             .await?;
             let saved = match &save_attachments {
-                Some(d) => output::save_attachments(&m, d)?,
+                Some(d) => output::save_attachments(&m, d),
                 None => Vec::new(),
             };
+            // The message is always shown; then each attachment not saved, once.
             output::read(&m, &saved, json);
-            Ok(exit::OK)
+            let mut code = exit::OK;
+            for (i, s) in saved.iter().enumerate() {
+                if let Err(why) = s {
+                    eprintln!(
+                        "cmtp: error: attachment {} not saved: {}",
+                        i + 1,
+                        output::term(why)
+                    );
+                    code = exit::OTHER;
+                }
+            }
+            Ok(code)
         }
         Command::Delete { id } => {
             unlocked(&dir, &opts, g.password_stdin, async |s| {
