@@ -853,6 +853,18 @@ fn saving_attachments_shortens_names_and_never_stops_half_way() {
         };
         let r = s.send(&draft, &mut NoProgress).await.unwrap();
         assert!(r[0].outcome.is_ok(), "{r:?}");
+        // A body that cannot be encoded is said to be one (it used to be reported as
+        // an invalid address named after the subject).
+        let bad = Draft {
+            subject: "a\0b".into(),
+            ..draft.clone()
+        };
+        let e = s.send(&bad, &mut NoProgress).await.unwrap_err();
+        assert!(
+            matches!(e, cmtp_client::ClientError::InvalidBody(_)),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("address"), "{e}");
         s.close().await;
     });
     let items = cmtp(home, &pb, &["inbox", "--json"], b"").json();

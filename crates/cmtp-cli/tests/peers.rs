@@ -228,6 +228,14 @@ fn the_2016_server_login_and_compat_send() {
     );
     o.ok();
     closed_with_obai(&rx, "login");
+    // The fingerprint shown is the documented one (docs/client.md), here of the
+    // recorded server key, computed independently:
+    // `xxd -r -p <<<28a8…bdb0 | b2sum -l 256 | cut -c1-32`.
+    let who = cmtp(home, &p, &["whoami", "--json"], b"").json();
+    assert_eq!(
+        who["server_fingerprint"],
+        "9f1c 8d01 803a 78e1 4b50 8510 4cbc 9ba5"
+    );
     // The 2016 server says nothing for an unknown user: a timeout, reported as such.
     let o = cmtp(
         home,

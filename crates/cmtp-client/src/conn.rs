@@ -679,11 +679,7 @@ impl Connection {
         let key = self
             .server_key
             .as_ref()
-            .ok_or_else(|| ClientError::Protocol {
-                step: "verifying a signature",
-                peer: self.peer,
-                detail: "no server key set".into(),
-            })?;
+            .ok_or(ClientError::NoServerKey { peer: self.peer })?;
         key.verify(msg, &Signature::from_array(*sig))
             .map_err(|_| ClientError::BadSignature { what })
     }

@@ -64,7 +64,7 @@ pub use message::{Attachment, Draft, InboxItem, MAX_FILE_NAME, ReadMessage, Rece
 pub use profile::{Compat, PinStatus, Pins, Profile, ProfileConfig, TimeoutConfig};
 pub use session::{
     ClientOptions, DEFAULT_INBOX_DEADLINE, DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE, KeyLookup,
-    LoginInfo, RecipientResult, Session, discover,
+    LoginInfo, RecipientResult, Session, discover, unix_now,
 };
 
 pub use cmtp_crypto::PublicKey;

@@ -69,12 +69,8 @@ impl Attachment {
 
     fn check_name(name: &str) -> Result<()> {
         if name.contains('\0') || name.is_empty() {
-            return Err(ClientError::File {
-                path: name.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "an attachment name must be non-empty and contain no NUL",
-                ),
+            return Err(ClientError::BadAttachmentName {
+                name: name.to_owned(),
             });
         }
         Ok(())
@@ -339,7 +335,12 @@ mod tests {
         assert_eq!(a.name(), "x.bin");
         assert_eq!(a.data(), b"\0\x01data");
         assert_eq!(a.size(), 6);
-        assert!(Attachment::new("a\0b", b"").is_err());
+        for bad in ["a\0b", ""] {
+            assert!(matches!(
+                Attachment::new(bad, b""),
+                Err(ClientError::BadAttachmentName { .. })
+            ));
+        }
         let r = |n: &str| ReceivedAttachment {
             name: n.into(),
             data: vec![],

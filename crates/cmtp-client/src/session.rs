@@ -104,7 +104,9 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn now() -> u64 {
+/// The current time in Unix seconds (0 if the clock is before 1970), as the mailbox
+/// requests and internal bodies carry it.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -220,7 +222,10 @@ async fn fetch_keys(conn: &mut Connection, address: &Address, password: &[u8]) -
     // The KDF is deliberately slow (scrypt / Argon2id): keep it off the async threads.
     let keys = tokio::task::spawn_blocking(move || xz.open(&password))
         .await
-        .map_err(|e| ClientError::Unsupported(format!("KDF task failed: {e}")))?
+        .map_err(|e| ClientError::Task {
+            what: "password KDF",
+            detail: e.to_string(),
+        })?
         .map_err(|e| match e {
             cmtp_crypto::CryptoError::WrongPassword => ClientError::WrongPassword {
                 address: address.to_string(),
@@ -439,22 +444,22 @@ impl Session {
     }
 
     async fn conn(&mut self) -> Result<&mut Connection> {
-        if self.conn.is_none() {
-            let server = self.profile.require_config()?.server.clone();
-            let (c, _, _) = connect_verified(
-                &mut self.profile,
-                &server,
-                self.timeouts,
-                false,
-                self.allow_2016_mail,
-            )
-            .await?;
-            self.conn = Some(c);
-        }
-        // Just set above when it was None.
-        self.conn
-            .as_mut()
-            .ok_or_else(|| ClientError::Unsupported("no connection".into()))
+        let c = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                let server = self.profile.require_config()?.server.clone();
+                let (c, _, _) = connect_verified(
+                    &mut self.profile,
+                    &server,
+                    self.timeouts,
+                    false,
+                    self.allow_2016_mail,
+                )
+                .await?;
+                c
+            }
+        };
+        Ok(self.conn.insert(c))
     }
 
     /// Closes the connection (saying OBAI when the server may still listen) after an
@@ -543,7 +548,7 @@ impl Session {
             Zeroizing::new(draft.text.as_bytes().to_vec())
         } else {
             let ib = InternalBody {
-                timestamp: u32::try_from(now()).unwrap_or(u32::MAX),
+                timestamp: u32::try_from(unix_now()).unwrap_or(u32::MAX),
                 subject: draft.subject.clone(),
                 reply_to: draft
                     .reply_to
@@ -553,10 +558,7 @@ impl Session {
                 cc: draft.cc.iter().map(|a| a.to_string()).collect(),
                 text: draft.text.clone(),
             };
-            Zeroizing::new(ib.to_bytes().map_err(|e| ClientError::BadAddress {
-                address: draft.subject.clone(),
-                why: format!("cannot encode the body: {e}"),
-            })?)
+            Zeroizing::new(ib.to_bytes().map_err(ClientError::InvalidBody)?)
         };
         let seal = cmtp_crypto::SEAL_OVERHEAD as u64;
         let att_total: u64 = draft
@@ -689,7 +691,7 @@ impl Session {
         const LIST_STEP: &str = "listing the mailbox (overall inbox deadline)";
         let until = tokio::time::Instant::now() + deadline;
         let req = self.signed(
-            MboxRequest::list(&self.address.account, now()),
+            MboxRequest::list(&self.address.account, unix_now()),
             MboxKind::List,
         )?;
         let conn = self.conn().await?;
@@ -735,7 +737,7 @@ impl Session {
                 continue;
             }
             let req = self.signed(
-                MboxRequest::fetch(&self.address.account, now(), e.id, FetchPart::Head),
+                MboxRequest::fetch(&self.address.account, unix_now(), e.id, FetchPart::Head),
                 MboxKind::Fetch,
             )?;
             let conn = self.conn().await?;
@@ -795,7 +797,7 @@ impl Session {
     /// attachments.
     pub async fn read(&mut self, id: u64) -> Result<ReadMessage> {
         let req = self.signed(
-            MboxRequest::fetch(&self.address.account, now(), id, FetchPart::Full),
+            MboxRequest::fetch(&self.address.account, unix_now(), id, FetchPart::Full),
             MboxKind::Fetch,
         )?;
         let conn = self.conn().await?;
@@ -858,7 +860,7 @@ impl Session {
     /// Deletes message `id`.
     pub async fn delete(&mut self, id: u64) -> Result<()> {
         let req = self.signed(
-            MboxRequest::delete(&self.address.account, now(), id),
+            MboxRequest::delete(&self.address.account, unix_now(), id),
             MboxKind::Delete,
         )?;
         let conn = self.conn().await?;

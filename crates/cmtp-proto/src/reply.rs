@@ -57,9 +57,9 @@ pub enum ReplyError {
     /// A length field above the caller's maximum.
     #[error("announced length {len} exceeds the maximum {max}")]
     LengthTooLarge {
-        /// Announced.
+        /// The length the peer announced.
         len: u64,
-        /// Allowed.
+        /// The most the caller accepts.
         max: u64,
     },
     /// Text that must be UTF-8 is not.
