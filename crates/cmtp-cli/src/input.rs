@@ -66,10 +66,7 @@ fn editor() -> Result<String> {
     let path = std::env::temp_dir().join(format!(
         "cmtp-draft-{}-{}.txt",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
+        cmtp_client::unix_now()
     ));
     {
         let mut o = std::fs::OpenOptions::new();

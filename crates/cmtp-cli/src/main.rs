@@ -244,7 +244,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Errors may quote what a server said: no escape sequences reach the terminal.
-            eprintln!("cmtp: error: {}", output::term(&render(&e), true));
+            eprintln!("cmtp: error: {}", output::term(&render(&e)));
             ExitCode::from(exit::for_error(&e))
         }
     }
@@ -366,32 +366,40 @@ async fn run(cli: Cli) -> Result<u8> {
             json,
         } => {
             let address = Address::parse(&address)?;
-            let mut s = Session::open(Profile::open(&dir)?, &opts).await?;
-            let look = s.lookup_key(&address).await?;
-            let code = match &look.status {
-                PinStatus::New => {
-                    s.pin_user(&address, &look.key)?;
-                    exit::OK
-                }
-                PinStatus::Same => exit::OK,
-                PinStatus::Changed(_) if accept => {
-                    s.pin_user(&address, &look.key)?;
-                    exit::OK
-                }
-                PinStatus::Changed(old) => {
-                    eprintln!(
-                        "{}",
-                        ClientError::UserKeyChanged {
+            let s = Session::open(Profile::open(&dir)?, &opts).await?;
+            let (look, code) = closing(s, async |s| {
+                let look = s.lookup_key(&address).await?;
+                let code = match &look.status {
+                    PinStatus::New => {
+                        s.pin_user(&address, &look.key)?;
+                        exit::OK
+                    }
+                    PinStatus::Same => exit::OK,
+                    PinStatus::Changed(_) if accept => {
+                        s.pin_user(&address, &look.key)?;
+                        exit::OK
+                    }
+                    PinStatus::Changed(_) => exit::KEY_CHANGED,
+                };
+                Ok((look, code))
+            })
+            .await?;
+            if let PinStatus::Changed(old) = &look.status
+                && !accept
+            {
+                eprintln!(
+                    "{}",
+                    output::term(
+                        &ClientError::UserKeyChanged {
                             address: address.to_string(),
                             pinned: old.fingerprint(),
                             presented: look.key.fingerprint(),
                         }
-                    );
-                    exit::KEY_CHANGED
-                }
-            };
+                        .to_string()
+                    )
+                );
+            }
             output::key(&look, accept, json);
-            s.close().await;
             Ok(code)
         }
         Command::Send {
@@ -431,11 +439,10 @@ async fn run(cli: Cli) -> Result<u8> {
                 max_message: max_size.or(opts.max_message),
                 ..opts
             };
-            let mut s = Session::open(Profile::open(&dir)?, &opts).await?;
+            let s = Session::open(Profile::open(&dir)?, &opts).await?;
             let show_bar = !json && std::io::stderr().is_terminal();
             let mut progress = output::Bar::new(show_bar);
-            let results = s.send(&draft, &mut progress).await?;
-            s.close().await;
+            let results = closing(s, async |s| Ok(s.send(&draft, &mut progress).await?)).await?;
             let mut code = exit::OK;
             for r in &results {
                 if let Err(e) = &r.outcome
@@ -448,12 +455,12 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(code)
         }
         Command::Inbox { limit, json } => {
-            let mut s = unlocked(&dir, &opts, g.password_stdin).await?;
             let io = opts.timeouts.unwrap_or_default().io;
-            let items = s
-                .inbox_with(limit as usize, DEFAULT_INBOX_DEADLINE.max(io * 2))
-                .await?;
-            s.close().await;
+            let deadline = DEFAULT_INBOX_DEADLINE.max(io * 2);
+            let items = unlocked(&dir, &opts, g.password_stdin, async |s| {
+                Ok(s.inbox_with(limit as usize, deadline).await?)
+            })
+            .await?;
             output::inbox(&items, json);
             Ok(exit::OK)
         }
@@ -462,34 +469,68 @@ async fn run(cli: Cli) -> Result<u8> {
             json,
             save_attachments,
         } => {
-            let mut s = unlocked(&dir, &opts, g.password_stdin).await?;
-            let m = s.read(id).await?;
-            s.close().await;
+            let m = unlocked(&dir, &opts, g.password_stdin, async |s| {
+                Ok(s.read(id).await?)
+            })
+            .await?;
             let saved = match &save_attachments {
-                Some(d) => output::save_attachments(&m, d)?,
+                Some(d) => output::save_attachments(&m, d),
                 None => Vec::new(),
             };
+            // The message is always shown; then each attachment not saved, once.
             output::read(&m, &saved, json);
-            Ok(exit::OK)
+            let mut code = exit::OK;
+            for (i, s) in saved.iter().enumerate() {
+                if let Err(why) = s {
+                    eprintln!(
+                        "cmtp: error: attachment {} not saved: {}",
+                        i + 1,
+                        output::term(why)
+                    );
+                    code = exit::OTHER;
+                }
+            }
+            Ok(code)
         }
         Command::Delete { id } => {
-            let mut s = unlocked(&dir, &opts, g.password_stdin).await?;
-            s.delete(id).await?;
-            s.close().await;
+            unlocked(&dir, &opts, g.password_stdin, async |s| {
+                Ok(s.delete(id).await?)
+            })
+            .await?;
             println!("deleted message {id}");
             Ok(exit::OK)
         }
     }
 }
 
-/// A session with the secret key available: remembered, or unlocked with the password.
-async fn unlocked(dir: &std::path::Path, opts: &ClientOptions, stdin: bool) -> Result<Session> {
-    let mut s = Session::open(Profile::open(dir)?, opts).await?;
-    if !s.is_unlocked() {
-        let pw = input::password(stdin, &format!("Password for {}: ", s.address()))?;
-        s.unlock(pw.as_bytes()).await?;
-    }
-    Ok(s)
+/// Runs `work` on the session, then closes it (OBAI) whatever the outcome: the server
+/// is told goodbye after a refusal too.
+async fn closing<T>(
+    mut s: Session,
+    work: impl AsyncFnOnce(&mut Session) -> Result<T>,
+) -> Result<T> {
+    let r = work(&mut s).await;
+    s.close().await;
+    r
+}
+
+/// Runs `work` on a session with the secret key available (remembered, or unlocked
+/// with the password), then closes it.
+async fn unlocked<T>(
+    dir: &std::path::Path,
+    opts: &ClientOptions,
+    stdin: bool,
+    work: impl AsyncFnOnce(&mut Session) -> Result<T>,
+) -> Result<T> {
+    let s = Session::open(Profile::open(dir)?, opts).await?;
+    closing(s, async |s| {
+        if !s.is_unlocked() {
+            let pw = input::password(stdin, &format!("Password for {}: ", s.address()))?;
+            s.unlock(pw.as_bytes()).await?;
+        }
+        work(s).await
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use cmtp_client::terminal::{Layout, sanitize};
 use cmtp_client::{
     InboxItem, KeyLookup, LoginInfo, MailOutcome, PinStatus, Profile, Progress, ReadMessage,
     RecipientResult,
@@ -33,65 +34,16 @@ pub fn date(ts: u64) -> String {
     )
 }
 
-/// Makes a string that someone else wrote (a sender, a server) safe to print on a
-/// terminal: escape sequences (ESC or C1 CSI/OSC/DCS... up to their end) are dropped,
-/// every other control character (C0, DEL, C1) and the bidirectional-override
-/// characters become `�`. With `multiline`, `\n` and `\t` stay (message text); a
-/// `\r` never does, since it lets a line overwrite what was printed before it.
-/// JSON output does not go through this: it stays exact (JSON escapes controls).
-pub fn term(s: &str, multiline: bool) -> String {
-    const REPLACEMENT: char = '\u{FFFD}';
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '\n' | '\t' if multiline => out.push(c),
-            '\u{1b}' => match it.next() {
-                // CSI: parameters and intermediates, then one final byte 0x40..=0x7e.
-                Some('[') => skip_csi(&mut it),
-                // OSC, DCS, SOS, PM, APC: a string ended by BEL or ST (ESC \\).
-                Some(']' | 'P' | 'X' | '^' | '_') => skip_string(&mut it),
-                // A two-character escape (ESC c, ESC 7, ...): both dropped.
-                _ => {}
-            },
-            '\u{9b}' => skip_csi(&mut it),
-            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut it),
-            c if c.is_control() => out.push(REPLACEMENT),
-            // Bidirectional embeddings, overrides and isolates reorder what follows.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => out.push(REPLACEMENT),
-            c => out.push(c),
-        }
-    }
-    out
+/// Sender- or server-controlled text for the terminal, keeping line feeds and tabs
+/// (message text, error messages). JSON output does not go through this: it stays
+/// exact (JSON escapes controls).
+pub fn term(s: &str) -> String {
+    sanitize(s, Layout::Text)
 }
 
-fn skip_csi(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
-    for c in it.by_ref() {
-        if ('\u{40}'..='\u{7e}').contains(&c) || !('\u{20}'..='\u{3f}').contains(&c) {
-            // The final byte, or something that cannot be in a CSI (ends it too).
-            return;
-        }
-    }
-}
-
-fn skip_string(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
-    while let Some(c) = it.next() {
-        match c {
-            '\u{7}' | '\u{9c}' => return,
-            '\u{1b}' => {
-                if it.peek() == Some(&'\\') {
-                    it.next();
-                }
-                return;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// [`term`] for a one-line field.
+/// Sender- or server-controlled text for a one-line field.
 fn one(s: &str) -> String {
-    term(s, false)
+    sanitize(s, Layout::Line)
 }
 
 fn status_word(s: &PinStatus) -> &'static str {
@@ -278,7 +230,7 @@ pub fn send_results(results: &[RecipientResult], json: bool) {
                 println!("sent       {who} (the 2016 server does not confirm delivery)")
             }
             Ok(MailOutcome::DeliveryFailure) => println!("FAILED     {who}: DELIVERYFAILURE"),
-            Err(e) => println!("FAILED     {who}: {}", term(&e.to_string(), true)),
+            Err(e) => println!("FAILED     {who}: {}", term(&e.to_string())),
         }
     }
 }
@@ -322,52 +274,64 @@ pub fn inbox(items: &[InboxItem], json: bool) {
     }
 }
 
-/// Saves the attachments of `m` into `dir` (created if needed) under safe names,
-/// never overwriting a file. Returns the paths written, in order.
-pub fn save_attachments(m: &ReadMessage, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut out = Vec::with_capacity(m.attachments.len());
-    for (i, a) in m.attachments.iter().enumerate() {
-        let name = a.safe_name(i);
-        let mut n = 0;
-        let (path, mut f) = loop {
-            let candidate = if n == 0 {
-                dir.join(&name)
-            } else {
-                dir.join(format!("{n}-{name}"))
-            };
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&candidate)
-            {
-                Ok(f) => break (candidate, f),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("creating {}", candidate.display()));
-                }
-            }
-        };
-        f.write_all(&a.data)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", path.display()))?;
-        out.push(path);
+/// Where one attachment went: the path written, or why it could not be saved (the
+/// message names the path tried, once).
+pub type Saved = std::result::Result<PathBuf, String>;
+
+/// Saves the attachments of `m` into `dir` (created if needed) under safe names
+/// ([`cmtp_client::ReceivedAttachment::safe_name`]), never overwriting a file (a taken
+/// name gets a numbered suffix). One outcome per attachment, in order: a failure
+/// does not stop the others.
+pub fn save_attachments(m: &ReadMessage, dir: &Path) -> Vec<Saved> {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        let why = format!("cannot create the folder {}: {e}", dir.display());
+        return m.attachments.iter().map(|_| Err(why.clone())).collect();
     }
-    Ok(out)
+    m.attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| save_one(a, i, dir))
+        .collect()
 }
 
-/// `cmtp read`.
-pub fn read(m: &ReadMessage, saved: &[PathBuf], json: bool) {
+/// Writes one attachment under the first free numbered variant of its safe name.
+fn save_one(a: &cmtp_client::ReceivedAttachment, index: usize, dir: &Path) -> Saved {
+    let mut n = 0;
+    let (path, mut f) = loop {
+        let candidate = dir.join(a.safe_name_numbered(index, n));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(f) => break (candidate, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(format!("cannot create {}: {e}", candidate.display())),
+        }
+    };
+    if let Err(e) = f.write_all(&a.data).and_then(|()| f.sync_all()) {
+        // A partial file would look like the attachment: remove it.
+        drop(f);
+        let _ = std::fs::remove_file(&path);
+        return Err(format!("cannot write {}: {e}", path.display()));
+    }
+    Ok(path)
+}
+
+/// `cmtp read`. `saved` is empty without `--save-attachments`.
+pub fn read(m: &ReadMessage, saved: &[Saved], json: bool) {
     if json {
         let atts: Vec<_> = m
             .attachments
             .iter()
             .enumerate()
             .map(|(i, a)| {
+                let s = saved.get(i);
                 json!({
                     "name": a.name,
                     "size": a.data.len(),
-                    "saved_as": saved.get(i).map(|p| p.display().to_string()),
+                    "saved_as": s.and_then(|s| s.as_ref().ok()).map(|p| p.display().to_string()),
+                    "save_error": s.and_then(|s| s.as_ref().err()),
                 })
             })
             .collect();
@@ -402,17 +366,23 @@ pub fn read(m: &ReadMessage, saved: &[PathBuf], json: bool) {
     }
     for (i, a) in m.attachments.iter().enumerate() {
         match saved.get(i) {
-            Some(p) => println!(
+            Some(Ok(p)) => println!(
                 "Attached: {} ({} bytes) saved as {}",
                 one(&a.name),
                 a.data.len(),
                 one(&p.display().to_string())
             ),
+            Some(Err(why)) => println!(
+                "Attached: {} ({} bytes) NOT SAVED: {}",
+                one(&a.name),
+                a.data.len(),
+                one(why)
+            ),
             None => println!("Attached: {} ({} bytes)", one(&a.name), a.data.len()),
         }
     }
     println!();
-    let text = term(&m.text, true);
+    let text = term(&m.text);
     print!("{text}");
     if !text.ends_with('\n') {
         println!();
@@ -464,23 +434,13 @@ impl Progress for Bar {
 
 #[cfg(test)]
 mod tests {
-    use super::term;
+    use super::{one, term};
 
     #[test]
-    fn terminal_text_has_no_escapes_or_controls() {
-        let hostile = "a\x1b]0;pwned\x07b\x1b[2Jc\x1b[1;31md\x1b]8;;http://x\x1b\\e\x1bcf";
-        assert_eq!(term(hostile, false), "abcdef");
-        assert_eq!(term("x\u{9b}2Jy\u{9d}0;t\u{9c}z", false), "xyz");
-        assert_eq!(
-            term("l1\nl2\tt\r\x08\x7f", true),
-            "l1\nl2\tt\u{fffd}\u{fffd}\u{fffd}"
-        );
-        assert_eq!(term("l1\nl2\t", false), "l1\u{fffd}l2\u{fffd}");
-        assert_eq!(term("abc\u{202e}txt.exe", false), "abc\u{fffd}txt.exe");
-        // An escape cut off at the end swallows only itself.
-        assert_eq!(term("ok\x1b[", false), "ok");
-        assert_eq!(term("ok\x1b", false), "ok");
-        assert_eq!(term("ünïcødé ✓", false), "ünïcødé ✓");
+    fn printed_text_goes_through_the_shared_sanitizer() {
+        let hostile = "a\x1b]52;c;cGF5bG9hZA==\x07b\x1b[2Jc\u{202e}d\re\nf";
+        assert_eq!(one(hostile), "abc\u{fffd}d\u{fffd}e\u{fffd}f");
+        assert_eq!(term(hostile), "abc\u{fffd}d\u{fffd}e\nf");
     }
 
     #[test]

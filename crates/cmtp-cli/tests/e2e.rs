@@ -838,3 +838,125 @@ fn testkit_finds_the_cmtp_binary_cargo_built() {
         built.canonicalize().unwrap()
     );
 }
+
+/// `read --save-attachments`: a 300-byte attachment name is shortened (extension kept,
+/// within NAME_MAX), a taken name gets a suffix, and an attachment that cannot be saved
+/// never hides the message or the other attachments: each is reported once.
+#[test]
+fn saving_attachments_shortens_names_and_never_stops_half_way() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let (_srv, pa, pb) = alice_and_bob(home);
+    // No file system takes a 300-byte name, so the sender is the library.
+    let long = format!("{}.pdf", "é".repeat(148));
+    assert_eq!(long.len(), 300);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use cmtp_client::{Address, Attachment, ClientOptions, Draft, NoProgress, Profile};
+        let mut s =
+            cmtp_client::Session::open(Profile::open(&pa).unwrap(), &ClientOptions::default())
+                .await
+                .unwrap();
+        let draft = Draft {
+            to: vec![Address::parse("bob@localhost").unwrap()],
+            subject: "names".into(),
+            text: "see attached\n".into(),
+            attachments: vec![
+                Attachment::new("first.txt", b"one").unwrap(),
+                Attachment::new(&long, b"two").unwrap(),
+                Attachment::new("report.pdf", b"three").unwrap(),
+            ],
+            ..Default::default()
+        };
+        let r = s.send(&draft, &mut NoProgress).await.unwrap();
+        assert!(r[0].outcome.is_ok(), "{r:?}");
+        // A body that cannot be encoded is said to be one (it used to be reported as
+        // an invalid address named after the subject).
+        let bad = Draft {
+            subject: "a\0b".into(),
+            ..draft.clone()
+        };
+        let e = s.send(&bad, &mut NoProgress).await.unwrap_err();
+        assert!(
+            matches!(e, cmtp_client::ClientError::InvalidBody(_)),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("address"), "{e}");
+        s.close().await;
+    });
+    let items = cmtp(home, &pb, &["inbox", "--json"], b"").json();
+    let id = items[0]["id"].as_u64().unwrap().to_string();
+
+    let out = home.join("saved");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("report.pdf"), b"mine").unwrap();
+    let read = cmtp(
+        home,
+        &pb,
+        &["read", &id, "--save-attachments", out.to_str().unwrap()],
+        b"",
+    );
+    let stdout = read.ok();
+    assert!(stdout.contains("see attached"), "{read:?}");
+    assert_eq!(std::fs::read(out.join("first.txt")).unwrap(), b"one");
+    let short: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('é'))
+        .collect();
+    assert_eq!(short.len(), 1, "{short:?}");
+    assert!(
+        short[0].len() <= 255 && short[0].ends_with(".pdf"),
+        "{short:?}"
+    );
+    assert_eq!(std::fs::read(out.join(&short[0])).unwrap(), b"two");
+    // The file already there is kept; the attachment gets a suffix.
+    assert_eq!(std::fs::read(out.join("report.pdf")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(out.join("report-1.pdf")).unwrap(), b"three");
+
+    // A folder that cannot be made (a file is in the way): the message is still shown,
+    // every attachment is reported once with its reason, and the exit code says so.
+    let blocked = home.join("blocked");
+    std::fs::write(&blocked, b"a file").unwrap();
+    let read = cmtp(
+        home,
+        &pb,
+        &["read", &id, "--save-attachments", blocked.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(read.code, 1, "{read:?}");
+    assert!(read.stdout.contains("see attached"), "{read:?}");
+    assert_eq!(read.stdout.matches("NOT SAVED").count(), 3, "{read:?}");
+    for n in 1..=3 {
+        let line = read
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("attachment {n} not saved")))
+            .unwrap_or_else(|| panic!("attachment {n} not reported: {read:?}"));
+        assert_eq!(line.matches(blocked.to_str().unwrap()).count(), 1, "{line}");
+    }
+    let m = cmtp(
+        home,
+        &pb,
+        &[
+            "read",
+            &id,
+            "--json",
+            "--save-attachments",
+            blocked.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(m.code, 1, "{m:?}");
+    let m: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
+    assert!(m["attachments"][1]["saved_as"].is_null());
+    assert!(
+        m["attachments"][1]["save_error"]
+            .as_str()
+            .unwrap()
+            .contains("blocked")
+    );
+}

@@ -19,120 +19,125 @@ const KEY_CHANGED: i32 = 7;
 const PROTOCOL: i32 = 10;
 const TIMEOUT: i32 = 11;
 
-/// A 2016 account from the shared vectors: name, password, xzibit, pk, sk.
-struct Legacy {
-    name: String,
-    password: String,
-    xzibit: Vec<u8>,
-    pk: Vec<u8>,
-    sk: Vec<u8>,
+/// The 2016 server as recorded in testdata/vectors/transcripts-2016 (see its README):
+/// every reply the scripted peer writes is a recorded reply, byte for byte.
+struct Recorded {
+    greeting: Vec<u8>,
+    hai: Vec<u8>,
+    noop: Vec<u8>,
+    bye: Vec<u8>,
+    server_key: Vec<u8>,
+    /// KEYREQUEST and LOGIN replies of the recorded accounts.
+    keys: Vec<(&'static str, Vec<u8>)>,
+    logins: Vec<(&'static str, Vec<u8>)>,
+    /// Its garbled answer to KEYREQUEST for an unknown user.
+    no_such_key: Vec<u8>,
 }
 
-fn legacy_accounts() -> Vec<Legacy> {
-    let text = std::fs::read_to_string(vectors_dir().join("xzibit.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["public_key_file"].is_string())
-        .map(|x| Legacy {
-            name: x["username"].as_str().unwrap().into(),
-            password: x["password"].as_str().unwrap().into(),
-            xzibit: hex::decode(x["xzibit"].as_str().unwrap()).unwrap(),
-            pk: hex::decode(x["pk"].as_str().unwrap()).unwrap(),
-            sk: hex::decode(x["sk"].as_str().unwrap()).unwrap(),
-        })
-        .collect()
+fn transcript(name: &str) -> Vec<u8> {
+    let p = vectors_dir().join("transcripts-2016").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn read_cstr(r: &mut impl BufRead) -> Option<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_until(0, &mut v).ok()?;
-    if v.last() != Some(&0) {
-        return None;
+impl Recorded {
+    fn load() -> Recorded {
+        Recorded {
+            greeting: transcript("main_01_banner.bin"),
+            hai: transcript("main_02_OHAI.bin"),
+            noop: transcript("main_03_NOOP.bin"),
+            bye: transcript("main_19_OBAI.bin"),
+            server_key: transcript("main_05_KEYREQUEST_server_2nul.bin"),
+            keys: vec![
+                ("alice", transcript("main_08_KEYREQUEST_alice_hawaii.bin")),
+                ("bob", transcript("main_11_KEYREQUEST_bob_hawaii.bin")),
+            ],
+            logins: vec![
+                ("alice", transcript("main_12_LOGIN_alice.bin")),
+                ("bob", transcript("main_13_LOGIN_bob.bin")),
+            ],
+            no_such_key: transcript("keynotavail_02_KEYREQUEST_missing_1.bin"),
+        }
     }
-    v.pop();
-    Some(v)
 }
 
-/// Replays the 2016 server's observed behaviour (spec §10). Every MAIL it reads
-/// (message bytes, then the 64-byte nonce) is sent on `mails`.
-fn legacy_server(accounts: Vec<Legacy>, mails: mpsc::Sender<(Vec<u8>, Vec<u8>)>) -> String {
+/// The recorded accounts' passwords (README of the transcripts).
+const ALICE_PASSWORD: &str = "correct horse";
+/// Their domain; the 2016 server ignores the domain of a KEYREQUEST.
+const LEGACY_DOMAIN: &str = "hawaii.edu";
+
+/// bob's secret key, recovered from his xzibit (keys_from_login.json).
+fn legacy_bob() -> KeyPair {
+    let p = vectors_dir().join("transcripts-2016/keys_from_login.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    KeyPair::from_secret_bytes(&hex::decode(v["bob"]["sk"].as_str().unwrap()).unwrap()).unwrap()
+}
+
+/// What the scripted 2016 peer saw.
+#[derive(Debug)]
+enum Seen {
+    /// A MAIL: the message bytes, then the nonce read after it.
+    Mail(Vec<u8>, Vec<u8>),
+    /// A connection ended; the command words it received, in order.
+    Closed(Vec<String>),
+}
+
+/// Replays the 2016 server's observed behaviour (spec §10) with its recorded replies.
+/// Reports each MAIL it reads and each connection's commands on `seen`.
+fn legacy_server(seen: mpsc::Sender<Seen>) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let server = KeyPair::from_seed(&[42u8; 32]).unwrap();
-    let accounts = std::sync::Arc::new(accounts);
+    let rec = std::sync::Arc::new(Recorded::load());
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { return };
-            let accounts = accounts.clone();
-            let mails = mails.clone();
-            let server = KeyPair::from_secret_bytes(server.secret_bytes().as_slice()).unwrap();
+            let rec = rec.clone();
+            let seen = seen.clone();
             std::thread::spawn(move || {
-                let _ = legacy_conn(s, &accounts, &server, &mails);
+                let mut words = Vec::new();
+                let _ = legacy_conn(s, &rec, &seen, &mut words);
+                let _ = seen.send(Seen::Closed(words));
             });
         }
     });
     addr
 }
 
-fn key_reply(server: &KeyPair, key: &[u8]) -> Vec<u8> {
-    let mut r = 1u32.to_be_bytes().to_vec();
-    r.extend_from_slice(key);
-    r.push(0);
-    r.extend_from_slice(server.sign(key).as_bytes());
-    r.push(0);
-    assert_eq!(r.len(), 102);
-    r
-}
-
 fn legacy_conn(
     s: TcpStream,
-    accounts: &[Legacy],
-    server: &KeyPair,
-    mails: &mpsc::Sender<(Vec<u8>, Vec<u8>)>,
+    rec: &Recorded,
+    seen: &mpsc::Sender<Seen>,
+    words: &mut Vec<String>,
 ) -> Option<()> {
     let mut w = s.try_clone().ok()?;
     let mut r = BufReader::new(s);
-    w.write_all(b"Welcome to CMTP version < 1\n\0").ok()?;
+    w.write_all(&rec.greeting).ok()?;
     loop {
         let cmd = read_cstr(&mut r)?;
+        words.push(String::from_utf8_lossy(&cmd).into_owned());
         match &cmd[..] {
-            b"OHAI" => w.write_all(b"HAI!!! :3\n\0").ok()?,
-            b"NOOP" => w.write_all(b"O_O\n\0").ok()?,
+            b"OHAI" => w.write_all(&rec.hai).ok()?,
+            b"NOOP" => w.write_all(&rec.noop).ok()?,
             b"OBAI" => {
-                w.write_all(b"Good bye\n\0").ok()?;
+                w.write_all(&rec.bye).ok()?;
                 return Some(());
             }
             b"KEYREQUEST" => {
                 let user = read_cstr(&mut r)?;
                 if user.is_empty() {
-                    w.write_all(&key_reply(server, server.public().as_bytes()))
-                        .ok()?;
+                    w.write_all(&rec.server_key).ok()?;
                     continue;
                 }
                 let _domain = read_cstr(&mut r)?;
-                match accounts.iter().find(|a| a.name.as_bytes() == user) {
-                    Some(a) => w.write_all(&key_reply(server, &a.pk)).ok()?,
-                    // Version 1, the message at the wrong offset, garbage between.
-                    None => {
-                        let mut g = 1u32.to_be_bytes().to_vec();
-                        g.extend_from_slice(&[0xAA; 17]);
-                        g.extend_from_slice(b"KEYNOTAVAILABLE\0");
-                        g.resize(102, 0x55);
-                        w.write_all(&g).ok()?
-                    }
+                match rec.keys.iter().find(|(name, _)| name.as_bytes() == user) {
+                    Some((_, reply)) => w.write_all(reply).ok()?,
+                    None => w.write_all(&rec.no_such_key).ok()?,
                 }
             }
             b"LOGIN" => {
                 let user = read_cstr(&mut r)?;
                 // Unknown user: no reply at all, connection left open.
-                if let Some(a) = accounts.iter().find(|a| a.name.as_bytes() == user) {
-                    let mut out = a.xzibit.clone();
-                    out.extend_from_slice(server.sign(&a.xzibit).as_bytes());
-                    assert_eq!(out.len(), 220);
-                    w.write_all(&out).ok()?;
+                if let Some((_, reply)) = rec.logins.iter().find(|(n, _)| n.as_bytes() == user) {
+                    w.write_all(reply).ok()?;
                 }
             }
             b"MAIL" => {
@@ -155,12 +160,43 @@ fn legacy_conn(
                 r.read_exact(&mut junk).ok()?;
                 let mut nonce = vec![0u8; 64];
                 r.read_exact(&mut nonce).ok()?;
-                mails.send((msg, nonce)).ok()?;
+                seen.send(Seen::Mail(msg, nonce)).ok()?;
                 // Never replies.
             }
             // Unknown commands: silence.
             _ => {}
         }
+    }
+}
+
+fn read_cstr(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_until(0, &mut v).ok()?;
+    if v.last() != Some(&0) {
+        return None;
+    }
+    v.pop();
+    Some(v)
+}
+
+/// The peer's next report, within a deadline.
+fn next_seen(rx: &mpsc::Receiver<Seen>, what: &str) -> Seen {
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{what}: no report from the 2016 peer: {e}"))
+}
+
+/// The next connection the peer saw ended with the client's OBAI: the 2016 server
+/// leaves a thread spinning for a client that just disconnects.
+fn closed_with_obai(rx: &mpsc::Receiver<Seen>, what: &str) {
+    match next_seen(rx, what) {
+        Seen::Closed(words) => {
+            assert_eq!(
+                words.last().map(String::as_str),
+                Some("OBAI"),
+                "{what}: {words:?}"
+            )
+        }
+        other => panic!("{what}: expected the end of a connection, got {other:?}"),
     }
 }
 
@@ -172,28 +208,31 @@ fn login_args<'a>(addr: &'a str, server: &'a str) -> Vec<&'a str> {
 fn the_2016_server_login_and_compat_send() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path();
-    let accounts = legacy_accounts();
-    let (carol_pw, dave_name, dave_sk) = (
-        accounts[0].password.clone(),
-        accounts[1].name.clone(),
-        accounts[1].sk.clone(),
-    );
-    let carol = accounts[0].name.clone();
     let (tx, rx) = mpsc::channel();
-    let server = legacy_server(accounts, tx);
+    let server = legacy_server(tx);
     let p = home.join("p");
-    let me = format!("{carol}@localhost");
+    let me = format!("alice@{LEGACY_DOMAIN}");
 
     // Wrong password first (nothing is pinned for good before a successful login).
     let o = cmtp(home, &p, &login_args(&me, &server), b"not it\n");
     assert_eq!(o.code, WRONG_PASSWORD, "{o:?}");
+    closed_with_obai(&rx, "login with a wrong password");
     let o = cmtp(
         home,
         &p,
         &login_args(&me, &server),
-        format!("{carol_pw}\n").as_bytes(),
+        format!("{ALICE_PASSWORD}\n").as_bytes(),
     );
     o.ok();
+    closed_with_obai(&rx, "login");
+    // The fingerprint shown is the documented one (docs/client.md), here of the
+    // recorded server key, computed independently:
+    // `xxd -r -p <<<28a8…bdb0 | b2sum -l 256 | cut -c1-32`.
+    let who = cmtp(home, &p, &["whoami", "--json"], b"").json();
+    assert_eq!(
+        who["server_fingerprint"],
+        "9f1c 8d01 803a 78e1 4b50 8510 4cbc 9ba5"
+    );
     // The 2016 server says nothing for an unknown user: a timeout, reported as such.
     let o = cmtp(
         home,
@@ -202,7 +241,7 @@ fn the_2016_server_login_and_compat_send() {
             "--timeout",
             "1",
             "login",
-            "nobody@localhost",
+            &format!("nobody@{LEGACY_DOMAIN}"),
             "--server",
             &server,
             "--password-stdin",
@@ -210,32 +249,34 @@ fn the_2016_server_login_and_compat_send() {
         b"x\n",
     );
     assert_eq!(o.code, UNKNOWN_USER, "{o:?}");
+    closed_with_obai(&rx, "login of an unknown user");
 
-    // Its garbled answer for an unknown user's key is recognised as "no such key".
-    let o = cmtp(home, &p, &["key", "nobody@localhost"], b"");
+    // Its garbled answer for an unknown user's key (the recorded 102 bytes) is
+    // recognised as "no such key", its signature checked against the pinned key.
+    let nobody = format!("nobody@{LEGACY_DOMAIN}");
+    let o = cmtp(home, &p, &["key", &nobody], b"");
     assert_eq!(o.code, UNKNOWN_USER, "{o:?}");
+    closed_with_obai(&rx, "key of an unknown user");
     let o = cmtp(
         home,
         &p,
-        &["--compat", "2016", "send", "--to", "nobody@localhost"],
+        &["--compat", "2016", "send", "--to", &nobody],
         b"hi",
     );
     assert_eq!(o.code, UNKNOWN_USER, "{o:?}");
+    closed_with_obai(&rx, "send to an unknown user");
     // A user's key from it, verified and pinned.
-    let k = cmtp(
-        home,
-        &p,
-        &["key", &format!("{dave_name}@localhost"), "--json"],
-        b"",
-    )
-    .json();
+    let bob = format!("bob@{LEGACY_DOMAIN}");
+    let k = cmtp(home, &p, &["key", &bob, "--json"], b"").json();
     assert_eq!(k["status"], "new");
+    assert_eq!(k["fingerprint"], legacy_bob().public().fingerprint());
+    closed_with_obai(&rx, "key of bob");
 
     // Sending needs the explicit --compat 2016.
-    let to = format!("{dave_name}@localhost");
-    let o = cmtp(home, &p, &["send", "--to", &to], b"hi");
+    let o = cmtp(home, &p, &["send", "--to", &bob], b"hi");
     assert_eq!(o.code, OTHER, "{o:?}");
     assert!(o.stderr.contains("--compat 2016"), "{o:?}");
+    closed_with_obai(&rx, "send without --compat 2016");
     // Attachments are refused (the 2016 server misreads them).
     let f = home.join("a.txt");
     std::fs::write(&f, b"x").unwrap();
@@ -247,13 +288,14 @@ fn the_2016_server_login_and_compat_send() {
             "2016",
             "send",
             "--to",
-            &to,
+            &bob,
             "--attach",
             f.to_str().unwrap(),
         ],
         b"hi",
     );
     assert_eq!(o.code, OTHER, "{o:?}");
+    closed_with_obai(&rx, "send with an attachment");
 
     let o = cmtp(
         home,
@@ -263,32 +305,41 @@ fn the_2016_server_login_and_compat_send() {
             "2016",
             "send",
             "--to",
-            &to,
+            &bob,
             "--subject",
             "ignored",
         ],
-        b"Hello Dave, from 2026.\n",
+        b"Hello Bob, from 2026.\n",
     );
     assert!(o.ok().contains("sent"), "{o:?}");
-    let (msg, nonce) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let Seen::Mail(msg, nonce) = next_seen(&rx, "the MAIL") else {
+        panic!("expected a MAIL");
+    };
     assert_eq!(nonce, vec![0u8; 64]);
-    // Envelope: version 1, no attachments, dest dave, src carol; the body opens with
-    // dave's key to the bare text (what the 2016 client sealed).
+    closed_with_obai(&rx, "send");
+    // Envelope: version 1, no attachments, no log (the 2016 reader ignores
+    // log_length and expects the body right after the names), dest bob, src alice;
+    // the body opens with bob's key to the bare text (what the 2016 client sealed).
     assert_eq!(&msg[0..8], &[0, 0, 0, 1, 0, 0, 0, 0]);
-    let names = format!("{dave_name}\0localhost\0{carol}\0localhost\0");
+    assert_eq!(
+        &msg[8..16],
+        &[0u8; 8],
+        "log_length must be 0 for the 2016 reader"
+    );
+    let names = format!("bob\0{LEGACY_DOMAIN}\0alice\0{LEGACY_DOMAIN}\0");
     assert_eq!(&msg[24..24 + names.len()], names.as_bytes());
-    let log_len = u64::from_be_bytes(msg[8..16].try_into().unwrap()) as usize;
-    let body = &msg[24 + names.len() + log_len..];
-    let dave = KeyPair::from_secret_bytes(&dave_sk).unwrap();
-    let plain = dave.open_sealed(body).unwrap();
-    assert_eq!(&plain[..], b"Hello Dave, from 2026.\n");
+    // Where the 2016 reader takes the body from: right after the names.
+    let body = &msg[24 + names.len()..];
+    let plain = legacy_bob().open_sealed(body).unwrap();
+    assert_eq!(&plain[..], b"Hello Bob, from 2026.\n");
 
     // No mailbox on the 2016 server: a clear error, not a hang.
     let mut c = cmtp_cmd(home, &p);
-    c.env("CMTP_PASSWORD", &carol_pw).args(["inbox"]);
+    c.env("CMTP_PASSWORD", ALICE_PASSWORD).args(["inbox"]);
     let o = run(c, b"");
     assert_eq!(o.code, OTHER, "{o:?}");
     assert!(o.stderr.contains("2016"), "{o:?}");
+    closed_with_obai(&rx, "inbox");
 }
 
 #[test]
@@ -430,8 +481,8 @@ fn a_2016_answer_after_a_cmtp1_login_is_a_downgrade() {
 
     // The same profile now reaches the 2016 peer where its server was, with the pinned
     // key carried over, as an attacker on the path would present it.
-    let (tx, _rx) = mpsc::channel();
-    let legacy = legacy_server(legacy_accounts(), tx);
+    let (tx, rx) = mpsc::channel();
+    let legacy = legacy_server(tx);
     std::fs::write(
         p.join("profile.toml"),
         profile.replace(&format!("\"{real}\""), &format!("\"{legacy}\"")),
@@ -452,6 +503,7 @@ fn a_2016_answer_after_a_cmtp1_login_is_a_downgrade() {
         assert_eq!(o.code, PROTOCOL, "{args:?}: {o:?}");
         assert!(o.stderr.contains("downgrade"), "{o:?}");
         assert!(o.stderr.contains("--compat 2016"), "{o:?}");
+        closed_with_obai(&rx, &format!("downgrade refused for {args:?}"));
     }
     // Logging in again is refused the same way...
     let o = cmtp(
@@ -462,8 +514,10 @@ fn a_2016_answer_after_a_cmtp1_login_is_a_downgrade() {
     );
     assert_eq!(o.code, PROTOCOL, "{o:?}");
     assert!(o.stderr.contains("downgrade"), "{o:?}");
+    closed_with_obai(&rx, "login refused as a downgrade");
     // ...unless the 2016 dialect is chosen explicitly: then the next check applies
     // (this peer's key is not the pinned one).
     let o = cmtp(home, &p, &["--compat", "2016", "key", "bob@localhost"], b"");
     assert_eq!(o.code, KEY_CHANGED, "{o:?}");
+    closed_with_obai(&rx, "a changed server key");
 }

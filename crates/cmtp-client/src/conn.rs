@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cmtp_crypto::{Blake2b256, PublicKey, Signature};
+use cmtp_proto::legacy::{self, KeyAnswer as LegacyKeyAnswer, decode_login_reply_any};
 use cmtp_proto::reply::{
-    self, Decoded, GreetingKind, LoginReply, MboxHead, OhaiAnswer, StatusReply, decode_general,
-    decode_general_or_v0, decode_greeting, decode_key_reply, decode_login_reply,
-    decode_login_reply_2016, decode_mbox_reply_head, decode_ohai,
+    self, Decoded, GreetingKind, KeyReply, LoginReply, MboxHead, OhaiAnswer, StatusReply,
+    decode_general, decode_general_or_v0, decode_greeting, decode_key_reply,
+    decode_mbox_reply_head, decode_mbox_trailer, decode_ohai,
 };
 use cmtp_proto::{
     Command, Envelope, ListEntry, MboxKind, MboxRequest, NameError, ReplyError, SIG_LEN,
@@ -291,11 +292,7 @@ impl Connection {
         self.send("sending NOOP", Command::Noop).await?;
         if self.dialect == Dialect::Legacy2016 {
             // The 2016 server answers `O_O\n\0`, unsigned.
-            return if self.read_line(STEP).await?.starts_with("O_O") {
-                Ok(())
-            } else {
-                Err(self.proto(STEP, "expected O_O"))
-            };
+            return self.read_reply(STEP, legacy::decode_noop_answer).await;
         }
         let g = self.read_reply(STEP, decode_general).await?;
         self.verify("reply", g.signed_bytes(), &g.sig)?;
@@ -360,7 +357,10 @@ impl Connection {
         };
         self.send("sending LOGIN", ask).await?;
         let reply = if self.dialect == Dialect::Legacy2016 {
-            match self.read_reply(STEP, |b| decode_login(b, true)).await {
+            match self
+                .read_reply(STEP, |b| decode_login_reply_any(b, MAX_XZIBIT, true))
+                .await
+            {
                 // Silence (not even a version) is how the 2016 server says "no such user".
                 Err(ClientError::Timeout { .. }) if self.inbuf.len() < 4 => {
                     return Err(ClientError::UnknownUser {
@@ -370,7 +370,7 @@ impl Connection {
                 r => r?,
             }
         } else {
-            self.read_versioned(STEP, |b| decode_login(b, false))
+            self.read_versioned(STEP, |b| decode_login_reply_any(b, MAX_XZIBIT, false))
                 .await?
         };
         match reply {
@@ -439,14 +439,12 @@ impl Connection {
             // The 2016 server reads a 64-byte proof-of-work nonce after the message and
             // never replies; OBAI's `Good bye` shows it read everything.
             const BYE: &str = "waiting for the 2016 server's Good bye";
-            self.write("sending the 2016 nonce", &[0u8; 64]).await?;
-            self.send("sending OBAI", Command::Obai).await?;
-            let line = self.read_line(BYE).await?;
-            return if line.starts_with("Good bye") {
-                Ok(MailOutcome::SentUnconfirmed)
-            } else {
-                Err(self.proto(BYE, &format!("got {line:?}")))
-            };
+            let mut tail = Vec::with_capacity(legacy::NONCE_LEN + 8);
+            legacy::encode_mail_nonce(&mut tail);
+            Command::Obai.encode(&mut tail);
+            self.write("sending the 2016 nonce and OBAI", &tail).await?;
+            self.read_reply(BYE, legacy::decode_bye).await?;
+            return Ok(MailOutcome::SentUnconfirmed);
         }
         match self.read_reply(STEP, decode_general_or_v0).await? {
             StatusReply::V0(v) => {
@@ -623,17 +621,18 @@ impl Connection {
         let mut hasher = Blake2b256::new();
         let mut left = len as usize;
         while left > 0 {
-            if self.inbuf.is_empty() {
-                self.read_more(STEP).await?;
-            }
-            let n = self.inbuf.len().min(left);
-            hasher.update(&self.inbuf[..n]);
-            payload.extend_from_slice(&self.inbuf[..n]);
-            self.inbuf.drain(..n);
-            left -= n;
+            let chunk = self
+                .read_reply(STEP, |b| {
+                    let n = b.len().min(left);
+                    Ok((n > 0).then(|| (b[..n].to_vec(), n)))
+                })
+                .await?;
+            hasher.update(&chunk);
+            payload.extend_from_slice(&chunk);
+            left -= chunk.len();
         }
         let digest = hasher.finalize();
-        let sig = self.read_reply(STEP, decode_sig).await?;
+        let sig = self.read_reply(STEP, decode_mbox_trailer).await?;
         let signed = cmtp_proto::mbox::reply_signing_bytes(&req.signature, &digest);
         self.verify("mailbox reply", &signed, &sig)?;
         Ok(payload)
@@ -644,6 +643,25 @@ impl Connection {
         self.send("sending OBAI", Command::Obai).await?;
         let _ = self.wr.shutdown().await;
         Ok(())
+    }
+
+    /// Says OBAI if the server may still be listening, then closes, ignoring errors:
+    /// for leaving after an error (`after`, the error that ended the work, if any).
+    /// The 2016 server leaves a thread spinning for a client that just disconnects, and
+    /// a CMTP/1 server logs it as an abort. Bounded by a short timeout, since a peer
+    /// that stopped reading (e.g. mid-upload) must not hold the caller.
+    pub async fn close(mut self, after: Option<&ClientError>) {
+        let gone = matches!(
+            after,
+            Some(ClientError::Closed { .. } | ClientError::NotCmtp { .. } | ClientError::Io { .. })
+        );
+        if !gone {
+            let mut out = Vec::with_capacity(8);
+            Command::Obai.encode(&mut out);
+            let quick = self.timeouts.io.min(Duration::from_secs(2));
+            let _ = tokio::time::timeout(quick, self.wr.write_all(&out)).await;
+        }
+        let _ = self.wr.shutdown().await;
     }
 
     // ---- reading helpers -------------------------------------------------------
@@ -661,11 +679,7 @@ impl Connection {
         let key = self
             .server_key
             .as_ref()
-            .ok_or_else(|| ClientError::Protocol {
-                step: "verifying a signature",
-                peer: self.peer,
-                detail: "no server key set".into(),
-            })?;
+            .ok_or(ClientError::NoServerKey { peer: self.peer })?;
         key.verify(msg, &Signature::from_array(*sig))
             .map_err(|_| ClientError::BadSignature { what })
     }
@@ -761,12 +775,6 @@ impl Connection {
         }
     }
 
-    /// Reads a line up to `\r\n` or NUL (the greeting's framing), as the 2016 server
-    /// answers NOOP (`O_O\n\0`) and OBAI (`Good bye\n\0`), unsigned.
-    async fn read_line(&mut self, step: &'static str) -> Result<String> {
-        Ok(self.read_reply(step, decode_greeting).await?.text)
-    }
-
     fn reply_error(&self, step: &'static str, e: ReplyError) -> ClientError {
         match e {
             // Quote what the peer said (its first line) rather than the decoder's excerpt.
@@ -786,30 +794,30 @@ impl Connection {
     }
 
     async fn read_key_reply(&mut self, step: &'static str) -> Result<KeyAnswer> {
-        let legacy = self.dialect == Dialect::Legacy2016;
-        let (answer, garbled) = self
-            .read_versioned(step, |b| decode_key_reply_quirks(b, legacy))
-            .await?;
+        let answer = if self.dialect == Dialect::Legacy2016 {
+            self.read_versioned(step, legacy::decode_key_answer).await?
+        } else {
+            LegacyKeyAnswer::Reply(self.read_versioned(step, decode_key_reply).await?)
+        };
         match answer {
-            None => Ok(KeyAnswer::Text(reply::KEYNOTAVAILABLE.into())),
-            Some(reply::KeyReply::V0(v)) => {
+            // The 2016 server's garbled "no such key": its signature covers the text.
+            LegacyKeyAnswer::NotAvailable(na) => {
+                if self.server_key.is_some() {
+                    self.verify("message", na.signed_bytes(), &na.sig)?;
+                }
+                Ok(KeyAnswer::Text(reply::KEYNOTAVAILABLE.into()))
+            }
+            LegacyKeyAnswer::Reply(KeyReply::V0(v)) => {
                 // Verified only when a server key is set (not while fetching it).
                 if self.server_key.is_some() {
                     self.verify("message", v.signed_bytes(), &v.sig)?;
                 }
                 Ok(KeyAnswer::Text(v.text))
             }
-            Some(reply::KeyReply::Key { key, sig, .. }) => {
-                let key = PublicKey::from_array(key);
-                // A well-formed garbled reply: recognise it rather than call it tampering.
-                if garbled
-                    && self.server_key.as_ref().is_some_and(|sk| *sk != key)
-                    && self.verify("key reply", key.as_bytes(), &sig).is_err()
-                {
-                    return Ok(KeyAnswer::Text(reply::KEYNOTAVAILABLE.into()));
-                }
-                Ok(KeyAnswer::Key(key, Signature::from_array(sig)))
-            }
+            LegacyKeyAnswer::Reply(KeyReply::Key { key, sig, .. }) => Ok(KeyAnswer::Key(
+                PublicKey::from_array(key),
+                Signature::from_array(sig),
+            )),
         }
     }
 }
@@ -818,52 +826,6 @@ impl Connection {
 enum KeyAnswer {
     Key(PublicKey, Signature),
     Text(String),
-}
-
-/// [`decode_key_reply`], plus the 2016 server's quirk: it answers an unknown user with
-/// version 1 and `KEYNOTAVAILABLE` at the wrong offset. In that dialect a version-1
-/// reply is read whole (102 bytes); the flag says the text is inside it, and `None` is
-/// a malformed reply that is the garbled "no such key".
-fn decode_key_reply_quirks(buf: &[u8], legacy: bool) -> Decoded<(Option<reply::KeyReply>, bool)> {
-    if !legacy || buf.get(..4) != Some(&[0, 0, 0, 1][..]) {
-        return Ok(decode_key_reply(buf)?.map(|(r, n)| ((Some(r), false), n)));
-    }
-    let Some(whole) = buf.get(..reply::KEY_REPLY_LEN) else {
-        return Ok(None);
-    };
-    let garbled = whole[4..]
-        .windows(reply::KEYNOTAVAILABLE.len())
-        .any(|w| w == reply::KEYNOTAVAILABLE.as_bytes());
-    match decode_key_reply(whole) {
-        Err(ReplyError::MissingNul(_)) if garbled => Ok(Some(((None, true), whole.len()))),
-        r => Ok(r?.map(|(r, n)| ((Some(r), garbled), n))),
-    }
-}
-
-/// The answer to LOGIN: CMTP/1's, or the 2016 layout (bare 156-byte xzibit and its
-/// signature) for that dialect or when the announced length is too large to be one
-/// (the 2016 xzibit starts with its version 1, then salt read as a huge length).
-fn decode_login(buf: &[u8], legacy: bool) -> Decoded<LoginReply> {
-    let version0 = buf.get(..4) == Some(&[0; 4][..]);
-    if !legacy || version0 {
-        match decode_login_reply(buf, MAX_XZIBIT) {
-            Err(ReplyError::LengthTooLarge { .. }) => {}
-            r => return r,
-        }
-    }
-    Ok(decode_login_reply_2016(buf)?.map(|(r, n)| {
-        let x = LoginReply::Xzibit {
-            version: 1,
-            xzibit: r.xzibit,
-            sig: r.sig,
-        };
-        (x, n)
-    }))
-}
-
-/// The bare signature that ends a successful mailbox reply.
-fn decode_sig(buf: &[u8]) -> Decoded<[u8; SIG_LEN]> {
-    Ok(buf.first_chunk::<SIG_LEN>().map(|s| (*s, SIG_LEN)))
 }
 
 /// Signs a mailbox request in place with the user's key (D4), for `domain`, the

@@ -61,7 +61,7 @@ pub enum ClientError {
     Resolve {
         /// The host name.
         host: String,
-        /// Why.
+        /// What the resolver said, or that it did not answer in time.
         reason: String,
     },
     /// A network step timed out.
@@ -223,7 +223,7 @@ pub enum ClientError {
     /// A message we fetched could not be decoded or opened.
     #[error("message {id} cannot be read: {detail}")]
     BadMessage {
-        /// The id.
+        /// The id of the message fetched.
         id: u64,
         /// What was wrong.
         detail: String,
@@ -231,10 +231,35 @@ pub enum ClientError {
     /// An address is not `account@domain` or breaks the name rule.
     #[error("invalid address {address:?}: {why}")]
     BadAddress {
-        /// The input.
+        /// The address (or name) as given.
         address: String,
         /// What is wrong.
         why: String,
+    },
+    /// The draft cannot be encoded as an internal body (spec §6), e.g. a subject or
+    /// address with a NUL, or too many CCs.
+    #[error("cannot encode the message body: {0}")]
+    InvalidBody(#[source] cmtp_proto::BodyError),
+    /// An attachment name that cannot be sent (empty, or with a NUL).
+    #[error("invalid attachment name {name:?}: it must be non-empty and contain no NUL")]
+    BadAttachmentName {
+        /// The name.
+        name: String,
+    },
+    /// A signature had to be checked before a server key was set
+    /// ([`crate::Connection::set_server_key`]): a misuse of the library.
+    #[error("no server key set on the connection to {peer}: cannot verify its signatures")]
+    NoServerKey {
+        /// The server.
+        peer: SocketAddr,
+    },
+    /// A background task (the password KDF) failed to run.
+    #[error("internal error: the {what} task failed: {detail}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// What the runtime said.
+        detail: String,
     },
     /// The profile is missing or unusable.
     #[error("profile {path}: {detail}")]
@@ -298,9 +323,14 @@ impl ClientError {
             E::DeliveryFailure { .. } => ErrorKind::DeliveryFailure,
             E::MailboxRefused { .. } | E::NoSuchMessage { .. } => ErrorKind::Mailbox,
             E::Profile { .. } => ErrorKind::Profile,
-            E::BadMessage { .. } | E::BadAddress { .. } | E::File { .. } | E::Unsupported(_) => {
-                ErrorKind::Other
-            }
+            E::BadMessage { .. }
+            | E::BadAddress { .. }
+            | E::File { .. }
+            | E::Unsupported(_)
+            | E::InvalidBody(_)
+            | E::BadAttachmentName { .. }
+            | E::NoServerKey { .. }
+            | E::Task { .. } => ErrorKind::Other,
             E::Crypto(_) => ErrorKind::Other,
         }
     }

@@ -9,6 +9,8 @@
 //! - [`Session`]: the high-level API (`login`, `send`, `inbox`, `read`, `delete`) the
 //!   `cmtp` binary is a thin layer over.
 //!
+//! [`terminal::sanitize`] makes sender-controlled text safe to print on a terminal.
+//!
 //! Errors are typed ([`ClientError`]); [`ClientError::kind`] classifies them.
 //!
 //! ```no_run
@@ -50,6 +52,7 @@ mod error;
 mod message;
 mod profile;
 mod session;
+pub mod terminal;
 
 pub use address::Address;
 pub use conn::{
@@ -57,11 +60,11 @@ pub use conn::{
 };
 pub use discovery::{Candidate, CandidateSource, Discovery, MX_PORT};
 pub use error::{ClientError, ErrorKind, Result};
-pub use message::{Attachment, Draft, InboxItem, ReadMessage, ReceivedAttachment};
+pub use message::{Attachment, Draft, InboxItem, MAX_FILE_NAME, ReadMessage, ReceivedAttachment};
 pub use profile::{Compat, PinStatus, Pins, Profile, ProfileConfig, TimeoutConfig};
 pub use session::{
     ClientOptions, DEFAULT_INBOX_DEADLINE, DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE, KeyLookup,
-    LoginInfo, RecipientResult, Session, discover,
+    LoginInfo, RecipientResult, Session, discover, unix_now,
 };
 
 pub use cmtp_crypto::PublicKey;

@@ -69,12 +69,8 @@ impl Attachment {
 
     fn check_name(name: &str) -> Result<()> {
         if name.contains('\0') || name.is_empty() {
-            return Err(ClientError::File {
-                path: name.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "an attachment name must be non-empty and contain no NUL",
-                ),
+            return Err(ClientError::BadAttachmentName {
+                name: name.to_owned(),
             });
         }
         Ok(())
@@ -161,25 +157,57 @@ impl std::fmt::Debug for ReceivedAttachment {
     }
 }
 
+/// Most bytes in a file name on Linux and most file systems (NAME_MAX).
+pub const MAX_FILE_NAME: usize = 255;
+
+/// Longest tail after the last dot still kept as an extension when a name is shortened.
+const MAX_EXTENSION: usize = 32;
+
 impl ReceivedAttachment {
     /// A name safe to create in a folder: the last path component, without control
-    /// characters and without leading dots (no hidden file such as `.bashrc`, never
-    /// `.`/`..`); `attachment-N` (N = `index` + 1) when nothing is left.
+    /// or bidirectional-control characters and without leading dots (no hidden file
+    /// such as `.bashrc`, never `.`/`..`); `attachment-N` (N = `index` + 1) when
+    /// nothing is left. At most [`MAX_FILE_NAME`] bytes: a longer name is cut on a
+    /// UTF-8 boundary, keeping its extension. See [`ReceivedAttachment::safe_name_numbered`]
+    /// for a name that is already taken.
     pub fn safe_name(&self, index: usize) -> String {
-        let last = self
+        self.safe_name_numbered(index, 0)
+    }
+
+    /// [`ReceivedAttachment::safe_name`] with `-n` before the extension when `n > 0`
+    /// (`report.pdf` → `report-1.pdf`), still within [`MAX_FILE_NAME`] bytes: the
+    /// names to try in turn when the plain one is taken.
+    pub fn safe_name_numbered(&self, index: usize, n: u32) -> String {
+        let last: String = self
             .name
             .rsplit(['/', '\\'])
             .next()
             .unwrap_or("")
             .chars()
-            .filter(|c| !c.is_control())
-            .collect::<String>();
+            .filter(|&c| !c.is_control() && !crate::terminal::is_bidi_or_separator(c))
+            .collect();
         let last = last.trim_start_matches('.');
-        if last.is_empty() {
+        let base = if last.is_empty() {
             format!("attachment-{}", index + 1)
         } else {
             last.to_owned()
+        };
+        // The extension: from the last dot, when short enough to be one.
+        let (stem, ext) = match base.rfind('.') {
+            Some(dot) if dot > 0 && base.len() - dot <= MAX_EXTENSION => base.split_at(dot),
+            _ => (base.as_str(), ""),
+        };
+        let suffix = if n > 0 {
+            format!("-{n}")
+        } else {
+            String::new()
+        };
+        let mut room = MAX_FILE_NAME - ext.len() - suffix.len();
+        room = room.min(stem.len());
+        while !stem.is_char_boundary(room) {
+            room -= 1;
         }
+        format!("{}{suffix}{ext}", &stem[..room])
     }
 }
 
@@ -307,7 +335,12 @@ mod tests {
         assert_eq!(a.name(), "x.bin");
         assert_eq!(a.data(), b"\0\x01data");
         assert_eq!(a.size(), 6);
-        assert!(Attachment::new("a\0b", b"").is_err());
+        for bad in ["a\0b", ""] {
+            assert!(matches!(
+                Attachment::new(bad, b""),
+                Err(ClientError::BadAttachmentName { .. })
+            ));
+        }
         let r = |n: &str| ReceivedAttachment {
             name: n.into(),
             data: vec![],
@@ -324,6 +357,41 @@ mod tests {
         assert_eq!(r("a/.\n.ssh").safe_name(2), "ssh");
         assert_eq!(r("dir/").safe_name(2), "attachment-3");
         assert_eq!(r("v1.2.tar").safe_name(0), "v1.2.tar");
+        assert_eq!(r("invoice\u{202e}fdp.exe").safe_name(0), "invoicefdp.exe");
+        assert_eq!(r("report.pdf").safe_name_numbered(0, 2), "report-2.pdf");
+        assert_eq!(r("README").safe_name_numbered(0, 1), "README-1");
+        assert_eq!(r("..").safe_name_numbered(3, 1), "attachment-4-1");
+    }
+
+    #[test]
+    fn long_names_are_shortened_keeping_the_extension() {
+        let r = |n: String| ReceivedAttachment {
+            name: n,
+            data: vec![],
+        };
+        // 300 bytes: ASCII, then 2-byte and 3-byte characters that a cut must not split.
+        for unit in ["a", "é", "語"] {
+            let stem = unit.repeat(300 / unit.len());
+            for n in [0, 1, 999_999] {
+                let name = r(format!("{stem}.tar.gz")).safe_name_numbered(0, n);
+                assert!(name.len() <= MAX_FILE_NAME, "{} bytes", name.len());
+                assert!(name.len() > MAX_FILE_NAME - 3, "{} bytes", name.len());
+                let tail = if n > 0 {
+                    format!("-{n}.gz")
+                } else {
+                    ".gz".into()
+                };
+                assert!(name.ends_with(&tail), "{name}");
+                assert!(name.starts_with(unit));
+            }
+        }
+        // A tail too long to be an extension is cut like the rest.
+        let odd = r(format!("x.{}", "y".repeat(300))).safe_name(0);
+        assert_eq!(odd.len(), MAX_FILE_NAME);
+        assert!(odd.starts_with("x.y"));
+        // Exactly at the limit: unchanged.
+        let exact = format!("{}.txt", "b".repeat(MAX_FILE_NAME - 4));
+        assert_eq!(r(exact.clone()).safe_name(0), exact);
     }
 
     #[test]

@@ -104,7 +104,9 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn now() -> u64 {
+/// The current time in Unix seconds (0 if the clock is before 1970), as the mailbox
+/// requests and internal bodies carry it.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -134,8 +136,25 @@ async fn connect_verified(
     allow_2016: bool,
 ) -> Result<(Connection, PublicKey, PinStatus)> {
     let mut conn = Connection::connect(server, timeouts).await?;
+    match verify_server(profile, server, &mut conn, pin_new, allow_2016).await {
+        Ok((key, status)) => Ok((conn, key, status)),
+        Err(e) => {
+            conn.close(Some(&e)).await;
+            Err(e)
+        }
+    }
+}
+
+/// The checks of [`connect_verified`] once connected.
+async fn verify_server(
+    profile: &mut Profile,
+    server: &str,
+    conn: &mut Connection,
+    pin_new: bool,
+    allow_2016: bool,
+) -> Result<(PublicKey, PinStatus)> {
     conn.ohai().await?;
-    check_downgrade(profile, server, &conn, allow_2016)?;
+    check_downgrade(profile, server, conn, allow_2016)?;
     let key = conn.fetch_server_key().await?;
     let status = profile.pins.check_server(server, &key);
     match &status {
@@ -159,7 +178,7 @@ async fn connect_verified(
         }
     }
     conn.set_server_key(key);
-    Ok((conn, key, status))
+    Ok((key, status))
 }
 
 /// The dialect comes from the unsigned greeting and OHAI, so anyone on the path can
@@ -203,7 +222,10 @@ async fn fetch_keys(conn: &mut Connection, address: &Address, password: &[u8]) -
     // The KDF is deliberately slow (scrypt / Argon2id): keep it off the async threads.
     let keys = tokio::task::spawn_blocking(move || xz.open(&password))
         .await
-        .map_err(|e| ClientError::Unsupported(format!("KDF task failed: {e}")))?
+        .map_err(|e| ClientError::Task {
+            what: "password KDF",
+            detail: e.to_string(),
+        })?
         .map_err(|e| match e {
             cmtp_crypto::CryptoError::WrongPassword => ClientError::WrongPassword {
                 address: address.to_string(),
@@ -262,7 +284,13 @@ impl Session {
         for cand in candidates {
             match connect_verified(profile, &cand, timeouts, true, explicit_2016).await {
                 Ok((mut conn, server_key, status)) => {
-                    let keys = fetch_keys(&mut conn, address, password).await?;
+                    let keys = match fetch_keys(&mut conn, address, password).await {
+                        Ok(k) => k,
+                        Err(e) => {
+                            conn.close(Some(&e)).await;
+                            return Err(e);
+                        }
+                    };
                     let dialect = conn.dialect();
                     let _ = conn.obai().await;
                     profile.config = Some(ProfileConfig {
@@ -330,9 +358,23 @@ impl Session {
         let cfg = profile.require_config()?.clone();
         let timeouts = opts.timeouts.unwrap_or_else(|| cfg.timeouts.to_timeouts());
         let mut conn = Connection::connect(&cfg.server, timeouts).await?;
-        conn.ohai().await?;
         let allow_2016 = opts.compat.unwrap_or(cfg.compat) == Compat::Legacy2016;
-        check_downgrade(profile, &cfg.server, &conn, allow_2016)?;
+        let r =
+            Self::trust_presented(profile, &cfg.server, &mut conn, fingerprint, allow_2016).await;
+        conn.close(r.as_ref().err()).await;
+        r
+    }
+
+    /// The checks of [`Session::trust_server`] once connected.
+    async fn trust_presented(
+        profile: &mut Profile,
+        server: &str,
+        conn: &mut Connection,
+        fingerprint: &str,
+        allow_2016: bool,
+    ) -> Result<PublicKey> {
+        conn.ohai().await?;
+        check_downgrade(profile, server, conn, allow_2016)?;
         let key = conn.fetch_server_key().await?;
         let want = norm_hex(fingerprint);
         let matches =
@@ -343,9 +385,8 @@ impl Session {
                 presented: key.fingerprint(),
             });
         }
-        profile.pins.pin_server(&cfg.server, &key);
+        profile.pins.pin_server(server, &key);
         profile.save()?;
-        let _ = conn.obai().await;
         Ok(key)
     }
 
@@ -403,33 +444,35 @@ impl Session {
     }
 
     async fn conn(&mut self) -> Result<&mut Connection> {
-        if self.conn.is_none() {
-            let server = self.profile.require_config()?.server.clone();
-            let (c, _, _) = connect_verified(
-                &mut self.profile,
-                &server,
-                self.timeouts,
-                false,
-                self.allow_2016_mail,
-            )
-            .await?;
-            self.conn = Some(c);
-        }
-        // Just set above when it was None.
-        self.conn
-            .as_mut()
-            .ok_or_else(|| ClientError::Unsupported("no connection".into()))
+        let c = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                let server = self.profile.require_config()?.server.clone();
+                let (c, _, _) = connect_verified(
+                    &mut self.profile,
+                    &server,
+                    self.timeouts,
+                    false,
+                    self.allow_2016_mail,
+                )
+                .await?;
+                c
+            }
+        };
+        Ok(self.conn.insert(c))
     }
 
-    /// Drops the connection after an error that may have left it unusable.
-    fn after<T>(&mut self, r: Result<T>) -> Result<T> {
+    /// Closes the connection (saying OBAI when the server may still listen) after an
+    /// error that may have left it unusable.
+    async fn after<T>(&mut self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r
             && matches!(
                 e.kind(),
                 ErrorKind::Protocol | ErrorKind::Timeout | ErrorKind::TooLarge
             )
+            && let Some(c) = self.conn.take()
         {
-            self.conn = None;
+            c.close(Some(e)).await;
         }
         r
     }
@@ -439,7 +482,7 @@ impl Session {
         let address = self.address.clone();
         let conn = self.conn().await?;
         let r = fetch_keys(conn, &address, password).await;
-        let keys = self.after(r)?;
+        let keys = self.after(r).await?;
         if keys.public() != self.profile.public_key()? {
             return Err(ClientError::Profile {
                 path: self.profile.dir().display().to_string(),
@@ -455,9 +498,12 @@ impl Session {
     pub async fn lookup_key(&mut self, address: &Address) -> Result<KeyLookup> {
         let conn = self.conn().await?;
         let r = conn.key_request(&address.account, &address.domain).await;
-        let key = self.after(r)?.ok_or_else(|| ClientError::UnknownUser {
-            address: address.to_string(),
-        })?;
+        let key = self
+            .after(r)
+            .await?
+            .ok_or_else(|| ClientError::UnknownUser {
+                address: address.to_string(),
+            })?;
         let status = self.profile.pins.check_user(&address.to_string(), &key);
         Ok(KeyLookup {
             address: address.clone(),
@@ -502,7 +548,7 @@ impl Session {
             Zeroizing::new(draft.text.as_bytes().to_vec())
         } else {
             let ib = InternalBody {
-                timestamp: u32::try_from(now()).unwrap_or(u32::MAX),
+                timestamp: u32::try_from(unix_now()).unwrap_or(u32::MAX),
                 subject: draft.subject.clone(),
                 reply_to: draft
                     .reply_to
@@ -512,10 +558,7 @@ impl Session {
                 cc: draft.cc.iter().map(|a| a.to_string()).collect(),
                 text: draft.text.clone(),
             };
-            Zeroizing::new(ib.to_bytes().map_err(|e| ClientError::BadAddress {
-                address: draft.subject.clone(),
-                why: format!("cannot encode the body: {e}"),
-            })?)
+            Zeroizing::new(ib.to_bytes().map_err(ClientError::InvalidBody)?)
         };
         let seal = cmtp_crypto::SEAL_OVERHEAD as u64;
         let att_total: u64 = draft
@@ -548,10 +591,13 @@ impl Session {
             let outcome = self
                 .send_one(&addr, &body_plain, draft, att_total, progress)
                 .await;
-            let outcome = self.after(outcome);
-            if legacy {
-                // The 2016 exchange ends with OBAI: the next recipient needs a new connection.
-                self.conn = None;
+            let outcome = self.after(outcome).await;
+            if legacy && let Some(c) = self.conn.take() {
+                // The 2016 exchange ends with OBAI (sent after a MAIL, or now after a
+                // failure): the next recipient needs a new connection.
+                if outcome.is_err() {
+                    c.close(outcome.as_ref().err()).await;
+                }
             }
             results.push(RecipientResult {
                 address: addr,
@@ -590,7 +636,13 @@ impl Session {
             dest_domain: addr.domain.clone(),
             src_account: self.address.account.clone(),
             src_domain: self.address.domain.clone(),
-            log: vec![0],
+            // The 2016 reader ignores log_length and expects the body right after the
+            // names: no log for it. Otherwise the smallest log, one NUL.
+            log: if self.dialect == Dialect::Legacy2016 {
+                Vec::new()
+            } else {
+                vec![0]
+            },
         };
         let atts = draft
             .attachments
@@ -639,7 +691,7 @@ impl Session {
         const LIST_STEP: &str = "listing the mailbox (overall inbox deadline)";
         let until = tokio::time::Instant::now() + deadline;
         let req = self.signed(
-            MboxRequest::list(&self.address.account, now()),
+            MboxRequest::list(&self.address.account, unix_now()),
             MboxKind::List,
         )?;
         let conn = self.conn().await?;
@@ -657,7 +709,7 @@ impl Session {
                 Err(_) => Err(late()),
             }
         };
-        let mut entries = self.after(r)?;
+        let mut entries = self.after(r).await?;
         // Newest first, so that the deadline (or the limit) leaves out the oldest.
         entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.id));
         entries.truncate(limit);
@@ -685,12 +737,12 @@ impl Session {
                 continue;
             }
             let req = self.signed(
-                MboxRequest::fetch(&self.address.account, now(), e.id, FetchPart::Head),
+                MboxRequest::fetch(&self.address.account, unix_now(), e.id, FetchPart::Head),
                 MboxKind::Fetch,
             )?;
             let conn = self.conn().await?;
             let head = match tokio::time::timeout_at(until, conn.mbox_fetch(&req)).await {
-                Ok(r) => match self.after(r) {
+                Ok(r) => match self.after(r).await {
                     Ok(h) => Some(h),
                     // Deleted meanwhile: skip it.
                     Err(ClientError::NoSuchMessage { .. }) => continue,
@@ -702,7 +754,9 @@ impl Session {
                 },
                 Err(_) => {
                     // Cut off mid-reply: the connection cannot be reused.
-                    self.conn = None;
+                    if let Some(c) = self.conn.take() {
+                        c.close(None).await;
+                    }
                     late = true;
                     item.error = Some(format!(
                         "not fetched: the inbox took longer than {deadline:?}"
@@ -743,12 +797,12 @@ impl Session {
     /// attachments.
     pub async fn read(&mut self, id: u64) -> Result<ReadMessage> {
         let req = self.signed(
-            MboxRequest::fetch(&self.address.account, now(), id, FetchPart::Full),
+            MboxRequest::fetch(&self.address.account, unix_now(), id, FetchPart::Full),
             MboxKind::Fetch,
         )?;
         let conn = self.conn().await?;
         let r = conn.mbox_fetch(&req).await;
-        let bytes = self.after(r)?;
+        let bytes = self.after(r).await?;
         let bad = |d: String| ClientError::BadMessage { id, detail: d };
         let m = parse_stored(&bytes, false).map_err(bad)?;
         let keys = self.keys()?;
@@ -806,25 +860,26 @@ impl Session {
     /// Deletes message `id`.
     pub async fn delete(&mut self, id: u64) -> Result<()> {
         let req = self.signed(
-            MboxRequest::delete(&self.address.account, now(), id),
+            MboxRequest::delete(&self.address.account, unix_now(), id),
             MboxKind::Delete,
         )?;
         let conn = self.conn().await?;
         let r = conn.mbox_delete(&req).await;
-        self.after(r)
+        self.after(r).await
     }
 
     /// Checks the connection with NOOP.
     pub async fn noop(&mut self) -> Result<()> {
         let conn = self.conn().await?;
         let r = conn.noop().await;
-        self.after(r)
+        self.after(r).await
     }
 
-    /// Says goodbye.
+    /// Says goodbye (OBAI) and closes the connection. Call it on every path, errors
+    /// included: a session dropped without it just disconnects.
     pub async fn close(mut self) {
         if let Some(c) = self.conn.take() {
-            let _ = c.obai().await;
+            c.close(None).await;
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod body;
 pub mod command;
+pub mod legacy;
 pub mod limits;
 pub mod mbox;
 pub mod message;

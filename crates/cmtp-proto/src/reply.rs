@@ -35,10 +35,6 @@ pub const MAX_OHAI: usize = 512;
 pub const MAX_V0_TEXT: usize = 1024;
 /// Length of a crypto-system-1 key reply.
 pub const KEY_REPLY_LEN: usize = 4 + KEY_LEN + 1 + SIG_LEN + 1;
-/// Length of the 2016 xzibit (version 1 layout).
-pub const LEGACY_XZIBIT_LEN: usize = 156;
-/// Length of the 2016 LOGIN reply: bare xzibit then its signature.
-pub const LEGACY_LOGIN_LEN: usize = LEGACY_XZIBIT_LEN + SIG_LEN;
 
 /// Errors of replies on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,9 +57,9 @@ pub enum ReplyError {
     /// A length field above the caller's maximum.
     #[error("announced length {len} exceeds the maximum {max}")]
     LengthTooLarge {
-        /// Announced.
+        /// The length the peer announced.
         len: u64,
-        /// Allowed.
+        /// The most the caller accepts.
         max: u64,
     },
     /// Text that must be UTF-8 is not.
@@ -511,40 +507,6 @@ pub fn decode_login_reply(buf: &[u8], max_len: u32) -> Decoded<LoginReply> {
     }
 }
 
-/// The 2016 server's answer to LOGIN: a bare 156-byte xzibit and its signature.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LoginReply2016 {
-    /// The xzibit file as stored (version 1 layout).
-    pub xzibit: Vec<u8>,
-    /// Server signature over the xzibit.
-    pub sig: [u8; SIG_LEN],
-}
-
-impl LoginReply2016 {
-    /// The bytes the signature covers: the xzibit.
-    pub fn signed_bytes(&self) -> &[u8] {
-        &self.xzibit
-    }
-}
-
-/// Reads the 2016 LOGIN layout: exactly 220 bytes, xzibit(156) then sig(64). (For an
-/// unknown user the 2016 server sends nothing: the caller needs a timeout.)
-pub fn decode_login_reply_2016(buf: &[u8]) -> Decoded<LoginReply2016> {
-    if buf.len() >= 4 && be_u32(buf) != 1 {
-        return Err(ReplyError::UnsupportedVersion(be_u32(buf)));
-    }
-    if buf.len() < LEGACY_LOGIN_LEN {
-        return Ok(None);
-    }
-    Ok(Some((
-        LoginReply2016 {
-            xzibit: buf[..LEGACY_XZIBIT_LEN].to_vec(),
-            sig: sig_at(buf, LEGACY_XZIBIT_LEN),
-        },
-        LEGACY_LOGIN_LEN,
-    )))
-}
-
 // ---------------------------------------------------------------- mailbox (D4)
 
 /// The head of a mailbox reply.
@@ -573,6 +535,11 @@ pub fn encode_mbox_ok(payload_len: u64, out: &mut Vec<u8>) {
 /// [`crate::mbox::reply_signing_bytes`].
 pub fn encode_mbox_trailer(sig: &[u8; SIG_LEN], out: &mut Vec<u8>) {
     out.extend_from_slice(sig);
+}
+
+/// Reads the trailer of a success reply: the bare signature after the payload.
+pub fn decode_mbox_trailer(buf: &[u8]) -> Decoded<[u8; SIG_LEN]> {
+    Ok(buf.first_chunk::<SIG_LEN>().map(|s| (*s, SIG_LEN)))
 }
 
 /// Reads the head of a mailbox reply. For `Ok`, the caller then streams
@@ -773,12 +740,6 @@ mod tests {
             decode_login_reply(&b[..8], 100),
             Err(ReplyError::LengthTooLarge { len: 156, max: 100 })
         ));
-        let mut l = vec![0, 0, 0, 1];
-        l.extend_from_slice(&[5; 152]);
-        l.extend_from_slice(&sig());
-        all_prefixes_need_more(&l, decode_login_reply_2016);
-        let (r, n) = decode_login_reply_2016(&l).unwrap().unwrap();
-        assert_eq!((n, r.xzibit.len(), r.sig), (220, 156, sig()));
     }
 
     #[test]
@@ -787,6 +748,8 @@ mod tests {
         encode_mbox_ok(3, &mut b);
         b.extend_from_slice(b"abc");
         encode_mbox_trailer(&sig(), &mut b);
+        all_prefixes_need_more(&b[15..], decode_mbox_trailer);
+        assert_eq!(decode_mbox_trailer(&b[15..]), Ok(Some((sig(), 64))));
         all_prefixes_need_more(&b, |b| decode_mbox_reply(b, 10));
         assert_eq!(
             decode_mbox_reply_head(&b).unwrap(),

@@ -406,7 +406,11 @@ proptest! {
             let _ = reply::decode_general_or_v0(b);
             let _ = reply::decode_key_reply(b);
             let _ = reply::decode_login_reply(b, max);
-            let _ = reply::decode_login_reply_2016(b);
+            let _ = cmtp_proto::legacy::decode_login(b);
+            let _ = cmtp_proto::legacy::decode_login_reply_any(b, max, cut % 2 == 0);
+            let _ = cmtp_proto::legacy::decode_key_answer(b);
+            let _ = cmtp_proto::legacy::decode_noop_answer(b);
+            let _ = cmtp_proto::legacy::decode_bye(b);
             let _ = reply::decode_mbox_reply_head(b);
             let _ = reply::decode_mbox_reply(b, u64::from(max));
         }
@@ -424,6 +428,12 @@ proptest! {
         for cut in 0..=bytes.len() {
             if let Ok(Some(r)) = reply::decode_key_reply(&bytes[..cut]) {
                 prop_assert_eq!(reply::decode_key_reply(&bytes), Ok(Some(r)));
+                break;
+            }
+        }
+        for cut in 0..=bytes.len() {
+            if let Ok(Some(r)) = cmtp_proto::legacy::decode_key_answer(&bytes[..cut]) {
+                prop_assert_eq!(cmtp_proto::legacy::decode_key_answer(&bytes), Ok(Some(r)));
                 break;
             }
         }
