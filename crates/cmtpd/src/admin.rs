@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use cmtp_client::terminal::{Layout, sanitize};
 use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
 use cmtp_proto::{AttachmentPlain, Body, MessageDecoder, MessageEvent, MessageLimits};
 use cmtp_store::{EmbeddedStore, FsUsers, MailStore, MessageRead, UserRecord, UserStore};
@@ -307,6 +308,7 @@ pub async fn mailbox_list(data_dir: &Path, account: Option<&str>) -> Result<Stri
         o.push_str("no messages\n");
     }
     for m in list {
+        // Sender names come from the wire: never let them drive the operator's terminal.
         let _ = writeln!(
             o,
             "{}  received {}  {} bytes  v{}  {} attachments  from {}@{}",
@@ -315,8 +317,8 @@ pub async fn mailbox_list(data_dir: &Path, account: Option<&str>) -> Result<Stri
             m.size,
             m.meta.version,
             m.meta.attachment_count,
-            m.meta.src_account,
-            m.meta.src_domain
+            sanitize(&m.meta.src_account, Layout::Line),
+            sanitize(&m.meta.src_domain, Layout::Line)
         );
     }
     Ok(o)
@@ -346,12 +348,10 @@ pub async fn mailbox_show(data_dir: &Path, account: Option<&str>, id: u64) -> Re
     } else {
         None
     };
-    Ok(render_message(
-        &raw,
-        info.id,
-        info.received,
-        server_key.as_ref(),
-    ))
+    // Everything shown comes from the sender (names, log, subject, text): cleaned the
+    // way `cmtp` cleans what it prints.
+    let shown = render_message(&raw, info.id, info.received, server_key.as_ref());
+    Ok(sanitize(&shown, Layout::Text))
 }
 
 /// Pretty-prints a stored message; opens sealed parts when `key` is given.

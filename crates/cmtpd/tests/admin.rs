@@ -272,3 +272,34 @@ fn help_config_and_fresh_start_defaults() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+/// `mailbox list/show` print what senders wrote: escape sequences (window title, screen
+/// clear, OSC 52 clipboard write) and bidi overrides must not reach the operator's
+/// terminal (a defect found from outside: they were printed raw).
+#[test]
+fn mailbox_list_and_show_never_pass_terminal_controls() {
+    let srv = TestServer::start();
+    let mut c = srv.client();
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{9b}31m";
+    let m = message(
+        0,
+        ("", ""),
+        ("gpj.exe\u{202e}", "x.example"),
+        format!("via {hostile}\0").as_bytes(),
+        format!("text {hostile}\r\nfake line").as_bytes(),
+        &[],
+    );
+    assert_eq!(c.mail(&m), "SUCCESS");
+    let list = ok(&srv.admin(&["mailbox", "list"], b""));
+    let id = list.split_whitespace().next().unwrap().to_owned();
+    let show = ok(&srv.admin(&["mailbox", "show", &id], b""));
+    for out in [&list, &show] {
+        assert!(
+            !out.chars()
+                .any(|ch| matches!(ch, '\u{1b}' | '\u{7}' | '\u{9b}' | '\r' | '\u{202e}')),
+            "{out:?}"
+        );
+    }
+    assert!(list.contains("gpj.exe"), "{list}");
+    assert!(show.contains("fake line"), "{show}");
+}
