@@ -790,7 +790,8 @@ fn a_server_over_its_connection_limit_is_reported_as_a_refusal() {
     add_user(&data, "alice", "a");
     let srv = TestServer::start_with(Opts {
         data: Some(data.clone()),
-        config: "[limits]\nmax_connections_per_ip = 1\n".into(),
+        // Loopback is exempt from per-address limits by default; this test needs them.
+        config: "[limits]\nmax_connections_per_ip = 1\nexempt_networks = []\n".into(),
         ..Opts::default()
     });
     let p = home.join("p");

@@ -63,7 +63,11 @@ fn mailbox_quota_refuses_delivery_and_list_stays_bounded() {
 
 #[test]
 fn list_of_many_messages_is_complete_and_ordered() {
-    let srv = TestServer::start();
+    // 2100 messages to one mailbox at once: over its default MAIL burst (2000).
+    let srv = TestServer::start_with(Opts {
+        config: "[rate]\nmailbox_mail_per_sec = 0\n".into(),
+        ..Default::default()
+    });
     let cy = srv.add_user("cy", "pw");
     let mut c = srv.client();
     // More than one store batch (1024 entries per batch), pipelined in one write.
