@@ -10,6 +10,46 @@ use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat};
 use cmtpd::{Server, admin};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A C string pointer jemalloc reads at start-up (`malloc_conf`).
+#[cfg(feature = "jemalloc")]
+#[repr(transparent)]
+pub struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a static, immutable, NUL-terminated string.
+#[cfg(feature = "jemalloc")]
+unsafe impl Sync for MallocConf {}
+
+/// jemalloc's options (the prefixed `malloc_conf` of tikv-jemalloc-sys): background
+/// threads purge freed pages after `dirty_decay_ms` even when no thread allocates, so
+/// memory goes back to the OS after a spike; muzzy pages are not kept.
+#[cfg(feature = "jemalloc")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static JEMALLOC_CONF: MallocConf =
+    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// glibc keeps freed memory in its arenas; a trim every few seconds gives it back.
+#[cfg(all(feature = "malloc-trim", target_os = "linux", target_env = "gnu"))]
+fn start_malloc_trim() {
+    let _ = std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| {
+            loop {
+                // A period, not synchronisation.
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                // SAFETY: malloc_trim has no preconditions.
+                unsafe { libc::malloc_trim(0) };
+            }
+        });
+}
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -104,6 +144,8 @@ fn read_password(from_stdin: bool) -> Result<zeroize::Zeroizing<String>> {
 }
 
 fn serve(cfg: Config, args: ServeArgs) -> Result<()> {
+    #[cfg(all(feature = "malloc-trim", target_os = "linux", target_env = "gnu"))]
+    start_malloc_trim();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
