@@ -35,7 +35,6 @@ ADDR=$(awk '$1=="cmtp"{print $2; exit}' "$OUT/$NAME.ready")
 METRICS=$(awk '$1=="metrics"{print $2; exit}' "$OUT/$NAME.ready")
 echo "$(date -u +%T) $NAME: cmtpd pid $SERVER_PID on $ADDR (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 "$BENCH" --json spike --server "$ADDR" --server-pid "$SERVER_PID" --metrics "$METRICS" "$@" > "$OUT/$NAME.json"
-"$BENCH" spike --help >/dev/null  # (keeps set -e honest about the binary)
 python3 - "$OUT/$NAME.json" <<'PY' >&2 || cat "$OUT/$NAME.json" >&2
 import json,sys
 r=json.load(open(sys.argv[1])); M=lambda b: f"{b/2**20:.1f}"
