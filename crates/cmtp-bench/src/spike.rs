@@ -86,7 +86,8 @@ pub struct SpikeReport {
     pub hwm_start: u64,
     /// Highest server VmRSS seen during the load (sampled every 10 ms).
     pub rss_peak: u64,
-    /// Server VmHWM after the load: the kernel's exact peak since the server started.
+    /// Server VmHWM after the load: the kernel's high-water mark since the server started
+    /// (updated lazily, so it can lag a peak that `rss_peak` sampled).
     pub hwm_peak: u64,
     /// Server VmRSS with the connections held, once settled (`stalled`), or with the last
     /// round's connections open (`rounds`).

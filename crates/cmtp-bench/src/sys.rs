@@ -16,7 +16,7 @@ pub fn vm_rss(pid: u32) -> io::Result<u64> {
 }
 
 /// Resident set size and its high-water mark (`VmRSS`, `VmHWM` of /proc/PID/status), bytes.
-/// The kernel keeps the high-water mark, so a peak between two samples is not missed.
+/// The kernel keeps the high-water mark (updated lazily, at its own accounting points).
 pub fn vm_rss_hwm(pid: u32) -> io::Result<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |f: &str| {

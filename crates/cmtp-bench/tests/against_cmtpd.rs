@@ -170,8 +170,10 @@ async fn every_mode_against_cmtpd() {
     let r = spike::spike(&stalled).await.unwrap();
     assert_eq!(r.opened, vec![20], "{r:?}");
     assert!(r.errors.is_empty() && r.settled, "{r:?}");
+    // VmHWM is updated lazily by the kernel, so it may lag a sampled VmRSS: no order
+    // between the two is asserted.
     assert!(
-        r.rss_peak >= r.rss_loaded && r.hwm_peak >= r.rss_peak,
+        r.rss_peak >= r.rss_loaded && r.rss_peak >= r.rss_after && r.hwm_peak > 0,
         "{r:?}"
     );
     let rounds = spike::SpikeConfig {
