@@ -3,6 +3,7 @@
 use crate::limits::{self, LimitsConfig};
 use crate::load::{self, BigReport, IdleReport, KeyConfig, LoadReport, MailConfig, Stop, Target};
 use crate::size::{format_size, parse_size};
+use crate::spike::{self, Pattern, SpikeConfig, SpikeReport};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -42,6 +43,57 @@ pub enum Command {
     Big(BigArgs),
     /// This machine's ceilings: append/overwrite + fdatasync, sequential write, loopback TCP.
     Limits(LimitsArgs),
+    /// A burst (stalled MAILs, or rounds of connections), then nothing: the server's RSS
+    /// at the start, at the peak and once the load has ended and RSS has settled.
+    Spike(SpikeArgs),
+}
+
+/// What the connections of a spike do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpikePattern {
+    /// MAIL announcing --announce body bytes, then only --send of them; held, then closed.
+    Stalled,
+    /// --rounds times: open every connection (greeting + OHAI), then close them all.
+    Rounds,
+}
+
+/// `spike` options.
+#[derive(Debug, Args)]
+pub struct SpikeArgs {
+    /// Server address (loopback only, unless --allow-remote).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub server: String,
+    /// The server's pid (its VmRSS and VmHWM are read from /proc/PID/status).
+    #[arg(long)]
+    pub server_pid: u32,
+    /// The server's metrics address: "settled" then also waits until the server has read
+    /// every byte sent, and until it counts no more open connections than before.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// What the connections do.
+    #[arg(long, value_enum, default_value_t = SpikePattern::Stalled)]
+    pub pattern: SpikePattern,
+    /// Connections (per round for `rounds`).
+    #[arg(long, short = 'c', default_value_t = 1000)]
+    pub connections: usize,
+    /// Body length the MAIL envelope announces (`stalled`).
+    #[arg(long, default_value = "1M", value_parser = parse_size_arg)]
+    pub announce: u64,
+    /// Body bytes sent before stalling (`stalled`; less than --announce).
+    #[arg(long, default_value = "100k", value_parser = parse_size_arg)]
+    pub send: u64,
+    /// Rounds (`rounds`).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 128)]
+    pub parallel: usize,
+    /// Longest wait for the server's RSS to settle, while held and after the end.
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    pub settle_seconds: Duration,
+    /// RSS must stay within 1 MiB (or 1 %) for this long to count as settled.
+    #[arg(long, default_value = "2", value_parser = parse_seconds)]
+    pub window_seconds: Duration,
 }
 
 /// Where the server is and what to read from it.
@@ -273,6 +325,32 @@ pub async fn run(cli: Cli) -> Result<()> {
             let r = load::big(&cfg, a.server_pid).await?;
             print(cli.json, &r, || big_table(&r))
         }
+        Command::Spike(a) => {
+            let cfg = SpikeConfig {
+                server: crate::resolve_target(&a.server, cli.allow_remote)?,
+                pid: a.server_pid,
+                metrics: a
+                    .metrics
+                    .as_deref()
+                    .map(|m| crate::resolve_target(m, cli.allow_remote))
+                    .transpose()
+                    .context("--metrics")?,
+                connections: a.connections,
+                pattern: match a.pattern {
+                    SpikePattern::Stalled => Pattern::Stalled {
+                        announce: a.announce,
+                        send: a.send,
+                    },
+                    SpikePattern::Rounds => Pattern::Rounds { rounds: a.rounds },
+                },
+                parallel: a.parallel,
+                timeout: cli.timeout,
+                settle: a.settle_seconds,
+                window: a.window_seconds,
+            };
+            let r = spike::spike(&cfg).await?;
+            print(cli.json, &r, || spike_table(&r))
+        }
         Command::Limits(a) => {
             let cfg = LimitsConfig {
                 dir: a.dir.unwrap_or_else(std::env::temp_dir),
@@ -413,6 +491,36 @@ fn big_table(r: &BigReport) -> String {
         r.client_cpu_s,
         load_avg(r.load_avg)
     )
+}
+
+fn spike_table(r: &SpikeReport) -> String {
+    let what = match (r.announce, r.send) {
+        (Some(a), Some(s)) => format!(
+            "MAIL announcing {}, {} sent, held",
+            format_size(a),
+            format_size(s)
+        ),
+        _ => format!("{} round(s) of open + OHAI + close", r.rounds),
+    };
+    let mut o = format!(
+        "spike {} {}: {} connection(s) ({what}); opened {:?} in {:.2} s\n",
+        r.pattern, r.server, r.connections, r.opened, r.load_seconds
+    );
+    o += &format!(
+        "server RSS start {}, peak {} (VmHWM {}), loaded {}, after {} ({} in {:.1} s), load {}\n",
+        mib(r.rss_start),
+        mib(r.rss_peak),
+        mib(r.hwm_peak),
+        mib(r.rss_loaded),
+        mib(r.rss_after),
+        if r.settled { "settled" } else { "NOT settled" },
+        r.settle_seconds,
+        load_avg(r.load_avg)
+    );
+    for e in &r.errors {
+        o += &format!("  error: {e}\n");
+    }
+    o
 }
 
 fn limits_table(r: &limits::LimitsReport) -> String {

@@ -1,7 +1,7 @@
 //! `cmtp-bench`: a load generator for CMTP servers (like Postfix's smtp-source) and a
 //! probe of this machine's raw ceilings, so server figures can be stated as ratios.
 //!
-//! Modes: `mail`, `keyrequest`, `idle`, `big` (against a running server) and `limits`
+//! Modes: `mail`, `keyrequest`, `idle`, `big`, `spike` (against a running server) and `limits`
 //! (fdatasync and loopback TCP). Every loop is bounded by a count, a duration or a
 //! size, and only loopback servers are targeted unless `--allow-remote` is given.
 
@@ -11,6 +11,7 @@ pub mod limits;
 pub mod load;
 pub mod metrics;
 pub mod size;
+pub mod spike;
 pub mod sys;
 pub mod wire;
 

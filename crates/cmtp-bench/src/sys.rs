@@ -15,6 +15,21 @@ pub fn vm_rss(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc/PID/status"))
 }
 
+/// Resident set size and its high-water mark (`VmRSS`, `VmHWM` of /proc/PID/status), bytes.
+/// The kernel keeps the high-water mark (updated lazily, at its own accounting points).
+pub fn vm_rss_hwm(pid: u32) -> io::Result<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |f: &str| {
+        parse_status_kb(&s, f).map(|kb| kb * 1024).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no {f} in /proc/PID/status"),
+            )
+        })
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// Reads the `kB` value of one field of a /proc/PID/status text.
 fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -187,6 +202,8 @@ mod tests {
         assert!(vm_rss(pid).unwrap() > 0);
         assert!(process_cpu_seconds(pid).unwrap() >= 0.0);
         assert!(parse_status_kb("Name:\tx\nVmRSS:\t  1234 kB\n", "VmRSS:") == Some(1234));
+        let (rss, hwm) = vm_rss_hwm(pid).unwrap();
+        assert!(rss > 0 && hwm >= rss, "{rss} {hwm}");
     }
 
     #[test]

@@ -153,6 +153,12 @@ impl Conn {
         }
     }
 
+    /// Gives up the read buffer and keeps only the socket (for connections that are
+    /// held open by the thousand and never read again).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Writes all of `b`.
     pub async fn write_all(&mut self, b: &[u8]) -> Result<()> {
         tokio::time::timeout(self.timeout, self.stream.write_all(b))

@@ -2,6 +2,7 @@
 //! directory, real fsync): counts must add up exactly, and nothing may fail.
 
 use cmtp_bench::load::{self, KeyConfig, MailConfig, Stop, Target};
+use cmtp_bench::spike;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -149,6 +150,49 @@ async fn every_mode_against_cmtpd() {
     };
     let r = load::big(&over, std::process::id()).await.unwrap();
     assert_eq!(r.reply, "FAILURE", "{r:?}");
+
+    // `spike`, both patterns, small: every connection gets through, the server reads
+    // every byte (the /metrics condition), and the figures are consistent.
+    let stalled = spike::SpikeConfig {
+        server: srv.addr,
+        pid: std::process::id(),
+        metrics: srv.metrics,
+        connections: 20,
+        pattern: spike::Pattern::Stalled {
+            announce: 1 << 20,
+            send: 100 * 1024,
+        },
+        parallel: 8,
+        timeout: Duration::from_secs(30),
+        settle: Duration::from_secs(20),
+        window: Duration::from_millis(200),
+    };
+    let r = spike::spike(&stalled).await.unwrap();
+    assert_eq!(r.opened, vec![20], "{r:?}");
+    assert!(r.errors.is_empty() && r.settled, "{r:?}");
+    // VmHWM is updated lazily by the kernel, so it may lag a sampled VmRSS: no order
+    // between the two is asserted.
+    assert!(
+        r.rss_peak >= r.rss_loaded && r.rss_peak >= r.rss_after && r.hwm_peak > 0,
+        "{r:?}"
+    );
+    let rounds = spike::SpikeConfig {
+        connections: 50,
+        pattern: spike::Pattern::Rounds { rounds: 2 },
+        ..stalled.clone()
+    };
+    let r = spike::spike(&rounds).await.unwrap();
+    assert_eq!((r.opened.clone(), r.rounds), (vec![50, 50], 2), "{r:?}");
+    assert!(r.errors.is_empty() && r.settled, "{r:?}");
+    // A "stalled" message that is sent whole is refused before anything is sent.
+    let whole = spike::SpikeConfig {
+        pattern: spike::Pattern::Stalled {
+            announce: 10,
+            send: 10,
+        },
+        ..stalled
+    };
+    assert!(spike::spike(&whole).await.is_err());
 
     srv.stop().await;
 }

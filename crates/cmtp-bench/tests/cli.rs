@@ -121,6 +121,49 @@ fn other_modes() {
 }
 
 #[test]
+fn spike_options() {
+    use cmtp_bench::cli::SpikePattern;
+    let Command::Spike(s) = parse(&["spike", "--server-pid", "9"]).unwrap().command else {
+        panic!("not spike")
+    };
+    assert_eq!(
+        (s.pattern, s.connections, s.announce, s.send, s.server_pid),
+        (SpikePattern::Stalled, 1000, 1 << 20, 100 * 1024, 9)
+    );
+    assert_eq!(s.settle_seconds, Duration::from_secs(30));
+    let Command::Spike(s) = parse(&[
+        "spike",
+        "--server-pid",
+        "9",
+        "--pattern",
+        "rounds",
+        "-c",
+        "16000",
+        "--rounds",
+        "5",
+        "--window-seconds",
+        "0.5",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not spike")
+    };
+    assert_eq!(
+        (s.pattern, s.connections, s.rounds, s.window_seconds),
+        (SpikePattern::Rounds, 16000, 5, Duration::from_millis(500))
+    );
+    assert!(
+        parse(&["spike"]).is_err(),
+        "spike without --server-pid accepted"
+    );
+    assert!(
+        parse(&["spike", "--server-pid", "9", "--pattern", "burst"]).is_err(),
+        "unknown pattern accepted"
+    );
+}
+
+#[test]
 fn only_loopback_targets() {
     assert!(cmtp_bench::resolve_target("127.0.0.1:9001", false).is_ok());
     assert!(cmtp_bench::resolve_target("[::1]:9001", false).is_ok());

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use cmtp_proto::{Command, CommandError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::metrics::FailureReason;
@@ -200,9 +200,6 @@ impl<S> Conn<S> {
 
     /// Reads more input (idle timeout and deadline apply). Ok(0) = the peer closed.
     pub async fn read_more(&mut self) -> Result<usize, ConnError> {
-        if self.inbuf.capacity() - self.inbuf.len() < IDLE_BUF / 2 {
-            self.inbuf.reserve(READ_CHUNK);
-        }
         let idle = self.shared.config.idle_timeout();
         let now = Instant::now();
         let (timeout, on_timeout) = match self.deadline {
@@ -211,12 +208,33 @@ impl<S> Conn<S> {
             }
             _ => (idle, ConnError::Idle),
         };
-        let n = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.inbuf))
+        let n = tokio::time::timeout(timeout, self.read_buf())
             .await
             .map_err(|_| on_timeout)??;
         self.shared.metrics.bytes_in.fetch_add(n as u64, Relaxed);
         self.last_read = n;
         Ok(n)
+    }
+
+    /// Reads into the input buffer. When nothing is buffered and nothing can be read yet,
+    /// the buffer is let go before waiting: a stalled or idle peer then holds no
+    /// `READ_CHUNK` (thousands of stalled uploads pinned 66 KiB each; docs/performance.md
+    /// "Memory after a spike").
+    async fn read_buf(&mut self) -> std::io::Result<usize> {
+        loop {
+            if self.inbuf.capacity() - self.inbuf.len() < IDLE_BUF / 2 {
+                self.inbuf.reserve(READ_CHUNK);
+            }
+            match self.stream.try_read_buf(&mut self.inbuf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.inbuf.is_empty() && self.inbuf.capacity() > IDLE_BUF {
+                self.inbuf = BytesMut::new();
+            }
+            self.stream.readable().await?;
+        }
     }
 
     /// Flushes pending output, then reads more (for handlers that need more bytes).

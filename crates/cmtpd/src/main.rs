@@ -10,6 +10,32 @@ use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat};
 use cmtpd::{Server, admin};
 use tracing_subscriber::EnvFilter;
 
+/// How often the trimmer runs. A spike's memory is back with the OS within this period
+/// after it was freed.
+#[cfg(all(feature = "malloc-trim", target_os = "linux", target_env = "gnu"))]
+const TRIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// glibc malloc keeps freed memory in its arenas (one per thread, up to 8 per core) and
+/// returns only the top of the main heap by itself: after 4,000 stalled uploads closed,
+/// 390 of 614 MiB stayed resident. `malloc_trim(0)` hands every arena's free pages back
+/// (measured against jemalloc and mimalloc in docs/performance.md "Memory after a spike").
+#[cfg(all(feature = "malloc-trim", target_os = "linux", target_env = "gnu"))]
+fn start_malloc_trim() {
+    let spawned = std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| {
+            loop {
+                // A period, not synchronisation.
+                std::thread::sleep(TRIM_PERIOD);
+                // SAFETY: malloc_trim has no preconditions; it takes the arenas' locks.
+                unsafe { libc::malloc_trim(0) };
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "malloc-trim thread not started: freed memory stays with the allocator");
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -104,6 +130,8 @@ fn read_password(from_stdin: bool) -> Result<zeroize::Zeroizing<String>> {
 }
 
 fn serve(cfg: Config, args: ServeArgs) -> Result<()> {
+    #[cfg(all(feature = "malloc-trim", target_os = "linux", target_env = "gnu"))]
+    start_malloc_trim();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
