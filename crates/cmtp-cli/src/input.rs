@@ -29,71 +29,8 @@ pub fn password(from_stdin: bool, prompt: &str) -> Result<Zeroizing<String>> {
     if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
         bail!("a password is needed: use --password-stdin or set {PASSWORD_ENV}");
     }
-    prompt_without_echo(prompt)
+    cmtp_client::terminal::prompt_password(prompt)
         .context("reading the password from the terminal (use --password-stdin or CMTP_PASSWORD)")
-}
-
-/// Restores the terminal's settings when dropped (also on an error or a panic).
-struct EchoGuard {
-    fd: std::os::fd::RawFd,
-    saved: libc::termios,
-}
-
-impl Drop for EchoGuard {
-    fn drop(&mut self) {
-        // SAFETY: `fd` is the open terminal the settings were read from.
-        unsafe {
-            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
-        }
-    }
-}
-
-/// Asks on the controlling terminal with echo turned off *before* the prompt is shown,
-/// so a password typed the moment the prompt appears is never echoed (a prompt written
-/// first, as rpassword does, leaves a window in which typed-ahead characters echo).
-fn prompt_without_echo(prompt: &str) -> std::io::Result<Zeroizing<String>> {
-    use std::io::Write;
-    use std::os::fd::AsRawFd;
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")?;
-    let fd = tty.as_raw_fd();
-    let mut term = std::mem::MaybeUninit::<libc::termios>::uninit();
-    // SAFETY: `fd` is open; tcgetattr fills `term` before it is read.
-    if unsafe { libc::tcgetattr(fd, term.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: initialised by the successful tcgetattr above.
-    let saved = unsafe { term.assume_init() };
-    let mut quiet = saved;
-    quiet.c_lflag &= !libc::ECHO;
-    // The Enter key still moves to the next line.
-    quiet.c_lflag |= libc::ECHONL;
-    // SAFETY: `fd` is open and `quiet` a valid termios.
-    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let _restore = EchoGuard { fd, saved };
-    (&tty).write_all(prompt.as_bytes())?;
-    (&tty).flush()?;
-    // Byte by byte into a zeroized buffer: no unwiped copy of the password in a reader.
-    let mut line = Zeroizing::new(Vec::new());
-    let mut byte = [0u8; 1];
-    loop {
-        match (&tty).read(&mut byte)? {
-            0 => break,
-            _ if byte[0] == b'\n' => break,
-            _ => line.push(byte[0]),
-        }
-    }
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    let text = std::str::from_utf8(&line).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "password is not UTF-8")
-    })?;
-    Ok(Zeroizing::new(text.to_owned()))
 }
 
 /// The message text: `--body-file` (`-` = standard input), else standard input when it

@@ -121,8 +121,9 @@ fn read_password(from_stdin: bool) -> Result<zeroize::Zeroizing<String>> {
             .context("reading the password from standard input")?;
         return Ok(pw);
     }
-    let a = zeroize::Zeroizing::new(rpassword::prompt_password("Password: ")?);
-    let b = zeroize::Zeroizing::new(rpassword::prompt_password("Password (again): ")?);
+    // Echo goes off before each prompt is shown (typed-ahead characters never echo).
+    let a = cmtp_client::terminal::prompt_password("Password: ")?;
+    let b = cmtp_client::terminal::prompt_password("Password (again): ")?;
     if a != b {
         bail!("the passwords differ");
     }
