@@ -32,9 +32,5 @@ pub use config::Config;
 pub use server::{Server, ServerError};
 pub use shared::{Backend, Shared};
 
-/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Seconds since the Unix epoch (the client library's clock helper; one copy).
+pub use cmtp_client::unix_now;
