@@ -245,32 +245,23 @@ pub fn decode_login_reply_any(buf: &[u8], max_len: u32, greeted_2016: bool) -> D
 mod tests {
     use super::*;
     use crate::reply::KEYNOTAVAILABLE;
+    use crate::reply::tests::all_prefixes_need_more;
 
     fn sig() -> [u8; SIG_LEN] {
         std::array::from_fn(|i| (i % 5) as u8)
-    }
-
-    fn prefixes_need_more<T: std::fmt::Debug>(b: &[u8], f: impl Fn(&[u8]) -> Decoded<T>) {
-        for cut in 0..b.len() {
-            assert!(
-                matches!(f(&b[..cut]), Ok(None)),
-                "cut {cut}: {:?}",
-                f(&b[..cut])
-            );
-        }
     }
 
     #[test]
     fn fixed_texts_round_trip_and_fail_early() {
         let mut b = Vec::new();
         encode_noop_answer(&mut b);
-        prefixes_need_more(&b, decode_noop_answer);
+        all_prefixes_need_more(&b, decode_noop_answer);
         assert_eq!(decode_noop_answer(&b), Ok(Some(((), 5))));
         assert!(decode_noop_answer(b"O_X").is_err());
         assert!(decode_noop_answer(b"SUCCESS\0").is_err());
         let mut b = Vec::new();
         encode_bye(&mut b);
-        prefixes_need_more(&b, decode_bye);
+        all_prefixes_need_more(&b, decode_bye);
         assert_eq!(decode_bye(&b), Ok(Some(((), 10))));
         assert!(decode_bye(b"Good night").is_err());
         let mut g = Vec::new();
@@ -301,7 +292,7 @@ mod tests {
         encode_key_not_available(&na, &mut b);
         assert_eq!(b.len(), reply::KEY_REPLY_LEN);
         assert_eq!(&b[16..20], b"KEYN");
-        prefixes_need_more(&b, decode_key_answer);
+        all_prefixes_need_more(&b, decode_key_answer);
         let a = KeyAnswer::NotAvailable(na);
         assert_eq!(decode_key_answer(&b), Ok(Some((a.clone(), 102))));
         assert_eq!(a.signed_bytes(), b"KEYNOTAVAILABLE\0");
@@ -325,7 +316,7 @@ mod tests {
         ] {
             let mut b = Vec::new();
             encode_key_answer(&a, &mut b);
-            prefixes_need_more(&b, decode_key_answer);
+            all_prefixes_need_more(&b, decode_key_answer);
             assert_eq!(decode_key_answer(&b), Ok(Some((a, b.len()))));
         }
         // A key whose bytes 12..16 happen to read KEYN is still a key: its signature
@@ -355,7 +346,7 @@ mod tests {
         let mut b = Vec::new();
         encode_login(&x, &sig(), &mut b);
         assert_eq!(b.len(), LOGIN_LEN);
-        prefixes_need_more(&b, decode_login);
+        all_prefixes_need_more(&b, decode_login);
         let (r, n) = decode_login(&b).unwrap().unwrap();
         assert_eq!((n, &r.xzibit[..], r.sig), (LOGIN_LEN, &x[..], sig()));
         assert_eq!(r.signed_bytes(), &x[..]);
@@ -369,7 +360,7 @@ mod tests {
             sig: sig(),
         };
         for greeted in [true, false] {
-            prefixes_need_more(&b, |b| decode_login_reply_any(b, 4096, greeted));
+            all_prefixes_need_more(&b, |b| decode_login_reply_any(b, 4096, greeted));
             assert_eq!(
                 decode_login_reply_any(&b, 4096, greeted),
                 Ok(Some((want.clone(), LOGIN_LEN)))

@@ -622,7 +622,7 @@ pub fn decode_mbox_reply(buf: &[u8], max_payload: u64) -> Decoded<MboxReply> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sig() -> [u8; 64] {
@@ -633,7 +633,11 @@ mod tests {
         s
     }
 
-    fn all_prefixes_need_more<T: std::fmt::Debug>(b: &[u8], f: impl Fn(&[u8]) -> Decoded<T>) {
+    /// Every strict prefix of `b` is `Ok(None)` (need more bytes); shared with `legacy`.
+    pub(crate) fn all_prefixes_need_more<T: std::fmt::Debug>(
+        b: &[u8],
+        f: impl Fn(&[u8]) -> Decoded<T>,
+    ) {
         for cut in 0..b.len() {
             assert!(
                 matches!(f(&b[..cut]), Ok(None)),
