@@ -9,6 +9,8 @@
 
 use crate::limits::{MAX_COMMAND_WORD, MAX_PARAM};
 use crate::mbox::{FetchPart, MboxKind, MboxRequest};
+use crate::submit::SubmitRequest;
+use crate::text::{parse_decimal, parse_hex, push_hex};
 
 /// SMTP verbs recognised when a word ends with a space, CR or LF (D1).
 pub const SMTP_VERBS: &[&str] = &[
@@ -40,6 +42,9 @@ pub enum Command {
     },
     /// `MAIL\0`; a message (see [`crate::message`]) follows immediately.
     Mail,
+    /// `SUBMIT\0user\0timestamp\0sig-hex\0`, then a message exactly as after `MAIL`
+    /// (docs/protocol.md D5): a signed submission, which a server may relay.
+    Submit(SubmitRequest),
     /// `OBAI\0`
     Obai,
     /// `HELP\0`
@@ -140,49 +145,6 @@ impl<'a> Params<'a> {
     }
 }
 
-/// Canonical ASCII decimal u64: digits only, no sign, no leading zero (except "0").
-/// Canonical so that the signed bytes, rebuilt from the number, are the bytes sent.
-fn parse_decimal(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 20 || (b.len() > 1 && b[0] == b'0') {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &c in b {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-    }
-    Some(v)
-}
-
-/// 128 lower-case hex digits → 64 bytes.
-fn parse_sig_hex(b: &[u8]) -> Option<[u8; 64]> {
-    if b.len() != 128 {
-        return None;
-    }
-    fn nib(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let mut out = [0u8; 64];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (nib(b[2 * i])? << 4) | nib(b[2 * i + 1])?;
-    }
-    Some(out)
-}
-
-fn push_sig_hex(sig: &[u8; 64], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in sig {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
-    }
-}
-
 /// `?`-like early return of `Ok(None)` for "need more".
 macro_rules! need {
     ($e:expr) => {
@@ -197,7 +159,8 @@ impl Command {
     /// Parses one command from the start of `buf`.
     ///
     /// `Ok(None)`: the bytes are a valid prefix, more are needed. `Ok(Some((c, n)))`:
-    /// command `c` used the first `n` bytes (for `MAIL` the message follows at `n`).
+    /// command `c` used the first `n` bytes (for `MAIL` and `SUBMIT` the message
+    /// follows at `n`; see [`Command::carries_message`]).
     pub fn parse(buf: &[u8]) -> Result<Option<(Command, usize)>, CommandError> {
         let (word, end) = need!(scan_word(buf));
         let after_word = word.len() + 1;
@@ -235,6 +198,7 @@ impl Command {
             b"MBOXLIST" => Command::MboxList(need!(parse_mbox(&mut p, MboxKind::List))),
             b"MBOXFETCH" => Command::MboxFetch(need!(parse_mbox(&mut p, MboxKind::Fetch))),
             b"MBOXDEL" => Command::MboxDelete(need!(parse_mbox(&mut p, MboxKind::Delete))),
+            b"SUBMIT" => Command::Submit(need!(parse_submit(&mut p))),
             other => {
                 return Err(CommandError::UnknownCommand(
                     String::from_utf8_lossy(other).into_owned(),
@@ -275,6 +239,7 @@ impl Command {
             Command::MboxList(r) => encode_mbox(MboxKind::List, r, out),
             Command::MboxFetch(r) => encode_mbox(MboxKind::Fetch, r, out),
             Command::MboxDelete(r) => encode_mbox(MboxKind::Delete, r, out),
+            Command::Submit(r) => encode_submit(r, out),
             Command::Smtp(verb) => {
                 out.extend_from_slice(verb.as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -287,6 +252,12 @@ impl Command {
         let mut v = Vec::new();
         self.encode(&mut v);
         v
+    }
+
+    /// True for the commands a message follows (`MAIL`, `SUBMIT`): the server reads it
+    /// with a [`crate::MessageDecoder`] right after the command's bytes.
+    pub fn carries_message(&self) -> bool {
+        matches!(self, Command::Mail | Command::Submit(_))
     }
 
     /// For a mailbox command, its kind and request.
@@ -317,7 +288,7 @@ fn parse_mbox(p: &mut Params<'_>, kind: MboxKind) -> Result<Option<MboxRequest>,
         MboxKind::Delete => (Some(need!(p.number("id"))), None),
     };
     let raw = need!(p.raw());
-    let signature = parse_sig_hex(raw).ok_or(CommandError::InvalidParam("signature"))?;
+    let signature = parse_hex::<64>(raw).ok_or(CommandError::InvalidParam("signature"))?;
     Ok(Some(MboxRequest {
         user,
         timestamp,
@@ -325,6 +296,31 @@ fn parse_mbox(p: &mut Params<'_>, kind: MboxKind) -> Result<Option<MboxRequest>,
         part,
         signature,
     }))
+}
+
+/// `SUBMIT` parameters: user, timestamp, signature (D5); the same rules as the mailbox
+/// commands' (canonical decimal, 128 lower-case hex digits).
+fn parse_submit(p: &mut Params<'_>) -> Result<Option<SubmitRequest>, CommandError> {
+    let user = need!(p.string());
+    let timestamp = need!(p.number("timestamp"));
+    let raw = need!(p.raw());
+    let signature = parse_hex::<64>(raw).ok_or(CommandError::InvalidParam("signature"))?;
+    Ok(Some(SubmitRequest {
+        user,
+        timestamp,
+        signature,
+    }))
+}
+
+fn encode_submit(r: &SubmitRequest, out: &mut Vec<u8>) {
+    out.extend_from_slice(crate::submit::WORD.as_bytes());
+    out.push(0);
+    out.extend_from_slice(r.user.as_bytes());
+    out.push(0);
+    out.extend_from_slice(r.timestamp.to_string().as_bytes());
+    out.push(0);
+    push_hex(&r.signature, out);
+    out.push(0);
 }
 
 fn encode_mbox(kind: MboxKind, r: &MboxRequest, out: &mut Vec<u8>) {
@@ -342,7 +338,7 @@ fn encode_mbox(kind: MboxKind, r: &MboxRequest, out: &mut Vec<u8>) {
         out.extend_from_slice(r.part.unwrap_or(FetchPart::Full).as_str().as_bytes());
         out.push(0);
     }
-    push_sig_hex(&r.signature, out);
+    push_hex(&r.signature, out);
     out.push(0);
 }
 
@@ -500,5 +496,58 @@ mod tests {
             one(b"MBOXLIST\0bob\x0018446744073709551616\0"),
             Err(CommandError::InvalidParam("timestamp"))
         );
+    }
+
+    #[test]
+    fn submit_command() {
+        let mut r = SubmitRequest::new("alice", 1_700_000_000);
+        r.signature = [0x5a; 64];
+        let c = Command::Submit(r);
+        assert!(c.carries_message() && Command::Mail.carries_message());
+        assert!(!Command::Noop.carries_message());
+        let mut b = c.to_bytes();
+        let mut want = b"SUBMIT\0alice\x001700000000\0".to_vec();
+        want.extend_from_slice(&[b'5', b'a'].repeat(64));
+        want.push(0);
+        assert_eq!(b, want);
+        // Every prefix asks for more; the message that follows is not consumed.
+        for cut in 0..b.len() {
+            assert_eq!(one(&b[..cut]), Ok(None), "cut {cut}");
+        }
+        let n = b.len();
+        b.extend_from_slice(&[0, 0, 0, 1]);
+        assert_eq!(one(&b).unwrap(), Some((c, n)));
+        let sig = "0".repeat(128);
+        for (bad, what) in [
+            (format!("SUBMIT\0a\x00017\0{sig}\0"), "timestamp"),
+            (format!("SUBMIT\0a\x00-1\0{sig}\0"), "timestamp"),
+            (
+                format!("SUBMIT\0a\x0018446744073709551616\0{sig}\0"),
+                "timestamp",
+            ),
+            (
+                format!("SUBMIT\0a\x001\0{}\0", "A".repeat(128)),
+                "signature",
+            ),
+            (
+                format!("SUBMIT\0a\x001\0{}\0", "0".repeat(126)),
+                "signature",
+            ),
+            (format!("SUBMIT\0a\x001\0{sig}00\0"), "signature"),
+        ] {
+            assert_eq!(
+                one(bad.as_bytes()),
+                Err(CommandError::InvalidParam(what)),
+                "{bad:?}"
+            );
+        }
+        let mut long = b"SUBMIT\0".to_vec();
+        long.extend(std::iter::repeat_n(b'u', 256));
+        assert_eq!(one(&long), Err(CommandError::ParamTooLong));
+        assert_eq!(one(b"SUBMIT\0\xff\0"), Err(CommandError::InvalidUtf8));
+        // An overlong signature is refused once its 256th byte is visible.
+        let mut hexes = b"SUBMIT\0a\x001\0".to_vec();
+        hexes.extend(std::iter::repeat_n(b'0', 256));
+        assert_eq!(one(&hexes), Err(CommandError::ParamTooLong));
     }
 }

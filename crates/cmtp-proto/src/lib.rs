@@ -19,6 +19,8 @@ pub mod mbox;
 pub mod message;
 pub mod name;
 pub mod reply;
+pub mod submit;
+mod text;
 
 pub use body::{AttachmentPlain, Body, BodyError, InternalBody};
 pub use command::{Command, CommandError};
@@ -27,6 +29,7 @@ pub use mbox::{FetchPart, ListEntry, MboxError, MboxKind, MboxRequest};
 pub use message::{Envelope, MessageDecoder, MessageError, MessageEvent};
 pub use name::{NameError, validate_account, validate_domain, validate_name};
 pub use reply::ReplyError;
+pub use submit::SubmitRequest;
 
 /// Length of an Ed25519 detached signature on the wire.
 pub const SIG_LEN: usize = 64;

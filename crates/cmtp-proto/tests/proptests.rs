@@ -7,6 +7,7 @@ use cmtp_proto::limits::MessageLimits;
 use cmtp_proto::mbox::{self, FetchPart, ListEntry, MboxRequest};
 use cmtp_proto::message::{self, Envelope, MessageDecoder, MessageError, MessageEvent};
 use cmtp_proto::reply::{self, KeyReply, LoginReply, MboxReply, OhaiAnswer, StatusReply};
+use cmtp_proto::submit::SubmitRequest;
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -65,6 +66,11 @@ fn command() -> impl Strategy<Value = Command> {
             let mut r = MboxRequest::delete(u, t, i);
             r.signature = s;
             Command::MboxDelete(r)
+        }),
+        (name(), any::<u64>(), sig()).prop_map(|(u, t, s)| {
+            let mut r = SubmitRequest::new(u, t);
+            r.signature = s;
+            Command::Submit(r)
         }),
     ]
 }
