@@ -15,6 +15,7 @@ pub mod body;
 pub mod command;
 pub mod legacy;
 pub mod limits;
+pub mod log;
 pub mod mbox;
 pub mod message;
 pub mod name;
