@@ -57,6 +57,7 @@ pub mod terminal;
 pub use address::Address;
 pub use conn::{
     Connection, Dialect, MailHead, MailOutcome, NoProgress, Progress, Timeouts, sign_mbox,
+    sign_submit, submit_digest,
 };
 pub use discovery::{Candidate, CandidateSource, Discovery, MX_PORT};
 pub use error::{ClientError, ErrorKind, Result};

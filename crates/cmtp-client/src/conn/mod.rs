@@ -26,7 +26,7 @@ use crate::error::{ClientError, Result};
 mod mail;
 mod mbox;
 
-pub use mail::{MailHead, MailOutcome};
+pub use mail::{MailHead, MailOutcome, sign_submit, submit_digest};
 pub use mbox::sign_mbox;
 
 /// Timeouts of network steps.

@@ -9,11 +9,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
-use cmtp_proto::{Body, FetchPart, InternalBody, MboxKind, MboxRequest};
+use cmtp_proto::{Body, FetchPart, InternalBody, MboxKind, MboxRequest, SubmitRequest};
 use zeroize::Zeroizing;
 
 use crate::address::Address;
-use crate::conn::{Connection, Dialect, MailHead, MailOutcome, Progress, Timeouts, sign_mbox};
+use crate::conn::{
+    Connection, Dialect, MailHead, MailOutcome, Progress, Timeouts, sign_mbox, sign_submit,
+    submit_digest,
+};
 use crate::discovery::Discovery;
 use crate::error::{ClientError, ErrorKind, Result};
 use crate::message::{

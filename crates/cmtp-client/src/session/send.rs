@@ -1,12 +1,17 @@
-//! Sending: one sealed MAIL per recipient.
+//! Sending: one sealed MAIL per local recipient, one signed SUBMIT per recipient of
+//! another domain (docs/protocol.md D5).
 
 use super::*;
 
 impl Session {
-    /// Sends `draft`: one MAIL per recipient (To, then CC; duplicates once), each
+    /// Sends `draft`: one message per recipient (To, then CC; duplicates once), each
     /// sealed to that recipient's key, which is fetched through the home server and
-    /// pinned on first use (a changed key fails that recipient). Returns one result
-    /// per recipient; only a local problem (unreadable draft, too large) fails all.
+    /// pinned on first use (a changed key fails that recipient). A local recipient
+    /// (the profile's domain) gets a MAIL ([`MailOutcome::Delivered`]); a recipient of
+    /// another domain a SUBMIT signed with the user's key ([`MailOutcome::Queued`]),
+    /// so the session must be unlocked first when [`Session::send_needs_keys`] says so.
+    /// Returns one result per recipient; only a local problem (unreadable draft, too
+    /// large, the key needed and not unlocked) fails all, before anything is sent.
     pub async fn send(
         &mut self,
         draft: &Draft,
@@ -60,6 +65,14 @@ impl Session {
                 ),
             });
         }
+        if self.send_needs_keys(draft) && self.keys.is_none() {
+            return Err(ClientError::Profile {
+                path: self.profile.dir().display().to_string(),
+                detail: "sending to another domain needs the secret key (SUBMIT is signed): \
+                         unlock the session with the password"
+                    .into(),
+            });
+        }
         let mut recipients: Vec<(Address, bool)> = Vec::new();
         for (a, cc) in draft
             .to
@@ -91,6 +104,19 @@ impl Session {
             });
         }
         Ok(results)
+    }
+
+    /// True when sending `draft` needs the user's key pair: a recipient is in another
+    /// domain than the profile's, so it goes by SUBMIT, which the key signs. (Never
+    /// with the 2016 server, which has no SUBMIT.)
+    pub fn send_needs_keys(&self, draft: &Draft) -> bool {
+        self.dialect == Dialect::Cmtp1
+            && draft.to.iter().chain(&draft.cc).any(|a| self.is_foreign(a))
+    }
+
+    /// A recipient the home server does not hold: its domain is not the profile's.
+    fn is_foreign(&self, addr: &Address) -> bool {
+        addr.domain != self.address.domain
     }
 
     async fn send_one(
@@ -129,19 +155,36 @@ impl Session {
                 vec![0]
             },
         };
-        let atts = draft
-            .attachments
-            .iter()
-            .map(move |a| cmtp_crypto::seal(a.plaintext(), &key).map_err(ClientError::from));
-        let conn = self.conn().await?;
-        let outcome = conn
-            .send_mail(&head, &body, atts, att_total, progress)
-            .await?;
+        let outcome = if self.dialect == Dialect::Cmtp1 && self.is_foreign(addr) {
+            // The signature, sent before the message, covers the sealed attachments,
+            // and sealing is randomised: seal them all first and keep them (about the
+            // attachments' size again in memory, bounded by the message limit).
+            let sealed = draft
+                .attachments
+                .iter()
+                .map(|a| cmtp_crypto::seal(a.plaintext(), &key).map_err(ClientError::from))
+                .collect::<Result<Vec<_>>>()?;
+            let digest = submit_digest(&head, &body, &sealed)?;
+            let mut req = SubmitRequest::new(head.src_account.clone(), unix_now());
+            sign_submit(&mut req, &head.src_domain, &digest, self.keys()?);
+            let conn = self.conn().await?;
+            conn.send_submit(&req, &head, &body, sealed, progress)
+                .await?
+        } else {
+            let atts = draft
+                .attachments
+                .iter()
+                .map(move |a| cmtp_crypto::seal(a.plaintext(), &key).map_err(ClientError::from));
+            let conn = self.conn().await?;
+            conn.send_mail(&head, &body, atts, att_total, progress)
+                .await?
+        };
         if outcome == MailOutcome::DeliveryFailure {
             return Err(ClientError::DeliveryFailure {
                 recipient: addr.to_string(),
-                why: "no such account there, relaying refused, or the recipient's domain has \
-                      no reachable CMTP server"
+                why: "no such account there, relaying refused (for another domain: the \
+                      server did not accept the submission, e.g. clocks more than 5 minutes \
+                      apart), or the recipient's domain has no reachable CMTP server"
                     .into(),
             });
         }
