@@ -34,7 +34,9 @@ const AFTER_HELP: &str = concat!(
     "PROFILE: --profile DIR, else $CMTP_HOME, else <config dir>/cmtp (e.g. ~/.config/cmtp).
 PASSWORD: --password-stdin (first line of standard input), else $CMTP_PASSWORD, else a
 no-echo prompt. Without `login --remember`, inbox/read/delete fetch the encrypted key
-again from the server and need the password each time.
+again from the server and need the password each time; so does send to another domain
+(SUBMIT is signed with your key; with --password-stdin the first line is then the
+password and the rest the text).
 
 ",
     "EXIT CODES:
@@ -434,15 +436,39 @@ async fn run(cli: Cli) -> Result<u8> {
                         .with_context(|| format!("attaching {}", p.display()))?,
                 );
             }
+            let profile = Profile::open(&dir)?;
+            // A recipient in another domain goes by SUBMIT, signed with the secret key.
+            // With --password-stdin the password is then the first line, read before
+            // the text, which is the rest of standard input.
+            let mut early_pw = None;
+            if g.password_stdin
+                && profile.remembered_secret()?.is_none()
+                && any_foreign(&profile, &draft)?
+            {
+                early_pw = Some(input::password(true, "")?);
+            }
             draft.text = input::body(body_file.as_deref())?;
             let opts = ClientOptions {
                 max_message: max_size.or(opts.max_message),
                 ..opts
             };
-            let s = Session::open(Profile::open(&dir)?, &opts).await?;
+            let s = Session::open(profile, &opts).await?;
             let show_bar = !json && std::io::stderr().is_terminal();
             let mut progress = output::Bar::new(show_bar);
-            let results = closing(s, async |s| Ok(s.send(&draft, &mut progress).await?)).await?;
+            let results = closing(s, async |s| {
+                if s.send_needs_keys(&draft) && !s.is_unlocked() {
+                    let pw = match early_pw.take() {
+                        Some(pw) => pw,
+                        None => input::password(
+                            g.password_stdin,
+                            &format!("Password for {} (to sign for other domains): ", s.address()),
+                        )?,
+                    };
+                    s.unlock(pw.as_bytes()).await?;
+                }
+                Ok(s.send(&draft, &mut progress).await?)
+            })
+            .await?;
             let mut code = exit::OK;
             for r in &results {
                 if let Err(e) = &r.outcome
@@ -501,6 +527,13 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// True when a recipient of `draft` is in another domain than the profile's address
+/// (the rule [`Session::send_needs_keys`] applies once connected).
+fn any_foreign(profile: &Profile, draft: &Draft) -> Result<bool> {
+    let home = profile.address()?.domain;
+    Ok(draft.to.iter().chain(&draft.cc).any(|a| a.domain != home))
 }
 
 /// Runs `work` on the session, then closes it (OBAI) whatever the outcome: the server

@@ -198,6 +198,7 @@ pub fn send_results(results: &[RecipientResult], json: bool) {
             .map(|r| {
                 let (status, error, code) = match &r.outcome {
                     Ok(MailOutcome::Delivered) => ("delivered", None, 0),
+                    Ok(MailOutcome::Queued) => ("queued", None, 0),
                     Ok(MailOutcome::SentUnconfirmed) => ("sent-unconfirmed", None, 0),
                     Ok(MailOutcome::DeliveryFailure) => (
                         "failed",
@@ -226,6 +227,7 @@ pub fn send_results(results: &[RecipientResult], json: bool) {
         let who = format!("{}{}", r.address, if r.cc { " (cc)" } else { "" });
         match &r.outcome {
             Ok(MailOutcome::Delivered) => println!("delivered  {who}"),
+            Ok(MailOutcome::Queued) => println!("queued     {who} (for relay to its domain)"),
             Ok(MailOutcome::SentUnconfirmed) => {
                 println!("sent       {who} (the 2016 server does not confirm delivery)")
             }
