@@ -22,7 +22,7 @@ pub const AUTHFAILURE: &str = "AUTHFAILURE";
 pub const NOSUCHMESSAGE: &str = "NOSUCHMESSAGE";
 /// Version-0 text answering HELP (D1).
 pub const HELP_TEXT: &str =
-    "Commands: OHAI NOOP KEYREQUEST LOGIN MAIL OBAI HELP MBOXLIST MBOXFETCH MBOXDEL";
+    "Commands: OHAI NOOP KEYREQUEST LOGIN MAIL SUBMIT OBAI HELP MBOXLIST MBOXFETCH MBOXDEL";
 /// The refusal an SMTP client gets (D1), after which the server closes.
 pub const SMTP_REFUSAL: &[u8] = b"554 5.5.1 this is a CMTP server; say OHAI\r\n";
 /// The 2016 server's answer to OHAI, without its NUL.
