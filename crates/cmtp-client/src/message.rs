@@ -316,10 +316,9 @@ pub(crate) fn parse_stored(
     })
 }
 
-/// Splits a log into its NUL-terminated entries (empty entries dropped).
+/// Splits a log into its NUL-terminated entries (empty entries dropped), as text.
 pub(crate) fn log_entries(log: &[u8]) -> Vec<String> {
-    log.split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
+    cmtp_proto::log::entries(log)
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
 }
