@@ -1,6 +1,7 @@
-//! Storage for `cmtpd`: users and mailboxes behind two small, backend-neutral traits
-//! ([`UserStore`], [`MailStore`]), with an embedded crash-safe default backend
-//! ([`EmbeddedStore`] = [`FsUsers`] + [`LogMail`]).
+//! Storage for `cmtpd`: users, mailboxes and the pinned keys of remote servers behind
+//! small, backend-neutral traits ([`UserStore`], [`MailStore`], [`PeerStore`]), with an
+//! embedded crash-safe default backend ([`EmbeddedStore`] = [`FsUsers`] + [`LogMail`] +
+//! [`FsPeers`]).
 //!
 //! The contract that matters: [`Delivery::commit`] resolves only once the message (data
 //! and metadata) is durable on disk, so the server may answer SUCCESS right after it.
@@ -16,6 +17,7 @@ mod fsutil;
 mod log;
 mod metrics;
 mod path_safe;
+mod peers;
 mod record;
 mod users;
 
@@ -27,6 +29,7 @@ pub use error::{Result, StoreError};
 pub use log::{LogDelivery, LogMail, MessageReader, Options};
 pub use metrics::{BATCH_BUCKETS, FSYNC_BUCKETS_US, MetricsSnapshot, StoreMetrics};
 pub use path_safe::ensure_path_safe;
+pub use peers::{FsPeers, PeerKey, PeerStore};
 pub use users::FsUsers;
 
 /// One user account as stored: the account name, its Ed25519 public key, the xzibit
