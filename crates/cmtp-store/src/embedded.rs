@@ -83,6 +83,12 @@ impl MailStore for EmbeddedStore {
     async fn delete(&self, mailbox: &str, id: u64) -> Result<bool> {
         self.mail.delete(mailbox, id).await
     }
+    async fn set_note(&self, mailbox: &str, id: u64, note: Vec<u8>) -> Result<bool> {
+        self.mail.set_note(mailbox, id, note).await
+    }
+    fn seen_relay_id(&self, relay_id: &[u8; 16]) -> bool {
+        self.mail.seen_relay_id(relay_id)
+    }
     fn mailbox_usage(&self, mailbox: &str) -> Result<(u64, u64)> {
         self.mail.mailbox_usage(mailbox)
     }
