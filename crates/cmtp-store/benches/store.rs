@@ -20,6 +20,8 @@ fn meta() -> MessageMeta {
         version: 2,
         attachment_count: 0,
         body_end: 100,
+        note: Vec::new(),
+        relay_id: None,
     }
 }
 

@@ -1,16 +1,18 @@
-//! The default backend: [`FsUsers`] + [`LogMail`] over one data directory.
+//! The default backend: [`FsUsers`] + [`LogMail`] + [`FsPeers`] over one data directory.
 
 use std::path::Path;
 
 use crate::{
-    FsUsers, LogDelivery, LogMail, MailStore, MessageInfo, MessageReader, MetricsSnapshot, Options,
-    Result, StoreHealth, StoreStats, UserRecord, UserStore,
+    FsPeers, FsUsers, LogDelivery, LogMail, MailStore, MessageInfo, MessageReader, MetricsSnapshot,
+    Options, PeerKey, PeerStore, Result, StoreHealth, StoreStats, UserRecord, UserStore,
 };
 
-/// Users and mail in one data directory; implements both [`UserStore`] and [`MailStore`].
+/// Users, mail and pinned peer keys in one data directory; implements [`UserStore`],
+/// [`MailStore`] and [`PeerStore`].
 pub struct EmbeddedStore {
     users: FsUsers,
     mail: LogMail,
+    peers: FsPeers,
 }
 
 impl EmbeddedStore {
@@ -21,16 +23,18 @@ impl EmbeddedStore {
         Ok(Self {
             users: FsUsers::open(d)?,
             mail: LogMail::open(d, opts)?,
+            peers: FsPeers::open(d)?,
         })
     }
 
-    /// Opens for the admin CLI while the server may run: users read-write (each change is
-    /// atomic on its own), mail read-only.
+    /// Opens for the admin CLI while the server may run: users and peer keys read-write
+    /// (each change is atomic on its own), mail read-only.
     pub fn open_read_only(data_dir: impl AsRef<Path>) -> Result<Self> {
         let d = data_dir.as_ref();
         Ok(Self {
             users: FsUsers::open_read_only(d),
             mail: LogMail::open_read_only(d)?,
+            peers: FsPeers::open_read_only(d),
         })
     }
 }
@@ -79,6 +83,12 @@ impl MailStore for EmbeddedStore {
     async fn delete(&self, mailbox: &str, id: u64) -> Result<bool> {
         self.mail.delete(mailbox, id).await
     }
+    async fn set_note(&self, mailbox: &str, id: u64, note: Vec<u8>) -> Result<bool> {
+        self.mail.set_note(mailbox, id, note).await
+    }
+    fn seen_relay_id(&self, relay_id: &[u8; 16]) -> bool {
+        self.mail.seen_relay_id(relay_id)
+    }
     fn mailbox_usage(&self, mailbox: &str) -> Result<(u64, u64)> {
         self.mail.mailbox_usage(mailbox)
     }
@@ -90,5 +100,20 @@ impl MailStore for EmbeddedStore {
     }
     fn health(&self) -> StoreHealth {
         self.mail.health()
+    }
+}
+
+impl PeerStore for EmbeddedStore {
+    fn peer_key(&self, domain: &str) -> Result<Option<PeerKey>> {
+        self.peers.peer_key(domain)
+    }
+    fn pin_peer_key(&self, domain: &str, key: &[u8; 32]) -> Result<()> {
+        self.peers.pin_peer_key(domain, key)
+    }
+    fn offer_peer_key(&self, domain: &str, key: &[u8; 32]) -> Result<()> {
+        self.peers.offer_peer_key(domain, key)
+    }
+    fn list_peer_keys(&self) -> Result<Vec<PeerKey>> {
+        self.peers.list_peer_keys()
     }
 }

@@ -2,9 +2,10 @@
 //! durable directory creation.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Mode of every file the store creates: mail and keys are private to the server's user.
 pub(crate) const FILE_MODE: u32 = 0o600;
@@ -26,6 +27,32 @@ pub(crate) fn private_file() -> OpenOptions {
 /// Creates a new private file for writing, failing if it exists.
 pub(crate) fn create_new_private(path: &Path) -> io::Result<File> {
     private_file().write(true).create_new(true).open(path)
+}
+
+/// Prefix of the temporaries of [`write_atomic`] (a name no stored file has).
+pub(crate) const ATOMIC_TMP_PREFIX: &str = ".tmp-";
+
+/// Replaces `dir/name` atomically and durably: writes a private temporary in `dir`,
+/// fsyncs it, renames it over `name`, fsyncs `dir`. A reader sees the old file or the
+/// new one, whole; a crash leaves one of them (and maybe a temporary).
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        "{ATOMIC_TMP_PREFIX}{name}-{}-{n}",
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = create_new_private(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// `create_dir_all` that makes the new directories durable: each directory it created

@@ -1,6 +1,7 @@
-//! Storage for `cmtpd`: users and mailboxes behind two small, backend-neutral traits
-//! ([`UserStore`], [`MailStore`]), with an embedded crash-safe default backend
-//! ([`EmbeddedStore`] = [`FsUsers`] + [`LogMail`]).
+//! Storage for `cmtpd`: users, mailboxes and the pinned keys of remote servers behind
+//! small, backend-neutral traits ([`UserStore`], [`MailStore`], [`PeerStore`]), with an
+//! embedded crash-safe default backend ([`EmbeddedStore`] = [`FsUsers`] + [`LogMail`] +
+//! [`FsPeers`]).
 //!
 //! The contract that matters: [`Delivery::commit`] resolves only once the message (data
 //! and metadata) is durable on disk, so the server may answer SUCCESS right after it.
@@ -16,6 +17,7 @@ mod fsutil;
 mod log;
 mod metrics;
 mod path_safe;
+mod peers;
 mod record;
 mod users;
 
@@ -27,6 +29,7 @@ pub use error::{Result, StoreError};
 pub use log::{LogDelivery, LogMail, MessageReader, Options};
 pub use metrics::{BATCH_BUCKETS, FSYNC_BUCKETS_US, MetricsSnapshot, StoreMetrics};
 pub use path_safe::ensure_path_safe;
+pub use peers::{FsPeers, PeerKey, PeerStore};
 pub use users::FsUsers;
 
 /// One user account as stored: the account name, its Ed25519 public key, the xzibit
@@ -75,6 +78,18 @@ pub trait UserStore: Send + Sync + 'static {
     fn list_users(&self) -> Result<Vec<UserRecord>>;
 }
 
+/// Largest [`MessageMeta::note`], in bytes.
+pub const MAX_NOTE: usize = 4096;
+
+/// The mailbox where the server keeps mail queued for other domains (federation).
+///
+/// A mailbox name the protocol's name rule forbids (it contains `\`), so no account can
+/// ever own it; it is path-safe ([`ensure_path_safe`]) like any mailbox name. Keeping the
+/// relay queue in the mail log gives queued mail the log's group commit and crash
+/// safety. The store treats it like any mailbox (it appears in [`StoreStats`]); the
+/// server hides it from users and from its own mailbox figures.
+pub const RELAY_QUEUE: &str = "\\queue";
+
 /// What the server knows about a message when it commits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageMeta {
@@ -90,6 +105,15 @@ pub struct MessageMeta {
     pub attachment_count: u32,
     /// Byte offset in the stored message where the body ends (length of a `head` fetch).
     pub body_end: u64,
+    /// Opaque annotation kept with the message (at most [`MAX_NOTE`] bytes), replaceable
+    /// later with [`MailStore::set_note`]. The relay queue keeps each queued message's
+    /// delivery state (destination, attempts, next attempt, last error) here.
+    pub note: Vec<u8>,
+    /// The identifier a relaying server gave this message (carried in its log entry),
+    /// if any: the store remembers the relay ids of messages committed in the last
+    /// [`Options::relay_id_window_secs`] (deleted or not), see
+    /// [`MailStore::seen_relay_id`].
+    pub relay_id: Option<[u8; 16]>,
 }
 
 /// A stored message's listing entry.
@@ -130,8 +154,8 @@ pub struct StoreStats {
     pub log_bytes: u64,
     /// Segment bytes belonging to live records.
     pub live_bytes: u64,
-    /// Segment bytes of deleted messages and tombstones, reclaimable by a compaction
-    /// that does not exist yet.
+    /// Segment bytes of deleted messages, tombstones and superseded (or orphaned) note
+    /// records, reclaimable by a compaction that does not exist yet.
     pub dead_bytes: u64,
     /// Live messages stored in their own blob file (larger than the inline threshold, or
     /// received while the inline budget was used up).
@@ -197,6 +221,24 @@ pub trait MailStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(MessageInfo, Self::Reader)>>> + Send;
     /// Deletes a message; durable when it resolves; `false` if there was none.
     fn delete(&self, mailbox: &str, id: u64) -> impl Future<Output = Result<bool>> + Send;
+    /// Replaces the [`MessageMeta::note`] of a live message; durable when it resolves
+    /// (group-committed like a delete); `false` if there is no such message. A note over
+    /// [`MAX_NOTE`] bytes is [`StoreError::InvalidMeta`].
+    fn set_note(
+        &self,
+        mailbox: &str,
+        id: u64,
+        note: Vec<u8>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Whether a message carrying this [`MessageMeta::relay_id`] was committed within the
+    /// backend's window (the embedded one: [`Options::relay_id_window_secs`]), even if it
+    /// was deleted since: a relayed message sent again is then recognised. O(1).
+    ///
+    /// The default says `false`: a backend without it simply does not deduplicate.
+    fn seen_relay_id(&self, relay_id: &[u8; 16]) -> bool {
+        let _ = relay_id;
+        false
+    }
     /// `(messages, bytes)` of one mailbox (0, 0 if it has none), for per-mailbox quotas.
     /// O(1) in the embedded backend (running totals in its index). Fails closed: an
     /// error is an error, never an empty mailbox (a quota must not open on a failure).

@@ -1,5 +1,5 @@
-//! SIGKILL at an arbitrary instant loses no acknowledged message and exposes no partial
-//! one. The test binary re-executes itself as the child that writes.
+//! SIGKILL at an arbitrary instant loses no acknowledged message or note and exposes no
+//! partial one. The test binary re-executes itself as the child that writes.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -62,10 +62,27 @@ fn child(dir: &str) {
                         version: 1,
                         attachment_count: 0,
                         body_end: 0,
+                        note: Vec::new(),
+                        relay_id: None,
                     };
                     let mb = meta.mailbox.clone();
                     let id = d.commit(meta).await.unwrap();
                     println!("ACK {id} {mb}");
+                    if s % 3 == 0 {
+                        // Two notes in turn: after a crash the last acknowledged one
+                        // (or the one in flight) is there.
+                        for k in 1..=2 {
+                            let note = format!("{t}-{s}-{k}");
+                            println!("NOTING {id} {note}");
+                            assert!(
+                                store
+                                    .set_note(&mb, id, note.clone().into_bytes())
+                                    .await
+                                    .unwrap()
+                            );
+                            println!("NOTED {id} {note}");
+                        }
+                    }
                     if s % 5 == 4 {
                         println!("DELETING {id}");
                         assert!(store.delete(&mb, id).await.unwrap());
@@ -92,6 +109,9 @@ fn sigkill_loses_no_acknowledged_message() {
     let mut deleted: HashSet<u64> = HashSet::new();
     // Deletes begun but maybe not acknowledged: either outcome is correct.
     let mut deleting: HashSet<u64> = HashSet::new();
+    // Per message: the last acknowledged note, and one begun but maybe not acknowledged.
+    let mut noted: HashMap<u64, String> = HashMap::new();
+    let mut noting: HashMap<u64, String> = HashMap::new();
     for round in 0..4u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
@@ -118,6 +138,12 @@ fn sigkill_loses_no_acknowledged_message() {
                 (Some("DEL"), Some(id), None) => {
                     deleted.insert(id.parse().unwrap());
                 }
+                (Some("NOTING"), Some(id), Some(note)) => {
+                    noting.insert(id.parse().unwrap(), note.to_owned());
+                }
+                (Some("NOTED"), Some(id), Some(note)) => {
+                    noted.insert(id.parse().unwrap(), note.to_owned());
+                }
                 _ => {}
             }
             if seen >= target && !killed {
@@ -138,6 +164,14 @@ fn sigkill_loses_no_acknowledged_message() {
             for mb in ["box0", "box1", "box2"] {
                 for info in store.list(mb).await.unwrap() {
                     present.insert(info.id);
+                    // The last acknowledged note, or the one in flight at the kill.
+                    let note = String::from_utf8(info.meta.note.clone()).unwrap();
+                    let acked_note = noted.get(&info.id).map_or("", |n| n.as_str());
+                    assert!(
+                        note == acked_note || noting.get(&info.id) == Some(&note),
+                        "message {} has note {note:?}, acknowledged {acked_note:?} (round {round})",
+                        info.id
+                    );
                     let (_, mut r) = store.open(mb, info.id).await.unwrap().unwrap();
                     let mut data = Vec::new();
                     while let Some(c) = r.read_chunk(65536).await.unwrap() {
@@ -170,4 +204,5 @@ fn sigkill_loses_no_acknowledged_message() {
         });
     }
     assert!(acked.len() >= 150 * 4);
+    assert!(noted.len() >= 150 * 4 / 3 - 4, "{} noted", noted.len());
 }

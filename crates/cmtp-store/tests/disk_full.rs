@@ -35,6 +35,8 @@ fn meta() -> MessageMeta {
         version: 2,
         attachment_count: 0,
         body_end: 10,
+        note: Vec::new(),
+        relay_id: None,
     }
 }
 

@@ -38,6 +38,8 @@ async fn large_message_streams_in_bounded_memory() {
         version: 1,
         attachment_count: 0,
         body_end: 10,
+        note: Vec::new(),
+        relay_id: None,
     };
     let id = d.commit(meta).await.unwrap();
     let st = store.stats().unwrap();

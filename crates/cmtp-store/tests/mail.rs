@@ -18,6 +18,8 @@ fn meta(mailbox: &str) -> MessageMeta {
         version: 2,
         attachment_count: 1,
         body_end: 7,
+        note: Vec::new(),
+        relay_id: None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! Property tests against a model of acknowledged state (the redb habit): whatever the
-//! sequence of deliveries, deletes, reopens and torn tails, the store shows exactly what
-//! was acknowledged. Plus: arbitrary bytes in a segment never panic the opener.
+//! sequence of deliveries, deletes, notes, reopens and torn tails, the store shows
+//! exactly what was acknowledged. Plus: arbitrary bytes in a segment never panic the opener.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,10 @@ enum Op {
     Delete {
         pick: usize,
     },
+    Note {
+        pick: usize,
+        len: usize,
+    },
     Reopen,
     TornTail {
         garbage: Vec<u8>,
@@ -31,6 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0u8..3, prop_oneof![0usize..2000, 3000usize..9000], 1usize..5000)
             .prop_map(|(mailbox, size, chunk)| Op::Deliver { mailbox, size, chunk }),
         2 => any::<usize>().prop_map(|pick| Op::Delete { pick }),
+        2 => (any::<usize>(), 0usize..300).prop_map(|(pick, len)| Op::Note { pick, len }),
         1 => Just(Op::Reopen),
         1 => proptest::collection::vec(any::<u8>(), 1..200).prop_map(|garbage| Op::TornTail { garbage }),
     ]
@@ -60,7 +65,17 @@ fn data(id_seed: u64, size: usize) -> Vec<u8> {
         .collect()
 }
 
-async fn check(store: &LogMail, model: &BTreeMap<u64, (String, Vec<u8>)>) {
+/// Acknowledged messages: id → (mailbox, bytes, note).
+type Model = BTreeMap<u64, (String, Vec<u8>, Vec<u8>)>;
+
+/// A relay id per message, derived from its seed.
+fn relay_id(seed: u64) -> [u8; 16] {
+    let mut r = [0x5a; 16];
+    r[..8].copy_from_slice(&seed.to_le_bytes());
+    r
+}
+
+async fn check(store: &LogMail, model: &Model, relayed: &BTreeSet<u64>) {
     let mut seen = BTreeMap::new();
     for mb in ["", "bob", "carol"] {
         for info in store.list(mb).await.unwrap() {
@@ -69,13 +84,23 @@ async fn check(store: &LogMail, model: &BTreeMap<u64, (String, Vec<u8>)>) {
             while let Some(c) = r.read_chunk(1000).await.unwrap() {
                 got.extend_from_slice(&c);
             }
-            seen.insert(info.id, (mb.to_owned(), got));
+            seen.insert(info.id, (mb.to_owned(), got, info.meta.note));
         }
     }
     assert_eq!(seen.len(), model.len());
     assert!(seen == *model, "store differs from the model");
     let st = store.stats().unwrap();
     assert_eq!(st.messages, model.len() as u64);
+    // Every record byte is either live or dead (segment headers are 16 bytes).
+    assert_eq!(
+        st.live_bytes + st.dead_bytes,
+        st.log_bytes - 16 * st.segments
+    );
+    // Relay ids of every acknowledged message, deleted or not.
+    for &seed in relayed {
+        assert!(store.seen_relay_id(&relay_id(seed)), "relay id {seed}");
+    }
+    assert!(!store.seen_relay_id(&relay_id(u64::MAX)));
 }
 
 proptest! {
@@ -87,7 +112,8 @@ proptest! {
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let mut store = Some(LogMail::open(dir.path(), opts()).unwrap());
-            let mut model: BTreeMap<u64, (String, Vec<u8>)> = BTreeMap::new();
+            let mut model = Model::new();
+            let mut relayed = BTreeSet::new();
             let mut seed = 0u64;
             for op in ops {
                 match op {
@@ -107,9 +133,13 @@ proptest! {
                             version: 1,
                             attachment_count: 0,
                             body_end: 0,
+                            note: data(!seed, size % 50),
+                            relay_id: Some(relay_id(seed)),
                         };
+                        let note = meta.note.clone();
                         let id = d.commit(meta).await.unwrap();
-                        assert!(model.insert(id, (mb, bytes)).is_none(), "id reused");
+                        relayed.insert(seed);
+                        assert!(model.insert(id, (mb, bytes, note)).is_none(), "id reused");
                     }
                     Op::Delete { pick } => {
                         if model.is_empty() {
@@ -119,6 +149,17 @@ proptest! {
                         let mb = model[&id].0.clone();
                         assert!(store.as_ref().unwrap().delete(&mb, id).await.unwrap());
                         model.remove(&id);
+                    }
+                    Op::Note { pick, len } => {
+                        if model.is_empty() {
+                            continue;
+                        }
+                        let id = *model.keys().nth(pick % model.len()).unwrap();
+                        seed += 1;
+                        let note = data(seed, len);
+                        let s = store.as_ref().unwrap();
+                        assert!(s.set_note(&model[&id].0, id, note.clone()).await.unwrap());
+                        model.get_mut(&id).unwrap().2 = note;
                     }
                     Op::Reopen => {
                         drop(store.take()); // joins the writer, releases the lock
@@ -137,7 +178,7 @@ proptest! {
                         store = Some(LogMail::open(dir.path(), opts()).unwrap());
                     }
                 }
-                check(store.as_ref().unwrap(), &model).await;
+                check(store.as_ref().unwrap(), &model, &relayed).await;
             }
         });
     }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::relay_ids::RelayIds;
 use crate::{MessageInfo, MessageMeta};
 
 /// Where a message's bytes are.
@@ -29,11 +30,29 @@ pub(super) struct Entry {
     pub(super) loc: Loc,
     /// Bytes of its record in the log (header + payload).
     pub(super) rec_len: u64,
+    /// Note and relay id, boxed: most messages have neither (8 bytes then).
+    pub(super) extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of an entry.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Extra {
+    pub(super) note: Box<[u8]>,
+    pub(super) relay_id: Option<[u8; 16]>,
+    /// Bytes of the Note record that set `note` (0 if it came with the message).
+    pub(super) note_rec: u64,
 }
 
 impl Entry {
     pub(super) fn new(info: MessageInfo, loc: Loc, rec_len: u64) -> Self {
         let m = info.meta;
+        let extra = (!m.note.is_empty() || m.relay_id.is_some()).then(|| {
+            Box::new(Extra {
+                note: m.note.into_boxed_slice(),
+                relay_id: m.relay_id,
+                note_rec: 0,
+            })
+        });
         Self {
             received: info.received,
             size: info.size,
@@ -44,7 +63,13 @@ impl Entry {
             src_domain: m.src_domain.into_boxed_str(),
             loc,
             rec_len,
+            extra,
         }
+    }
+
+    /// Log bytes this entry keeps live: its record and the Note record of its note.
+    pub(super) fn live_len(&self) -> u64 {
+        self.rec_len + self.extra.as_ref().map_or(0, |x| x.note_rec)
     }
 
     pub(super) fn info(&self, id: u64, mailbox: &str) -> MessageInfo {
@@ -59,6 +84,11 @@ impl Entry {
                 version: self.version,
                 attachment_count: self.attachment_count,
                 body_end: self.body_end,
+                note: self
+                    .extra
+                    .as_ref()
+                    .map_or_else(Vec::new, |x| x.note.to_vec()),
+                relay_id: self.extra.as_ref().and_then(|x| x.relay_id),
             },
         }
     }
@@ -88,11 +118,24 @@ pub(super) struct Index {
     /// Read-only mode: where the next incremental scan resumes.
     pub(super) scan_seg: u64,
     pub(super) scan_off: u64,
+    /// Relay ids of the messages committed within the window, deleted or not.
+    pub(super) relay_ids: RelayIds,
 }
 
 impl Index {
+    /// An index for a store remembering relay ids for `relay_window` seconds.
+    pub(super) fn new(relay_window: u64) -> Self {
+        Self {
+            relay_ids: RelayIds::new(relay_window),
+            ..Self::default()
+        }
+    }
+
     pub(super) fn apply_message(&mut self, info: MessageInfo, loc: Loc, rec_len: u64) {
         self.max_id = self.max_id.max(info.id);
+        if let Some(r) = info.meta.relay_id {
+            self.relay_ids.insert(r, info.received);
+        }
         self.live_bytes += rec_len;
         if matches!(loc, Loc::Blob { .. }) {
             self.blobs += 1;
@@ -111,8 +154,8 @@ impl Index {
         if let Some(old) = mb.messages.insert(id, entry) {
             // Only a corrupt log repeats an id; keep the totals equal to the entries.
             mb.bytes -= old.size;
-            self.live_bytes -= old.rec_len;
-            self.dead_bytes += old.rec_len;
+            self.live_bytes -= old.live_len();
+            self.dead_bytes += old.live_len();
             if matches!(old.loc, Loc::Blob { .. }) {
                 self.blobs -= 1;
                 self.blob_bytes -= old.size;
@@ -130,13 +173,39 @@ impl Index {
         if mb.messages.is_empty() {
             self.mailboxes.remove(mailbox);
         }
-        self.live_bytes -= e.rec_len;
-        self.dead_bytes += e.rec_len;
+        self.live_bytes -= e.live_len();
+        self.dead_bytes += e.live_len();
         if matches!(e.loc, Loc::Blob { .. }) {
             self.blobs -= 1;
             self.blob_bytes -= e.size;
         }
         Some(e)
+    }
+
+    /// Applies a Note record of `rec_len` bytes; `false` (and the record is dead bytes)
+    /// if the message is not live. The Note record it supersedes, if any, is dead bytes;
+    /// the message's own record stays live (its data and other fields are still used).
+    pub(super) fn apply_note(
+        &mut self,
+        id: u64,
+        mailbox: &str,
+        note: Vec<u8>,
+        rec_len: u64,
+    ) -> bool {
+        let Some(e) = self
+            .mailboxes
+            .get_mut(mailbox)
+            .and_then(|mb| mb.messages.get_mut(&id))
+        else {
+            self.dead_bytes += rec_len;
+            return false;
+        };
+        let x = e.extra.get_or_insert_with(Box::default);
+        self.dead_bytes += x.note_rec;
+        self.live_bytes = self.live_bytes - x.note_rec + rec_len;
+        x.note = note.into_boxed_slice();
+        x.note_rec = rec_len;
+        true
     }
 
     pub(super) fn get(&self, mailbox: &str, id: u64) -> Option<&Entry> {
@@ -160,6 +229,8 @@ mod tests {
                 version: 2,
                 attachment_count: 0,
                 body_end: 3,
+                note: Vec::new(),
+                relay_id: None,
             },
         }
     }
@@ -189,9 +260,10 @@ mod tests {
         assert_eq!(mb.messages.len(), 50);
         assert_eq!(mb.bytes, (1..=50).map(|i| 10 * i).sum::<u64>());
         assert_eq!((index.blobs, index.blob_bytes), (50, mb.bytes));
-        // No per-entry mailbox string: an entry is its fixed fields and two short strings.
+        // No per-entry mailbox string: an entry is its fixed fields, two short strings
+        // and one pointer for the rarer note and relay id.
         assert!(
-            std::mem::size_of::<Entry>() <= 96,
+            std::mem::size_of::<Entry>() <= 104,
             "{}",
             std::mem::size_of::<Entry>()
         );
@@ -206,5 +278,34 @@ mod tests {
         assert!(index.apply_delete(51, "carol", 30).is_some());
         assert!(!index.mailboxes.contains_key("carol"));
         assert_eq!(index.max_id, 51);
+    }
+
+    /// Live and dead bytes always add up to the records applied: a Note makes the one it
+    /// supersedes dead, a delete kills the message's record and its Note, a Note for a
+    /// message that is not live is dead at once.
+    #[test]
+    fn notes_and_their_byte_accounting() {
+        let mut index = Index::default();
+        let mut m = info(1, "bob");
+        m.meta.relay_id = Some([9; 16]);
+        index.apply_message(m, Loc::Blob { file: 1 }, 100);
+        assert!(index.apply_note(1, "bob", b"one".to_vec(), 40));
+        assert_eq!((index.live_bytes, index.dead_bytes), (140, 0));
+        assert!(index.apply_note(1, "bob", b"two".to_vec(), 41));
+        assert_eq!((index.live_bytes, index.dead_bytes), (141, 40));
+        let got = index.get("bob", 1).unwrap().info(1, "bob");
+        assert_eq!(
+            (got.meta.note.as_slice(), got.meta.relay_id),
+            (&b"two"[..], Some([9; 16]))
+        );
+        assert!(!index.apply_note(2, "bob", b"x".to_vec(), 30));
+        assert!(!index.apply_note(1, "carol", b"x".to_vec(), 30));
+        assert_eq!((index.live_bytes, index.dead_bytes), (141, 100));
+        assert!(index.apply_delete(1, "bob", 20).is_some());
+        assert_eq!((index.live_bytes, index.dead_bytes), (0, 261));
+        assert!(!index.apply_note(1, "bob", b"late".to_vec(), 30));
+        assert_eq!((index.live_bytes, index.dead_bytes), (0, 291));
+        // The relay id outlives the message.
+        assert!(index.relay_ids.contains(&[9; 16], 1));
     }
 }

@@ -19,6 +19,7 @@
 //! | module | what |
 //! |---|---|
 //! | `options` | [`Options`] |
+//! | `relay_ids` | relay ids of recent commits, pruned outside their window |
 //! | `index` | the in-memory index rebuilt from the log |
 //! | `shared` | state shared by the handles and the threads; paths; fsync helpers |
 //! | `scan` | reading records back: segment scan, zero-tail check |
@@ -42,6 +43,7 @@ mod prealloc;
 mod read_only;
 mod reader;
 mod recovery;
+mod relay_ids;
 mod scan;
 mod shared;
 mod store;

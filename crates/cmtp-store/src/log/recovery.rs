@@ -51,7 +51,7 @@ pub(super) fn lock_exclusive(path: &Path) -> Result<File> {
 /// segment is fsync'd too); damage in an older segment is [`StoreError::Corrupt`]. Creates the first segment of an empty log.
 /// Returns the index and the number of the active (last) segment.
 pub(super) fn recover(sh: &Shared) -> Result<(Index, u64)> {
-    let mut index = Index::default();
+    let mut index = Index::new(sh.relay_window);
     let segments = list_segments(&sh.mail)?;
     let last = segments.last().copied();
     for &n in &segments {

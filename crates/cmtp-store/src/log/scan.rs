@@ -79,6 +79,10 @@ pub(super) fn scan_segment(
             Decoded::Delete { id, mailbox } => {
                 index.apply_delete(id, &mailbox, rec_len);
             }
+            // For a message deleted since (or never acknowledged): ignored.
+            Decoded::Note { id, mailbox, note } => {
+                index.apply_note(id, &mailbox, note, rec_len);
+            }
         }
         pos += rec_len;
     }

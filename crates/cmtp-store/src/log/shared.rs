@@ -29,6 +29,8 @@ pub(super) struct Shared {
     /// Bytes reserved by deliveries buffering in memory, and the most allowed.
     pub(super) inline_used: AtomicU64,
     pub(super) inline_budget: u64,
+    /// [`super::Options::relay_id_window_secs`], for the indexes built from the log.
+    pub(super) relay_window: u64,
     pub(super) metrics: StoreMetrics,
     /// Set by every failed write or fsync of the log (before the sync lock is released,
     /// for a sync): from then on nothing is acknowledged until the writer has repaired
@@ -181,15 +183,16 @@ pub(super) fn list_segments(mail: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
-pub(super) fn new_shared(mail: PathBuf, inline_budget: u64) -> Shared {
+pub(super) fn new_shared(mail: PathBuf, inline_budget: u64, relay_window: u64) -> Shared {
     Shared {
         blobs: mail.join("blobs"),
         blobs_tmp: mail.join("blobs").join("tmp"),
         mail,
-        index: Mutex::new(Index::default()),
+        index: Mutex::new(Index::new(relay_window)),
         next_blob: AtomicU64::new(1),
         inline_used: AtomicU64::new(0),
         inline_budget,
+        relay_window,
         metrics: StoreMetrics::default(),
         poisoned: AtomicBool::new(false),
         failure: Mutex::new(None),

@@ -16,6 +16,7 @@ use super::reader::MessageReader;
 use super::recovery::{lock_exclusive, recover, spawn_writer, sweep_blobs};
 use super::shared::{blocking, new_shared};
 use super::writer::Op;
+use crate::clock::unix_now;
 use crate::fsutil::create_dirs_synced;
 use crate::metrics::StoreMetrics;
 use crate::{
@@ -38,7 +39,11 @@ impl LogMail {
     pub fn open(data_dir: impl AsRef<Path>, mut opts: Options) -> Result<Self> {
         opts.inline_threshold = opts.inline_threshold.min(MAX_INLINE);
         opts.max_batch_bytes = opts.max_batch_bytes.max(1);
-        let sh = new_shared(data_dir.as_ref().join("mail"), opts.inline_budget);
+        let sh = new_shared(
+            data_dir.as_ref().join("mail"),
+            opts.inline_budget,
+            opts.relay_id_window_secs,
+        );
         // New directories (the data dir itself, mail/, blobs/, blobs/tmp/) are fsync'd
         // with their parents, so a segment created next cannot lose its directory.
         create_dirs_synced(&sh.blobs_tmp)?;
@@ -68,7 +73,11 @@ impl LogMail {
     /// is simply not seen yet. Each call picks up newly committed records. Writes fail
     /// with [`StoreError::ReadOnly`]; nothing on disk is changed.
     pub fn open_read_only(data_dir: impl AsRef<Path>) -> Result<Self> {
-        let sh = new_shared(data_dir.as_ref().join("mail"), 0);
+        let sh = new_shared(
+            data_dir.as_ref().join("mail"),
+            0,
+            Options::default().relay_id_window_secs,
+        );
         let inner = Inner {
             shared: Arc::new(sh),
             tx: None,
@@ -193,6 +202,37 @@ impl MailStore for LogMail {
             })
             .await?;
         Ok(existed != 0)
+    }
+
+    async fn set_note(&self, mailbox: &str, id: u64, note: Vec<u8>) -> Result<bool> {
+        if self.inner.read_only() {
+            return Err(StoreError::ReadOnly);
+        }
+        record::check_mailbox(mailbox)?;
+        record::check_note(&note)?;
+        if self.inner.shared.index.lock().get(mailbox, id).is_none() {
+            return Ok(false);
+        }
+        // Checked again when the record is applied (a delete may come first in the log).
+        let rec = record::encode_note(id, mailbox, &note);
+        let existed = self
+            .inner
+            .submit(Op::Note {
+                id,
+                mailbox: mailbox.to_owned(),
+                note,
+                rec,
+            })
+            .await?;
+        Ok(existed != 0)
+    }
+
+    /// In read-only mode: among the records read by the last call that rescanned.
+    fn seen_relay_id(&self, relay_id: &[u8; 16]) -> bool {
+        let now = unix_now();
+        let mut index = self.inner.shared.index.lock();
+        index.relay_ids.prune(now);
+        index.relay_ids.contains(relay_id, now)
     }
 
     fn mailbox_usage(&self, mailbox: &str) -> Result<(u64, u64)> {

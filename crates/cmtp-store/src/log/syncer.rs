@@ -33,6 +33,13 @@ pub(super) enum Applied {
         mailbox: String,
         rec_len: u64,
     },
+    /// A message's new note.
+    Note {
+        id: u64,
+        mailbox: String,
+        note: Vec<u8>,
+        rec_len: u64,
+    },
 }
 
 /// One batch written to the active segment (page cache), waiting for its fdatasync.
@@ -190,6 +197,12 @@ pub(super) fn apply_group(shared: &Shared, group: Vec<Written>) {
                         }
                         None => 0,
                     },
+                    Applied::Note {
+                        id,
+                        mailbox,
+                        note,
+                        rec_len,
+                    } => u64::from(index.apply_note(id, &mailbox, note, rec_len)),
                 };
                 replies.push((done, reply));
             }

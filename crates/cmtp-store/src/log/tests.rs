@@ -26,6 +26,8 @@ fn meta(mailbox: &str) -> MessageMeta {
         version: 2,
         attachment_count: 0,
         body_end: 3,
+        note: Vec::new(),
+        relay_id: None,
     }
 }
 

@@ -16,7 +16,7 @@ use super::prealloc::Prealloc;
 use super::shared::Shared;
 use super::syncer::{Applied, Job, Written, commit_group};
 use crate::fsutil::create_new_private;
-use crate::record::{self, KIND_MESSAGE, SEGMENT_HEADER};
+use crate::record::{self, KIND_MESSAGE2, SEGMENT_HEADER};
 use crate::{MessageInfo, Result};
 
 /// Data pieces above this go straight to the file instead of through the batch buffer.
@@ -48,6 +48,13 @@ pub(super) enum Op {
         mailbox: String,
         rec: Vec<u8>,
     },
+    /// A message's new note (the whole encoded record, and the note for the index).
+    Note {
+        id: u64,
+        mailbox: String,
+        note: Vec<u8>,
+        rec: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -55,14 +62,15 @@ impl Op {
         match self {
             Op::Message { head_len, data, .. } => head_len + data.len(),
             Op::BlobRef { len, .. } => *len,
-            Op::Delete { rec, .. } => rec.len(),
+            Op::Delete { rec, .. } | Op::Note { rec, .. } => rec.len(),
         }
     }
 }
 
 pub(super) struct Req {
     pub(super) op: Op,
-    /// `Ok(id)` for a message; `Ok(1)` if it existed, `Ok(0)` if not, for a delete.
+    /// `Ok(id)` for a message; `Ok(1)` if it existed, `Ok(0)` if not, for a delete or a
+    /// note.
     pub(super) done: oneshot::Sender<Result<u64>>,
 }
 
@@ -368,7 +376,7 @@ impl Writer {
                     self.next_id += 1;
                     let at = self.buf.len();
                     let size = data.len() as u64;
-                    record::encode_message_head_into(&mut self.buf, KIND_MESSAGE, info, size, crc);
+                    record::encode_message_head_into(&mut self.buf, KIND_MESSAGE2, info, size, crc);
                     debug_assert_eq!(self.buf.len() - at, *head_len);
                     if data.len() > DIRECT_WRITE {
                         self.file.write_all_at(&self.buf, flushed)?;
@@ -392,7 +400,7 @@ impl Writer {
                     record::encode_blob_ref_into(&mut self.buf, info, *blob_crc, *file);
                     debug_assert_eq!(self.buf.len() - at, *len);
                 }
-                Op::Delete { rec, .. } => self.buf.extend_from_slice(rec),
+                Op::Delete { rec, .. } | Op::Note { rec, .. } => self.buf.extend_from_slice(rec),
             }
         }
         self.file.write_all_at(&self.buf, flushed)?;
@@ -423,6 +431,14 @@ impl Writer {
                     Op::Delete { id, mailbox, .. } => Applied::Delete {
                         id,
                         mailbox,
+                        rec_len,
+                    },
+                    Op::Note {
+                        id, mailbox, note, ..
+                    } => Applied::Note {
+                        id,
+                        mailbox,
+                        note,
                         rec_len,
                     },
                 };

@@ -110,6 +110,8 @@ async fn decide<S: Backend>(sh: &Shared<S>, env: &Envelope, head: Vec<u8>) -> Si
         version: env.version,
         attachment_count: env.attachment_count,
         body_end: env.body_end(),
+        note: Vec::new(),
+        relay_id: None,
     };
     Sink::Deliver(d, meta, hold)
 }
