@@ -5,7 +5,8 @@
 //! - [`Connection`]: one TCP connection, one method per command, a timeout on every
 //!   network step, every server signature verified against the server key.
 //! - [`Profile`] and [`Pins`]: the local profile folder and trust-on-first-use pins.
-//! - [`Discovery`]: DNS SRV `_cmtp._tcp` / MX lookup.
+//! - [`Discovery`]: DNS SRV `_cmtp._tcp` / MX / implicit MX lookup, and `route` to
+//!   socket addresses.
 //! - [`Session`]: the high-level API (`login`, `send`, `inbox`, `read`, `delete`) the
 //!   `cmtp` binary is a thin layer over.
 //!
@@ -59,7 +60,7 @@ pub use conn::{
     Connection, Dialect, MailHead, MailOutcome, NoProgress, Progress, Timeouts, sign_mbox,
     sign_submit, submit_digest,
 };
-pub use discovery::{Candidate, CandidateSource, Discovery, MX_PORT};
+pub use discovery::{Candidate, CandidateSource, Discovery, MAX_TARGETS, MX_PORT, RouteError};
 pub use error::{ClientError, ErrorKind, Result};
 pub use message::{Attachment, Draft, InboxItem, MAX_FILE_NAME, ReadMessage, ReceivedAttachment};
 pub use profile::{Compat, PinStatus, Pins, Profile, ProfileConfig, TimeoutConfig};
@@ -89,5 +90,16 @@ mod send_check {
         is_send(&s.delete(1));
         is_send(&s.unlock(b""));
         is_send(&s.lookup_key(a));
+    }
+
+    /// The server's relay routes from many connection tasks at once, sharing one
+    /// `Discovery`.
+    #[allow(dead_code)]
+    fn discovery_is_shared(d: &Discovery) {
+        fn is_sync<T: Send + Sync>(_: &T) {}
+        is_sync(d);
+        is_send(&d.route("x"));
+        is_send(&d.lookup("x"));
+        is_send(&d.candidates("x"));
     }
 }
