@@ -393,3 +393,15 @@ async fn a_malformed_domain_is_permanent() {
         assert!(e.is_permanent(), "{bad:?}: {e:?}");
     }
 }
+
+#[tokio::test]
+async fn a_domain_too_long_for_an_srv_name_still_routes_by_mx() {
+    // 250 bytes on the wire: with "_cmtp._tcp." in front it would pass 255.
+    let long = format!("{}test", format!("{}.", "d".repeat(60)).repeat(4));
+    let d = zone(vec![
+        (long.as_str(), vec![Rr::Mx(10, "mx.long.test".into())]),
+        ("mx.long.test", vec![a("127.0.0.95")]),
+    ]);
+    let disc = Discovery::new(Some(d.addr), T).unwrap();
+    assert_eq!(disc.route(&long).await.unwrap(), addrs(&["127.0.0.95:25"]));
+}

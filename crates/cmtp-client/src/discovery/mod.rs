@@ -138,6 +138,15 @@ impl std::fmt::Debug for Discovery {
     }
 }
 
+/// A routing step's failure, before the domain is attached.
+enum Verdict {
+    Permanent(String),
+    Temporary(String),
+}
+
+/// A routing step: its candidates, `None` to go on to the next step, or the end.
+type Step = std::result::Result<Option<Vec<Candidate>>, Verdict>;
+
 /// The domain as given, for errors: without a trailing dot.
 fn shown(domain: &str) -> String {
     domain.trim_end_matches('.').to_owned()
@@ -220,13 +229,15 @@ impl Discovery {
         &self,
         domain: &str,
     ) -> std::result::Result<Vec<Candidate>, RouteError> {
-        let permanent = |reason: String| RouteError::Permanent {
-            domain: shown(domain),
-            reason,
-        };
-        let temporary = |reason: String| RouteError::Temporary {
-            domain: shown(domain),
-            reason,
+        let fail = |v: Verdict| match v {
+            Verdict::Permanent(reason) => RouteError::Permanent {
+                domain: shown(domain),
+                reason,
+            },
+            Verdict::Temporary(reason) => RouteError::Temporary {
+                domain: shown(domain),
+                reason,
+            },
         };
         if let Some(ip) = ip_literal(domain) {
             return Ok(vec![Candidate {
@@ -236,113 +247,140 @@ impl Discovery {
             }]);
         }
         let mut name = Name::from_utf8(domain)
-            .map_err(|e| permanent(format!("not a valid domain name ({e})")))?;
+            .map_err(|e| fail(Verdict::Permanent(format!("not a valid domain name ({e})"))))?;
         name.set_fqdn(true);
         if name.is_root() {
-            return Err(permanent("not a valid domain name (empty)".into()));
+            return Err(fail(Verdict::Permanent(
+                "not a valid domain name (empty)".into(),
+            )));
         }
-
-        // 1. SRV. Its NXDOMAIN is about `_cmtp._tcp.<domain>`, not the domain: go on.
-        let srv_name = Name::from_ascii("_cmtp._tcp")
-            .and_then(|n| n.append_domain(&name))
-            .map_err(|e| permanent(format!("not a valid domain name ({e})")))?;
-        match query(self.timeout, self.resolver.srv_lookup(srv_name)).await {
-            Ok(records) => {
-                let srvs: Vec<_> = records
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::SRV(s) => Some(s.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                // RFC 2782 gives "." meaning for a lone record; several "." name no
-                // host either, and falling back to MX would defy the zone's intent.
-                if !srvs.is_empty() && srvs.iter().all(|s| s.target.is_root()) {
-                    return Err(permanent(
-                        "no CMTP service here (SRV _cmtp._tcp target \".\")".into(),
-                    ));
-                }
-                let entries: Vec<_> = srvs
-                    .into_iter()
-                    // "." among real targets is meaningless: skip it.
-                    .filter(|s| !s.target.is_root())
-                    .map(|s| SrvEntry {
-                        priority: s.priority,
-                        weight: s.weight,
-                        target: (host_of(&s.target), s.port),
-                    })
-                    .collect();
-                if !entries.is_empty() {
-                    let ordered = order_srv(entries, &mut *self.rng());
-                    return Ok(ordered
-                        .into_iter()
-                        .take(MAX_TARGETS)
-                        .map(|(host, port)| Candidate {
-                            host,
-                            port,
-                            source: CandidateSource::Srv,
-                        })
-                        .collect());
-                }
-            }
-            Err(Missing::NxDomain | Missing::NoData) => {}
-            Err(Missing::Temporary(r)) => return Err(temporary(format!("SRV lookup: {r}"))),
+        if let Some(found) = self.srv_step(&name).await.map_err(fail)? {
+            return Ok(found);
         }
+        if let Some(found) = self.mx_step(&name).await.map_err(fail)? {
+            return Ok(found);
+        }
+        self.implicit_step(&name).await.map_err(fail)
+    }
 
-        // 2. MX. NXDOMAIN here is the domain itself.
-        match query(self.timeout, self.resolver.mx_lookup(name.clone())).await {
-            Ok(records) => {
-                let mxs: Vec<_> = records
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(m) => Some(m.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                let hosts: Vec<_> = mxs
-                    .iter()
-                    .filter(|m| !m.exchange.is_root())
-                    .map(|m| (m.preference, host_of(&m.exchange)))
-                    .collect();
-                if hosts.is_empty() && !mxs.is_empty() {
-                    // RFC 7505 wants exactly one MX "." with preference 0; any MX set
-                    // that names only the root names no host either.
-                    return Err(permanent(
-                        "the domain accepts no mail (null MX, RFC 7505)".into(),
-                    ));
-                }
-                if !hosts.is_empty() {
-                    let ordered = order_mx(hosts, &mut *self.rng());
-                    return Ok(ordered
-                        .into_iter()
-                        .take(MAX_TARGETS)
-                        .map(|host| Candidate {
-                            host,
-                            port: MX_PORT,
-                            source: CandidateSource::Mx,
-                        })
-                        .collect());
-                }
+    /// Step 1, SRV: the targets, or `None` to go on to MX. NXDOMAIN here is about
+    /// `_cmtp._tcp.<domain>`, not the domain.
+    async fn srv_step(&self, name: &Name) -> Step {
+        // A domain so long that the SRV name would pass 255 bytes can have no SRV.
+        let Ok(srv_name) = Name::from_ascii("_cmtp._tcp").and_then(|n| n.append_domain(name))
+        else {
+            return Ok(None);
+        };
+        let records = match query(self.timeout, self.resolver.srv_lookup(srv_name)).await {
+            Ok(records) => records,
+            Err(Missing::NxDomain | Missing::NoData) => return Ok(None),
+            Err(Missing::Temporary(r)) => {
+                return Err(Verdict::Temporary(format!("SRV lookup: {r}")));
             }
+        };
+        let srvs: Vec<_> = records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        // RFC 2782 gives "." its meaning for a lone record; several "." name no host
+        // either, and falling back to MX would defy the zone's intent.
+        if !srvs.is_empty() && srvs.iter().all(|s| s.target.is_root()) {
+            return Err(Verdict::Permanent(
+                "no CMTP service here (SRV _cmtp._tcp target \".\")".into(),
+            ));
+        }
+        let entries: Vec<_> = srvs
+            .into_iter()
+            // "." among real targets is meaningless: skip it.
+            .filter(|s| !s.target.is_root())
+            .map(|s| SrvEntry {
+                priority: s.priority,
+                weight: s.weight,
+                target: (host_of(&s.target), s.port),
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let ordered = order_srv(entries, &mut *self.rng());
+        Ok(Some(
+            ordered
+                .into_iter()
+                .take(MAX_TARGETS)
+                .map(|(host, port)| Candidate {
+                    host,
+                    port,
+                    source: CandidateSource::Srv,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Step 2, MX: the hosts, or `None` to go on to the implicit MX. NXDOMAIN here is
+    /// the domain itself.
+    async fn mx_step(&self, name: &Name) -> Step {
+        let records = match query(self.timeout, self.resolver.mx_lookup(name.clone())).await {
+            Ok(records) => records,
             Err(Missing::NxDomain) => {
-                return Err(permanent("no such domain (NXDOMAIN)".into()));
+                return Err(Verdict::Permanent("no such domain (NXDOMAIN)".into()));
             }
-            Err(Missing::NoData) => {}
-            Err(Missing::Temporary(r)) => return Err(temporary(format!("MX lookup: {r}"))),
+            Err(Missing::NoData) => return Ok(None),
+            Err(Missing::Temporary(r)) => {
+                return Err(Verdict::Temporary(format!("MX lookup: {r}")));
+            }
+        };
+        let mxs: Vec<_> = records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::MX(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        let hosts: Vec<_> = mxs
+            .iter()
+            .filter(|m| !m.exchange.is_root())
+            .map(|m| (m.preference, host_of(&m.exchange)))
+            .collect();
+        if hosts.is_empty() {
+            if mxs.is_empty() {
+                return Ok(None);
+            }
+            // RFC 7505 wants exactly one MX "." with preference 0; any MX set that
+            // names only the root names no host either.
+            return Err(Verdict::Permanent(
+                "the domain accepts no mail (null MX, RFC 7505)".into(),
+            ));
         }
+        let ordered = order_mx(hosts, &mut *self.rng());
+        Ok(Some(
+            ordered
+                .into_iter()
+                .take(MAX_TARGETS)
+                .map(|host| Candidate {
+                    host,
+                    port: MX_PORT,
+                    source: CandidateSource::Mx,
+                })
+                .collect(),
+        ))
+    }
 
-        // 3. The implicit MX: the domain's own addresses.
-        match host_addresses(&self.resolver, &name, self.timeout).await {
+    /// Step 3, the implicit MX: the domain itself when it has an address.
+    async fn implicit_step(&self, name: &Name) -> std::result::Result<Vec<Candidate>, Verdict> {
+        match host_addresses(&self.resolver, name, self.timeout).await {
             Ok(_) => Ok(vec![Candidate {
-                host: host_of(&name),
+                host: host_of(name),
                 port: MX_PORT,
                 source: CandidateSource::Implicit,
             }]),
-            Err(Missing::NxDomain) => Err(permanent("no such domain (NXDOMAIN)".into())),
-            Err(Missing::NoData) => Err(permanent(
+            Err(Missing::NxDomain) => Err(Verdict::Permanent("no such domain (NXDOMAIN)".into())),
+            Err(Missing::NoData) => Err(Verdict::Permanent(
                 "no SRV _cmtp._tcp, MX, A or AAAA record: the domain has no mail server".into(),
             )),
-            Err(Missing::Temporary(r)) => Err(temporary(format!("address lookup: {r}"))),
+            Err(Missing::Temporary(r)) => Err(Verdict::Temporary(format!("address lookup: {r}"))),
         }
     }
 
