@@ -32,6 +32,13 @@ pub type Result<T, E = CryptoError> = std::result::Result<T, E>;
 
 static INIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
+/// Fills `buf` with random bytes from libsodium's CSPRNG (`randombytes_buf`).
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    init()?;
+    libsodium_rs::random::fill_bytes(buf);
+    Ok(())
+}
+
 /// Initialises libsodium exactly once (thread-safe); every public entry point calls it.
 ///
 /// Fails only if `sodium_init` itself fails, which leaves libsodium unusable.

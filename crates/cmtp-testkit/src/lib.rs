@@ -35,5 +35,5 @@ pub use cli::{cmtp, cmtp_cmd};
 pub use client::Client;
 pub use fixtures::{IO_TIMEOUT, message, noise, now, poll, vectors_dir, wait_until};
 pub use process::{Out, add_user, admin, run, seed_user, server_public_key};
-pub use server::{Opts, TestServer};
+pub use server::{NO_DNS, Opts, TestServer};
 pub use tmpfs::{Tmpfs, on_tmpfs};

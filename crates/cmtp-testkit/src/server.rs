@@ -13,6 +13,11 @@ use crate::client::Client;
 use crate::fixtures::{IO_TIMEOUT, poll, wait_until};
 use crate::process::{Out, admin, seed_user, server_public_key};
 
+/// The `[federation]` of a test server that does not set its own: DNS questions go to
+/// a closed port on loopback (they fail at once, as temporary failures), never to the
+/// machine's resolver.
+pub const NO_DNS: &str = "\n[federation]\ndns = \"127.0.0.1:1\"\ndns_timeout_secs = 1\n";
+
 /// How long a server may take to write its ready file.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -47,7 +52,7 @@ pub struct TestServer {
     pub key: PublicKey,
     /// The process, while it runs.
     pub child: Option<Child>,
-    /// The configuration file, if [`Opts::config`] was given.
+    /// The configuration file: [`Opts::config`], plus [`NO_DNS`] unless it has a `[federation]`.
     pub config: Option<PathBuf>,
     /// The server's standard error, appended to across restarts (`CMTPD_TEST_LOG` sets
     /// its `RUST_LOG`, default `warn`).
@@ -73,13 +78,15 @@ impl TestServer {
     pub fn start_with(opts: Opts) -> TestServer {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let data = opts.data.unwrap_or_else(|| dir.path().join("data"));
-        let config = if opts.config.is_empty() {
-            None
-        } else {
-            let p = dir.path().join("cmtpd.toml");
-            std::fs::write(&p, &opts.config).expect("writing the test configuration");
-            Some(p)
-        };
+        // A server must never send a DNS query off this machine from a test: unless the
+        // test configures federation itself, its resolver is a closed loopback port.
+        let mut text = opts.config.clone();
+        if !text.contains("[federation]") {
+            text.push_str(NO_DNS);
+        }
+        let p = dir.path().join("cmtpd.toml");
+        std::fs::write(&p, &text).expect("writing the test configuration");
+        let config = Some(p);
         let log = dir.path().join("cmtpd.log");
         let mut s = TestServer {
             dir,

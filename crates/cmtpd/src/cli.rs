@@ -30,6 +30,11 @@ use crate::config::{LogFormat, Overrides};
     cmtpd key show
   Read the server's own mailbox (postmaster):
     cmtpd mailbox list && cmtpd mailbox show 3
+  Relay to another domain's server without DNS, then watch the queue:
+    cmtpd serve --route b.example=10.0.0.2:9001
+    cmtpd queue list && cmtpd queue retry --all
+  Accept a remote server's new key after checking it:
+    cmtpd domain keys && cmtpd domain trust b.example
   Start from a commented configuration:
     cmtpd config default > cmtpd.toml && cmtpd --config cmtpd.toml serve"
 )]
@@ -82,9 +87,65 @@ pub enum Command {
     /// Inspect stored mail (the server's own mailbox by default).
     #[command(subcommand)]
     Mailbox(MailboxCommand),
+    /// The relay queue: mail waiting for other domains' servers.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Other domains: the pinned keys of their servers.
+    #[command(subcommand)]
+    Domain(DomainCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// `cmtpd queue ...`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued messages: id, recipient, sender, size, attempts, next attempt, last
+    /// error.
+    List {
+        /// Print JSON (an array of objects).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one queued message: its state, envelope and log (the body is sealed).
+    Show {
+        /// Queue id (from `queue list`).
+        id: u64,
+    },
+    /// Try again now: one message, or every waiting message with --all. Asks the running
+    /// server; when none runs, the next start tries them at once.
+    Retry {
+        /// Queue id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<u64>,
+        /// Every waiting message.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a message from the queue without delivering it (no notice is sent).
+    Drop {
+        /// Queue id.
+        id: u64,
+    },
+}
+
+/// `cmtpd domain ...`
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// The server keys pinned for other domains (pinned on first contact), with any
+    /// different key a server presented and we refused.
+    Keys {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept the key a domain's server presented in place of the pinned one (after you
+    /// have checked its fingerprint with that domain's operator).
+    Trust {
+        /// The domain.
+        domain: String,
+    },
 }
 
 /// `cmtpd serve` options.
@@ -103,6 +164,28 @@ pub struct ServeArgs {
     /// per line), useful with port 0.
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Route a domain to a server, bypassing DNS (repeatable), e.g.
+    /// `--route b.example=10.0.0.2:9001`. Same as `[federation] routes`.
+    #[arg(long = "route", value_name = "DOMAIN=HOST:PORT", value_parser = parse_route)]
+    pub routes: Vec<(String, String)>,
+    /// DNS resolver for finding other domains' servers (UDP and TCP), instead of the
+    /// system's. Same as `[federation] dns`.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns: Option<SocketAddr>,
+}
+
+/// Parses `DOMAIN=HOST:PORT`.
+fn parse_route(s: &str) -> Result<(String, String), String> {
+    let (domain, target) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected DOMAIN=HOST:PORT"))?;
+    if domain.is_empty() {
+        return Err(format!("{s:?}: the domain is empty"));
+    }
+    if crate::config::parse_host_port(target).is_none() {
+        return Err(format!("{s:?}: {target:?} is not HOST:PORT"));
+    }
+    Ok((domain.to_owned(), target.to_owned()))
 }
 
 /// `cmtpd user ...`
@@ -202,6 +285,8 @@ impl Cli {
             o.listen = s.listen.clone();
             o.metrics_listen = s.metrics_listen;
             o.no_metrics = s.no_metrics;
+            o.routes = s.routes.clone();
+            o.dns = s.dns;
         }
         o
     }

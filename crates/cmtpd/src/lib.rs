@@ -6,8 +6,11 @@
 //! command loop) → `cmd` (dispatch, one handler per command) → [`connection`] (a
 //! connection's buffered I/O, through methods) → [`shared`] (what connections share,
 //! generic over the store) → [`config`], [`keys`] (server key, pre-signed replies built
-//! with cmtp-proto's encoders), [`metrics`], [`ratelimit`], [`quota`], [`relay`] (the
-//! seam for federation), [`shutdown`]. [`http`] serves `/metrics` and `/health`;
+//! with cmtp-proto's encoders), [`metrics`], [`ratelimit`], [`quota`], [`relay`]
+//! (federation as connections see it: relay policy, routes, relayed keys, pinned peer
+//! keys), [`shutdown`]. [`outbound`] (the relay queue's scheduler and delivery workers)
+//! sits beside `handler`: it imports `shared` and `relay`, nothing imports it but
+//! `server`. [`http`] serves `/metrics` and `/health`;
 //! [`admin`] and [`cli`] are the admin subcommands and the command line.
 
 #![warn(missing_docs)]
@@ -21,6 +24,7 @@ pub mod handler;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod outbound;
 pub mod quota;
 pub mod ratelimit;
 pub mod relay;

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use cmtpd::cli::{Cli, Command, ConfigCommand, KeyCommand, MailboxCommand, ServeArgs, UserCommand};
+use cmtpd::cli::{
+    Cli, Command, ConfigCommand, DomainCommand, KeyCommand, MailboxCommand, QueueCommand,
+    ServeArgs, UserCommand,
+};
 use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat};
 use cmtpd::{Server, admin};
 use tracing_subscriber::EnvFilter;
@@ -108,6 +111,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Mailbox(MailboxCommand::Show { id, account }) => {
             rt()?.block_on(admin::mailbox_show(&data, account.as_deref(), id))?
         }
+        Command::Queue(QueueCommand::List { json }) => {
+            rt()?.block_on(admin::queue::list(&data, json))?
+        }
+        Command::Queue(QueueCommand::Show { id }) => {
+            rt()?.block_on(admin::queue::show(&data, id))?
+        }
+        Command::Queue(QueueCommand::Retry { id, all }) => {
+            let target = if all { None } else { id };
+            rt()?.block_on(admin::queue::retry(&data, target))?
+        }
+        Command::Queue(QueueCommand::Drop { id }) => {
+            rt()?.block_on(admin::queue::drop(&data, id))?
+        }
+        Command::Domain(DomainCommand::Keys { json }) => admin::domain::keys(&data, json)?,
+        Command::Domain(DomainCommand::Trust { domain }) => admin::domain::trust(&data, &domain)?,
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes())?;

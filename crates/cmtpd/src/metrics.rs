@@ -17,6 +17,8 @@ pub enum CommandKind {
     Login,
     /// `MAIL`
     Mail,
+    /// `SUBMIT` (MAIL with the sender's signature).
+    Submit,
     /// `OBAI`
     Obai,
     /// `HELP`
@@ -34,12 +36,13 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    const ALL: [CommandKind; 12] = [
+    const ALL: [CommandKind; 13] = [
         Self::Ohai,
         Self::Noop,
         Self::KeyRequest,
         Self::Login,
         Self::Mail,
+        Self::Submit,
         Self::Obai,
         Self::Help,
         Self::MboxList,
@@ -57,6 +60,7 @@ impl CommandKind {
             Self::KeyRequest => "KEYREQUEST",
             Self::Login => "LOGIN",
             Self::Mail => "MAIL",
+            Self::Submit => "SUBMIT",
             Self::Obai => "OBAI",
             Self::Help => "HELP",
             Self::MboxList => "MBOXLIST",
@@ -96,10 +100,18 @@ pub enum FailureReason {
     MailboxRate,
     /// MAIL refused because a sender name breaks the name rule.
     BadSender,
+    /// Mail for another domain without a valid signed submission or trusted network.
+    RelayDenied,
+    /// Mail whose log already has `max_hops` entries (a loop).
+    HopLimit,
+    /// Mail for a domain that DNS says has no server (permanent).
+    NoRoute,
+    /// Mail for another domain while the relay queue is full.
+    QueueFull,
 }
 
 impl FailureReason {
-    const ALL: [FailureReason; 12] = [
+    const ALL: [FailureReason; 16] = [
         Self::Framing,
         Self::Smtp,
         Self::BadMessage,
@@ -112,6 +124,10 @@ impl FailureReason {
         Self::OverQuota,
         Self::MailboxRate,
         Self::BadSender,
+        Self::RelayDenied,
+        Self::HopLimit,
+        Self::NoRoute,
+        Self::QueueFull,
     ];
 
     /// The label used in metrics.
@@ -129,6 +145,10 @@ impl FailureReason {
             Self::OverQuota => "over_quota",
             Self::MailboxRate => "mailbox_rate_limited",
             Self::BadSender => "bad_sender",
+            Self::RelayDenied => "relay_denied",
+            Self::HopLimit => "hop_limit",
+            Self::NoRoute => "no_route",
+            Self::QueueFull => "queue_full",
         }
     }
 }

@@ -57,6 +57,9 @@ pub enum ServerError {
         /// The error underneath.
         source: std::io::Error,
     },
+    /// The federation settings are not usable (e.g. the DNS resolver).
+    #[error("federation: {0}")]
+    Federation(String),
     /// The ready file could not be written.
     #[error("cannot write ready file {path}: {source}")]
     ReadyFile {
@@ -72,6 +75,7 @@ pub struct Server<S = EmbeddedStore> {
     shared: Arc<Shared<S>>,
     listeners: Vec<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    queue_inbox: crate::relay::QueueInbox,
 }
 
 /// Binds with SO_REUSEADDR so an immediate restart finds the port free.
@@ -172,6 +176,8 @@ impl<S: Backend> Server<S> {
             config.limits.max_tracked_ips,
             config.limits.exempt_networks.clone(),
         );
+        let (relay, queue_inbox) =
+            Relay::new(config.federation.clone()).map_err(ServerError::Federation)?;
         let mailbox_rates = MailboxLimiter::new(
             config.rate.mailbox_mail_per_sec,
             config.rate.mailbox_mail_burst,
@@ -184,13 +190,14 @@ impl<S: Backend> Server<S> {
                 limiter,
                 mailbox_rates,
                 quotas: QuotaGate::default(),
-                relay: Relay::Refuse,
+                relay,
                 greeting: Bytes::from(greeting),
                 ohai: Bytes::from(ohai),
                 config,
             }),
             listeners,
             metrics_listener,
+            queue_inbox,
         })
     }
 
@@ -239,9 +246,15 @@ impl<S: Backend> Server<S> {
             shared,
             listeners,
             metrics_listener,
+            queue_inbox,
         } = self;
         let trigger = ShutdownTrigger::new();
         let mut tasks = JoinSet::new();
+        tasks.spawn(crate::outbound::run(
+            shared.clone(),
+            queue_inbox,
+            trigger.subscribe(),
+        ));
         if let Some(l) = metrics_listener {
             let s = shared.clone();
             let pages = crate::http::Pages {

@@ -3,7 +3,7 @@
 //! implements the store traits, not an edit of every handler.
 
 use bytes::Bytes;
-use cmtp_store::{MailStore, StoreHealth, UserStore};
+use cmtp_store::{MailStore, PeerStore, StoreHealth, UserStore};
 
 use crate::config::Config;
 use crate::keys::Signer;
@@ -12,10 +12,11 @@ use crate::quota::QuotaGate;
 use crate::ratelimit::{Limiter, MailboxLimiter};
 use crate::relay::Relay;
 
-/// A storage backend the server can run on: users and mailboxes.
-pub trait Backend: UserStore + MailStore {}
+/// A storage backend the server can run on: users, mailboxes (and the relay queue) and
+/// the pinned keys of other domains' servers.
+pub trait Backend: UserStore + MailStore + PeerStore {}
 
-impl<T: UserStore + MailStore> Backend for T {}
+impl<T: UserStore + MailStore + PeerStore> Backend for T {}
 
 /// Everything connections share.
 pub struct Shared<S> {
@@ -33,7 +34,7 @@ pub struct Shared<S> {
     pub mailbox_rates: MailboxLimiter,
     /// Quota reservations of deliveries in flight.
     pub quotas: QuotaGate,
-    /// Policy for foreign domains.
+    /// Federation: relay policy, routes, relayed keys, the queue's inbox.
     pub relay: Relay,
     /// The greeting, encoded once.
     pub greeting: Bytes,
@@ -65,7 +66,87 @@ impl<S: Backend> Shared<S> {
         h.count = snap.fsyncs;
         h.sum = snap.fsync_total_us as f64 / 1e6;
         let writable = u64::from(self.store.health() == StoreHealth::Ok);
+        let r = &self.relay.metrics;
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let oldest = ld(&r.oldest);
+        let oldest_age = if oldest == 0 {
+            0
+        } else {
+            crate::unix_now().saturating_sub(oldest)
+        };
         let extra = [
+            (
+                "cmtpd_relay_queue_depth",
+                "Messages waiting in the relay queue.",
+                "gauge",
+                ld(&r.depth),
+            ),
+            (
+                "cmtpd_relay_queue_oldest_age_seconds",
+                "Age of the oldest message in the relay queue.",
+                "gauge",
+                oldest_age,
+            ),
+            (
+                "cmtpd_relay_queued_total",
+                "Messages accepted into the relay queue.",
+                "counter",
+                ld(&r.queued),
+            ),
+            (
+                "cmtpd_relay_delivered_total",
+                "Relayed messages the remote server accepted (signed SUCCESS verified).",
+                "counter",
+                ld(&r.delivered),
+            ),
+            (
+                "cmtpd_relay_deferred_total",
+                "Relay attempts that failed temporarily (retried later).",
+                "counter",
+                ld(&r.deferred),
+            ),
+            (
+                "cmtpd_relay_failed_total",
+                "Relayed messages given up (permanent failure or expiry).",
+                "counter",
+                ld(&r.failed),
+            ),
+            (
+                "cmtpd_relay_bounces_total",
+                "Delivery-failure notices written to senders.",
+                "counter",
+                ld(&r.bounces),
+            ),
+            (
+                "cmtpd_relay_duplicates_total",
+                "Received messages recognised as repeats (relay id seen) and not stored again.",
+                "counter",
+                ld(&r.duplicates),
+            ),
+            (
+                "cmtpd_relay_refused_total",
+                "Relay attempts refused (no proof, untrusted network, bad signature, hop limit, no route).",
+                "counter",
+                ld(&r.refused),
+            ),
+            (
+                "cmtpd_relay_remote_key_changes_total",
+                "Remote servers that presented a key other than the pinned one (refused).",
+                "counter",
+                ld(&r.key_changes),
+            ),
+            (
+                "cmtpd_relay_key_lookups_total",
+                "Relayed KEYREQUESTs that asked the remote server.",
+                "counter",
+                ld(&r.key_lookups),
+            ),
+            (
+                "cmtpd_relay_key_cache_hits_total",
+                "Relayed KEYREQUESTs answered from the cache.",
+                "counter",
+                ld(&r.key_cache_hits),
+            ),
             (
                 "cmtpd_store_commits_total",
                 "Group commits made durable by the store.",

@@ -28,7 +28,7 @@ fn greeting_and_pipelined_simple_commands_in_order() {
     assert_eq!(c.key_reply(), *srv.key.as_bytes());
     assert_eq!(
         c.v0(),
-        "Commands: OHAI NOOP KEYREQUEST LOGIN MAIL OBAI HELP MBOXLIST MBOXFETCH MBOXDEL"
+        "Commands: OHAI NOOP KEYREQUEST LOGIN MAIL SUBMIT OBAI HELP MBOXLIST MBOXFETCH MBOXDEL"
     );
     assert_eq!(c.general(), "SUCCESS");
     c.send(b"OBAI\0");

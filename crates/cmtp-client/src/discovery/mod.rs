@@ -128,6 +128,8 @@ pub struct Discovery {
     timeout: Duration,
     /// For the SRV weights and MX ties; seeded from the OS unless [`Discovery::with_seed`].
     rng: Mutex<SmallRng>,
+    /// Port of MX hosts and implicit MX ([`MX_PORT`] unless [`Discovery::with_mx_port`]).
+    mx_port: u16,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -205,7 +207,17 @@ impl Discovery {
             resolver,
             timeout,
             rng: Mutex::new(rand::make_rng()),
+            mx_port: MX_PORT,
         })
+    }
+
+    /// The same discovery contacting MX hosts (and implicit MX) on `port` instead of 25:
+    /// for private networks and tests, which cannot bind port 25.
+    pub fn with_mx_port(self, port: u16) -> Discovery {
+        Discovery {
+            mx_port: port,
+            ..self
+        }
     }
 
     /// The same discovery with its random choices (SRV weights, MX ties) drawn from a
@@ -242,7 +254,7 @@ impl Discovery {
         if let Some(ip) = ip_literal(domain) {
             return Ok(vec![Candidate {
                 host: ip.to_string(),
-                port: MX_PORT,
+                port: self.mx_port,
                 source: CandidateSource::Implicit,
             }]);
         }
@@ -361,7 +373,7 @@ impl Discovery {
                 .take(MAX_TARGETS)
                 .map(|host| Candidate {
                     host,
-                    port: MX_PORT,
+                    port: self.mx_port,
                     source: CandidateSource::Mx,
                 })
                 .collect(),
@@ -373,7 +385,7 @@ impl Discovery {
         match host_addresses(&self.resolver, name, self.timeout).await {
             Ok(_) => Ok(vec![Candidate {
                 host: host_of(name),
-                port: MX_PORT,
+                port: self.mx_port,
                 source: CandidateSource::Implicit,
             }]),
             Err(Missing::NxDomain) => Err(Verdict::Permanent("no such domain (NXDOMAIN)".into())),

@@ -20,7 +20,7 @@ pub(super) async fn keyrequest<S: Backend>(
         return Ok(Flow::Continue);
     }
     if !sh.is_local(domain) {
-        match sh.relay.key(user, domain).await {
+        match sh.relay.key(&sh.store, user, domain).await {
             Some(k) => c.reply(&sh.signer.user_key_reply(&k)),
             None => c.reply(&sh.signer.key_not_available),
         }

@@ -31,6 +31,7 @@ fn classify(command: &Command) -> (CommandKind, Option<Class>) {
         Command::KeyRequest { .. } => (CommandKind::KeyRequest, Some(Class::KeyRequest)),
         Command::Login { .. } => (CommandKind::Login, Some(Class::Login)),
         Command::Mail => (CommandKind::Mail, Some(Class::Mail)),
+        Command::Submit(_) => (CommandKind::Submit, Some(Class::Mail)),
         Command::MboxList(_) => (CommandKind::MboxList, Some(Class::Any)),
         Command::MboxFetch(_) => (CommandKind::MboxFetch, Some(Class::Any)),
         Command::MboxDelete(_) => (CommandKind::MboxDel, Some(Class::Any)),
@@ -50,7 +51,7 @@ pub async fn dispatch<S: Backend>(c: &mut Conn<S>, command: Command) -> Result<F
         tracing::debug!(peer = %c.peer(), command = kind.label(), "rate limited");
         c.reply_failure();
         // A refused MAIL leaves its message unread: framing is lost.
-        return Ok(if kind == CommandKind::Mail {
+        return Ok(if matches!(kind, CommandKind::Mail | CommandKind::Submit) {
             Flow::Close
         } else {
             Flow::Continue
@@ -72,7 +73,8 @@ pub async fn dispatch<S: Backend>(c: &mut Conn<S>, command: Command) -> Result<F
             return keyrequest::keyrequest(c, &user, &domain).await;
         }
         Command::Login { user } => login::login(c, &user),
-        Command::Mail => return mail::mail(c).await,
+        Command::Mail => return mail::mail(c, None).await,
+        Command::Submit(r) => return mail::mail(c, Some(r)).await,
         Command::MboxList(r) => return mbox::mbox(c, MboxKind::List, r).await,
         Command::MboxFetch(r) => return mbox::mbox(c, MboxKind::Fetch, r).await,
         Command::MboxDelete(r) => return mbox::mbox(c, MboxKind::Delete, r).await,

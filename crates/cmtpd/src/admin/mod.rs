@@ -16,6 +16,9 @@ use zeroize::Zeroizing;
 
 use crate::keys;
 
+pub mod domain;
+pub mod queue;
+
 /// Errors of the admin subcommands.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -244,7 +247,7 @@ struct MailboxJson {
     bytes: u64,
 }
 
-fn open_mail(data_dir: &Path) -> Result<EmbeddedStore> {
+pub(crate) fn open_mail(data_dir: &Path) -> Result<EmbeddedStore> {
     Ok(EmbeddedStore::open_read_only(data_dir)?)
 }
 
@@ -289,7 +292,13 @@ pub fn mailbox_stats(data_dir: &Path, json: bool) -> Result<String> {
         s.blob_bytes
     );
     for (name, m) in &s.mailboxes {
-        let shown = if name.is_empty() { "(server)" } else { name };
+        let shown = if name.is_empty() {
+            "(server)"
+        } else if name == cmtp_store::RELAY_QUEUE {
+            "(relay queue)"
+        } else {
+            name
+        };
         let _ = writeln!(o, "  {shown}: {} messages, {} bytes", m.messages, m.bytes);
     }
     Ok(o)
@@ -355,7 +364,7 @@ pub async fn mailbox_show(data_dir: &Path, account: Option<&str>, id: u64) -> Re
 }
 
 /// Pretty-prints a stored message; opens sealed parts when `key` is given.
-fn render_message(raw: &[u8], id: u64, received: u64, key: Option<&KeyPair>) -> String {
+pub(crate) fn render_message(raw: &[u8], id: u64, received: u64, key: Option<&KeyPair>) -> String {
     let mut o = format!("message {id}, received {received}, {} bytes\n", raw.len());
     let mut dec = MessageDecoder::new(MessageLimits::UNLIMITED);
     let (mut log, mut body) = (Vec::new(), Vec::new());

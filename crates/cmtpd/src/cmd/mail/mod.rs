@@ -1,0 +1,317 @@
+//! `MAIL\0` + message and `SUBMIT\0…` + message (spec §5.5, §6; docs/protocol.md D5):
+//! streamed from the socket into a local mailbox or the relay queue.
+//!
+//! The decoder's consumed bytes are exactly the message, so they are what gets written
+//! (for the relay queue, the envelope and log are rewritten to append our log entry);
+//! memory stays bounded by the read buffer and the log limit whatever the message size.
+//! SUCCESS is sent only once `commit` has resolved (the message is durable).
+
+mod decide;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use cmtp_crypto::{Blake2b256, Signature};
+use cmtp_proto::submit::SubmitRequest;
+use cmtp_proto::{Envelope, MessageDecoder, MessageError, MessageEvent, MessageLimits};
+use cmtp_store::{Delivery, MessageMeta};
+
+use crate::connection::{Conn, ConnError, Flow};
+use crate::metrics::FailureReason;
+use crate::relay::Queued;
+use crate::shared::{Backend, Shared};
+use decide::{Proof, Refusal, Sink, decide};
+
+/// The message's log, gathered as it streams (bounded by `max_log_size`), and what is
+/// decided once it is complete.
+struct LogTap {
+    /// Announced length (`None` until the envelope).
+    len: Option<u64>,
+    bytes: Vec<u8>,
+    done: bool,
+}
+
+impl LogTap {
+    fn complete(&self) -> bool {
+        self.len == Some(self.bytes.len() as u64)
+    }
+}
+
+/// Receives one message (after `MAIL\0`, or after `SUBMIT\0…` with its `submit` proof).
+/// Framing errors and limit violations answer FAILURE and close; a refused destination
+/// is read to its end and answered DELIVERYFAILURE.
+pub(super) async fn mail<S: Backend>(
+    c: &mut Conn<S>,
+    submit: Option<SubmitRequest>,
+) -> Result<Flow, ConnError> {
+    let sh = c.shared().clone();
+    let l = &sh.config.limits;
+    let mut dec = MessageDecoder::new(MessageLimits {
+        max_total: l.max_message_size,
+        max_attachments: l.max_attachments,
+        max_log: l.max_log_size,
+    });
+    let mut proof = submit.map(|req| Proof {
+        req,
+        hasher: Blake2b256::new(),
+        key: None,
+        domain: String::new(),
+    });
+    let mut sink = Sink::Undecided(Vec::new());
+    let mut log = LogTap {
+        len: None,
+        bytes: Vec::new(),
+        done: false,
+    };
+    let start = Instant::now();
+    let grace = Duration::from_secs(l.transfer_grace_secs);
+    loop {
+        // `(n, None)` from the decoder means every byte given was used and more are
+        // needed; any event may be followed by more without reading (e.g. `End`).
+        let (used, envelope, is_log, end, need_more) = match dec.decode(c.input()) {
+            Ok((used, ev)) => match ev {
+                Some(MessageEvent::Envelope(e)) => (used, Some(e), false, false, false),
+                Some(MessageEvent::Log(chunk)) => {
+                    log.bytes.extend_from_slice(chunk);
+                    (used, None, true, false, false)
+                }
+                Some(MessageEvent::End) => (used, None, false, true, false),
+                Some(_) => (used, None, false, false, false),
+                None => (used, None, false, false, true),
+            },
+            Err(e) => {
+                tracing::debug!(peer = %c.peer(), error = %e, "message refused");
+                let reason = match e {
+                    MessageError::TooLarge { .. }
+                    | MessageError::TooManyAttachments { .. }
+                    | MessageError::LogTooLong { .. } => FailureReason::TooLarge,
+                    _ => FailureReason::BadMessage,
+                };
+                sh.metrics.failure(reason);
+                sh.metrics.deliveries_failed.fetch_add(1, Relaxed);
+                c.reply_failure();
+                return Ok(Flow::Close);
+            }
+        };
+        let bytes = &c.input()[..used];
+        if let Some(p) = proof.as_mut() {
+            p.hasher.update(bytes);
+        }
+        match &mut sink {
+            Sink::Undecided(head) => {
+                head.extend_from_slice(bytes);
+                if let Some(env) = envelope {
+                    log.len = Some(env.log_length);
+                    let head = std::mem::take(head);
+                    sink = decide(c, &env, head, proof.as_mut()).await;
+                }
+            }
+            Sink::Deliver(d, _, _) => {
+                if !bytes.is_empty()
+                    && let Err(e) = d.write(bytes).await
+                {
+                    // Dropping the delivery aborts it: nothing is stored.
+                    sink = Sink::Discard(Refusal::Internal(format!("store write failed: {e}")));
+                }
+            }
+            // The envelope and log are written, rewritten, once the log is complete.
+            Sink::Relay(d, _, _, _) if log.done && !is_log => {
+                if !bytes.is_empty()
+                    && let Err(e) = d.write(bytes).await
+                {
+                    sink = Sink::Discard(Refusal::Internal(format!("store write failed: {e}")));
+                }
+            }
+            Sink::Relay(..) | Sink::Discard(_) => {}
+        }
+        c.consume(used);
+        if !log.done && log.complete() {
+            log.done = true;
+            sink = log_complete(c, sink, &log.bytes).await;
+        }
+        if end {
+            break;
+        }
+        if need_more {
+            // Past the grace period the message must have arrived at min_transfer_rate on
+            // average: the next byte is due when what we have would be exactly on time.
+            c.set_deadline((l.min_transfer_rate > 0).then(|| {
+                let on_time =
+                    Duration::from_secs_f64(dec.consumed() as f64 / l.min_transfer_rate as f64);
+                start + grace.max(on_time)
+            }));
+            // Dropping `sink` on error aborts the delivery: nothing is stored.
+            c.fill().await?;
+        }
+    }
+    c.set_deadline(None);
+    if let Some(p) = proof
+        && !matches!(sink, Sink::Discard(_))
+        && !proof_holds(p)
+    {
+        tracing::debug!(peer = %c.peer(), "SUBMIT signature does not verify");
+        sink = Sink::Discard(Refusal::Delivery(Some(FailureReason::RelayDenied)));
+    }
+    let refusal = match finish(&sh, sink).await {
+        Ok(()) => {
+            c.reply(&sh.signer.success);
+            return Ok(Flow::Continue);
+        }
+        Err(r) => r,
+    };
+    if let Refusal::Duplicate = refusal {
+        sh.relay.metrics.duplicates.fetch_add(1, Relaxed);
+        tracing::debug!(peer = %c.peer(), "message already received (relay id seen)");
+        c.reply(&sh.signer.success);
+        return Ok(Flow::Continue);
+    }
+    sh.metrics.deliveries_failed.fetch_add(1, Relaxed);
+    Ok(match refusal {
+        Refusal::Delivery(reason) => {
+            if let Some(reason) = reason {
+                sh.metrics.failure(reason);
+                if matches!(
+                    reason,
+                    FailureReason::RelayDenied | FailureReason::HopLimit | FailureReason::NoRoute
+                ) {
+                    sh.relay.metrics.refused.fetch_add(1, Relaxed);
+                }
+            }
+            c.reply(&sh.signer.delivery_failure);
+            Flow::Continue
+        }
+        Refusal::TryLater(reason) => {
+            sh.metrics.failure(reason);
+            c.reply_failure();
+            Flow::Continue
+        }
+        Refusal::Internal(why) => c.internal_failure("delivery failed", &why),
+        Refusal::Duplicate => unreachable!("answered above"),
+    })
+}
+
+/// The whole log is known: a local delivery checks the relay id (a repeat is not stored
+/// twice); a relayed message gets the hop check and our log entry, and its envelope and
+/// log are written.
+async fn log_complete<S: Backend>(
+    c: &Conn<S>,
+    sink: Sink<S::Delivery>,
+    log: &[u8],
+) -> Sink<S::Delivery> {
+    let sh = c.shared();
+    match sink {
+        Sink::Deliver(d, mut meta, hold) => {
+            if let Some(entry) = cmtp_proto::log::last_relay_entry(log) {
+                if sh.store.seen_relay_id(&entry.id) {
+                    return Sink::Discard(Refusal::Duplicate);
+                }
+                meta.relay_id = Some(entry.id);
+            }
+            Sink::Deliver(d, meta, hold)
+        }
+        Sink::Relay(mut d, env, mut note, hold) => {
+            if cmtp_proto::log::count_entries(log) >= sh.relay.config.max_hops {
+                tracing::info!(peer = %c.peer(), to = %note.recipient(), "hop limit reached: not relayed");
+                return Sink::Discard(Refusal::Delivery(Some(FailureReason::HopLimit)));
+            }
+            note.bounce = cmtp_proto::log::is_bounce(log);
+            let mut id = [0u8; 16];
+            if let Err(e) = cmtp_crypto::random_bytes(&mut id) {
+                return Sink::Discard(Refusal::Internal(format!("no randomness: {e}")));
+            }
+            // The entry's `for=` is informational: names with spaces (which the name rule
+            // allows) are shown with `_` so the entry stays parseable.
+            let plain = |s: &str| s.replace(|c: char| c.is_whitespace() || c.is_control(), "_");
+            let entry = cmtp_proto::log::RelayEntry {
+                by: plain(sh.config.primary_domain()),
+                from: c.peer().ip().to_string(),
+                at: crate::unix_now(),
+                id,
+                for_account: plain(&env.dest_account),
+                for_domain: plain(&env.dest_domain).replace('@', "_"),
+            };
+            let text = match entry.encode() {
+                Ok(t) => t,
+                Err(e) => return Sink::Discard(Refusal::Internal(format!("log entry: {e}"))),
+            };
+            let mut new_log = Vec::with_capacity(log.len() + 160);
+            cmtp_proto::log::append_entry(log, &text, &mut new_log);
+            let env = Envelope {
+                log_length: new_log.len() as u64,
+                ..env
+            };
+            let mut head = Vec::with_capacity(env.encoded_len() + new_log.len());
+            env.encode(&mut head);
+            head.extend_from_slice(&new_log);
+            if let Err(e) = d.write(&head).await {
+                return Sink::Discard(Refusal::Internal(format!("store write failed: {e}")));
+            }
+            Sink::Relay(d, env, note, hold)
+        }
+        other => other,
+    }
+}
+
+/// Whether a submission's signature covers the message just read.
+fn proof_holds(p: Proof) -> bool {
+    let Some(key) = p.key else { return false };
+    let digest = p.hasher.finalize();
+    let signed =
+        cmtp_proto::submit::signing_bytes(&p.req.user, &p.domain, p.req.timestamp, &digest);
+    let Ok(sig) = Signature::from_bytes(&p.req.signature) else {
+        return false;
+    };
+    key.verify(&signed, &sig).is_ok()
+}
+
+/// Commits the message where it goes; `Err` is the refusal to answer.
+async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<(), Refusal> {
+    match sink {
+        Sink::Deliver(d, meta, hold) => {
+            let committed = d.commit(meta).await;
+            // The store counts the message in its usage before the commit resolves.
+            drop(hold);
+            match committed {
+                Ok(id) => {
+                    sh.metrics.deliveries_ok.fetch_add(1, Relaxed);
+                    tracing::debug!(id, "message stored");
+                    Ok(())
+                }
+                Err(e) => Err(Refusal::Internal(format!("store commit failed: {e}"))),
+            }
+        }
+        Sink::Relay(d, env, note, hold) => {
+            let meta = MessageMeta {
+                mailbox: cmtp_store::RELAY_QUEUE.to_owned(),
+                src_account: env.src_account.clone(),
+                src_domain: env.src_domain.clone(),
+                version: env.version,
+                attachment_count: env.attachment_count,
+                body_end: env.body_end(),
+                note: note.encode(),
+                relay_id: None,
+            };
+            let committed = d.commit(meta).await;
+            drop(hold);
+            match committed {
+                Ok(id) => {
+                    sh.metrics.deliveries_ok.fetch_add(1, Relaxed);
+                    tracing::info!(id, to = %note.recipient(), "message queued for relay");
+                    sh.relay.queued(Queued {
+                        id,
+                        note,
+                        src_account: env.src_account,
+                        src_domain: env.src_domain,
+                    });
+                    Ok(())
+                }
+                Err(e) => Err(Refusal::Internal(format!("queue commit failed: {e}"))),
+            }
+        }
+        Sink::Discard(r) => Err(r),
+        // The decoder returns End only after the envelope.
+        Sink::Undecided(_) => Err(Refusal::Internal(
+            "message ended before its envelope".into(),
+        )),
+    }
+}

@@ -1,0 +1,222 @@
+//! A delivery worker: one connection to one domain's server, reused for as many due
+//! messages as the domain has, MAILs pipelined (`pipeline` in flight: written ahead,
+//! replies read behind, in order).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use cmtp_client::RouteError;
+use cmtp_store::MessageRead;
+use tokio::sync::mpsc;
+
+use super::bounce::{Failure, bounce};
+use super::{Item, Queue};
+use crate::relay::peer::{PeerReader, PeerWriter};
+use crate::relay::{MailVerdict, Peer, PeerError, check_pin};
+use crate::shared::{Backend, Shared};
+
+/// Bytes read from the store per write to the socket.
+const CHUNK: usize = 64 * 1024;
+
+/// Runs one worker for `domain` until it has no due messages or its connection fails.
+pub(super) async fn run<S: Backend>(sh: Arc<Shared<S>>, queue: Arc<Queue>, domain: String) {
+    deliver(&sh, &queue, &domain).await;
+    queue.worker_done(&domain);
+}
+
+async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &str) {
+    let relay = &sh.relay;
+    let addrs = match relay.router.resolve(domain).await {
+        Ok(a) if !a.is_empty() => a,
+        Ok(_) => {
+            let items = queue.state.lock().take_all(domain);
+            defer_all(sh, queue, items, &format!("{domain}: no address to try")).await;
+            return;
+        }
+        Err(e @ RouteError::Permanent { .. }) => {
+            let items = queue.state.lock().take_all(domain);
+            for (id, item) in items {
+                give_up(sh, queue, id, &item, &e.to_string()).await;
+            }
+            return;
+        }
+        Err(e) => {
+            let items = queue.state.lock().take_all(domain);
+            defer_all(sh, queue, items, &e.to_string()).await;
+            return;
+        }
+    };
+    let peer = match Peer::open(&addrs, relay.timeouts()).await {
+        Ok(p) => p,
+        Err(e) => {
+            // The domain is unreachable: everything due for it waits, not only a batch.
+            let items = queue.state.lock().take_all(domain);
+            defer_all(sh, queue, items, &e.to_string()).await;
+            return;
+        }
+    };
+    if let Err(e) = check_pin(&sh.store, &relay.metrics, domain, peer.server_key()) {
+        peer.close().await;
+        let items = queue.state.lock().take_all(domain);
+        defer_all(sh, queue, items, &e.to_string()).await;
+        return;
+    }
+    let (mut rd, mut wr) = peer.split();
+    loop {
+        let batch = queue.state.lock().take(domain, relay.config.pipeline);
+        if batch.is_empty() {
+            break;
+        }
+        let (outcomes, err) = send_batch(sh, &mut rd, &mut wr, &batch).await;
+        for ((id, item), verdict) in batch.iter().zip(outcomes.iter()) {
+            match verdict {
+                Some(MailVerdict::Accepted) => delivered(sh, queue, *id).await,
+                Some(MailVerdict::Refused(text)) => {
+                    let why = format!("the server of {domain} refused it: {text}");
+                    give_up(sh, queue, *id, item, &why).await;
+                }
+                Some(MailVerdict::Failed) => {
+                    let why = format!("the server of {domain} answered FAILURE (try later)");
+                    defer(sh, queue, *id, item.clone(), &why).await;
+                }
+                None => {
+                    let why = match &err {
+                        Some(e) => e.to_string(),
+                        None => "not sent".to_owned(),
+                    };
+                    defer(sh, queue, *id, item.clone(), &why).await;
+                }
+            }
+        }
+        if err.is_some() {
+            return;
+        }
+    }
+    Peer::join(rd, wr).close().await;
+}
+
+/// Sends a batch pipelined; returns each message's verdict (None = no verdict: not sent,
+/// or the connection failed first) and the connection's error, if any.
+async fn send_batch<S: Backend>(
+    sh: &Shared<S>,
+    rd: &mut PeerReader,
+    wr: &mut PeerWriter,
+    batch: &[(u64, Item)],
+) -> (Vec<Option<MailVerdict>>, Option<PeerError>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<usize>();
+    let writer = async {
+        for (i, (id, _)) in batch.iter().enumerate() {
+            let opened = sh.store.open(cmtp_store::RELAY_QUEUE, *id).await;
+            let mut reader = match opened {
+                Ok(Some((_, r))) => r,
+                // Dropped by the operator meanwhile, or unreadable: not sent.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(id, error = %e, "cannot read a queued message");
+                    continue;
+                }
+            };
+            wr.mail_command().await?;
+            loop {
+                match reader.read_chunk(CHUNK).await {
+                    Ok(Some(chunk)) => wr.write("sending a message", &chunk).await?,
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Half a message was sent: the connection cannot be framed any
+                        // more. Fail it; everything unanswered is retried.
+                        return Err(PeerError::Local(format!(
+                            "reading queued message {id} failed: {e}"
+                        )));
+                    }
+                }
+            }
+            let _ = tx.send(i);
+        }
+        drop(tx);
+        Ok::<(), PeerError>(())
+    };
+    let mut verdicts: Vec<Option<MailVerdict>> = vec![None; batch.len()];
+    let reader = async {
+        while let Some(i) = rx.recv().await {
+            match rd.mail_verdict().await {
+                Ok(v) => verdicts[i] = Some(v),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<(), PeerError>(())
+    };
+    let (w, r) = tokio::join!(writer, reader);
+    let err = r.err().or(w.err());
+    (verdicts, err)
+}
+
+/// The remote accepted: the message leaves the queue.
+async fn delivered<S: Backend>(sh: &Shared<S>, queue: &Queue, id: u64) {
+    match sh.store.delete(cmtp_store::RELAY_QUEUE, id).await {
+        Ok(_) => {}
+        // Delivered but not removed: it would be sent again, and the remote, seeing
+        // its relay id, would store it once. Logged, not fatal.
+        Err(e) => {
+            tracing::error!(id, error = %e, "cannot remove a delivered message from the queue")
+        }
+    }
+    queue.state.lock().remove(id);
+    sh.relay.metrics.delivered.fetch_add(1, Relaxed);
+    tracing::info!(id, "relayed message delivered");
+}
+
+/// A temporary failure: the state is saved with the next attempt, or the message is
+/// given up when it is too old.
+async fn defer<S: Backend>(sh: &Shared<S>, queue: &Queue, id: u64, mut item: Item, why: &str) {
+    let cfg = &sh.relay.config;
+    let now = crate::unix_now();
+    sh.relay.metrics.deferred.fetch_add(1, Relaxed);
+    if !item
+        .note
+        .failed(now, why, &cfg.retry_secs, cfg.max_queue_age_secs)
+    {
+        let reason = format!(
+            "no delivery within {} s (last error: {why})",
+            cfg.max_queue_age_secs
+        );
+        give_up(sh, queue, id, &item, &reason).await;
+        return;
+    }
+    tracing::info!(id, to = %item.note.recipient(), attempts = item.note.attempts,
+        next = item.note.next, error = why, "relay deferred");
+    if let Err(e) = sh
+        .store
+        .set_note(cmtp_store::RELAY_QUEUE, id, item.note.encode())
+        .await
+    {
+        // The attempt count is lost on a restart; the message itself is safe.
+        tracing::error!(id, error = %e, "cannot save the queue state");
+    }
+    queue.state.lock().reschedule(id, item.note);
+}
+
+async fn defer_all<S: Backend>(sh: &Shared<S>, queue: &Queue, items: Vec<(u64, Item)>, why: &str) {
+    for (id, item) in items {
+        defer(sh, queue, id, item, why).await;
+    }
+}
+
+/// A permanent failure: the sender gets a notice and the message leaves the queue.
+async fn give_up<S: Backend>(sh: &Shared<S>, queue: &Queue, id: u64, item: &Item, why: &str) {
+    sh.relay.metrics.failed.fetch_add(1, Relaxed);
+    tracing::info!(id, to = %item.note.recipient(), reason = why, "relay failed permanently");
+    bounce(
+        sh,
+        &Failure {
+            note: &item.note,
+            src_account: &item.src_account,
+            src_domain: &item.src_domain,
+            reason: why,
+        },
+    )
+    .await;
+    if let Err(e) = sh.store.delete(cmtp_store::RELAY_QUEUE, id).await {
+        tracing::error!(id, error = %e, "cannot remove a failed message from the queue");
+    }
+    queue.state.lock().remove(id);
+}

@@ -1,0 +1,224 @@
+//! Federation, the part connections use: who may relay, where a domain's server is,
+//! keys of other domains' users (KEYREQUEST relay with pinned server keys), and the
+//! hand-off of newly queued messages to the outbound workers (`crate::outbound`).
+//! docs/federation.md tells the whole design.
+
+pub mod keys;
+pub mod note;
+pub mod peer;
+pub mod route;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use cmtp_crypto::PublicKey;
+use cmtp_store::PeerStore;
+use tokio::sync::mpsc;
+
+use crate::config::Federation;
+pub use keys::KeyCache;
+pub use note::QueueNote;
+pub use peer::{MailVerdict, Peer, PeerError, PeerTimeouts};
+pub use route::Router;
+
+/// A message just committed to the relay queue, for the outbound scheduler.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Its id in the store's relay-queue mailbox.
+    pub id: u64,
+    /// Its delivery state.
+    pub note: QueueNote,
+    /// Sender account and domain (for a bounce).
+    pub src_account: String,
+    /// Sender domain.
+    pub src_domain: String,
+}
+
+/// The receiving end of [`Relay::queued`]: the outbound scheduler's inbox.
+pub type QueueInbox = mpsc::UnboundedReceiver<Queued>;
+
+/// Counters of the relay side, shown in `/metrics`.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    /// Messages accepted into the relay queue.
+    pub queued: AtomicU64,
+    /// Messages the remote server accepted (signed SUCCESS verified).
+    pub delivered: AtomicU64,
+    /// Attempts that failed temporarily (the message stays queued).
+    pub deferred: AtomicU64,
+    /// Messages given up (permanent failure or expiry).
+    pub failed: AtomicU64,
+    /// Delivery-failure notices written.
+    pub bounces: AtomicU64,
+    /// Messages recognised as already received (relay id seen) and not stored again.
+    pub duplicates: AtomicU64,
+    /// Relay attempts refused (no proof, untrusted network, bad signature, hop limit).
+    pub refused: AtomicU64,
+    /// Remote servers that presented a key other than the pinned one.
+    pub key_changes: AtomicU64,
+    /// Messages in the queue now.
+    pub depth: AtomicU64,
+    /// Unix seconds when the oldest queued message was queued (0 = none).
+    pub oldest: AtomicU64,
+    /// Relayed KEYREQUESTs answered from the cache.
+    pub key_cache_hits: AtomicU64,
+    /// Relayed KEYREQUESTs that asked the remote server.
+    pub key_lookups: AtomicU64,
+}
+
+/// Why a remote server's key is not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The domain's pinned key differs: refused until `cmtpd domain trust`.
+    #[error(
+        "the server of {domain} presented key {presented}, not the pinned {pinned}; \
+         refused (after checking, accept it with `cmtpd domain trust {domain}`)"
+    )]
+    Changed {
+        /// The domain.
+        domain: String,
+        /// Fingerprint of the pinned key.
+        pinned: String,
+        /// Fingerprint of the presented key.
+        presented: String,
+    },
+    /// The pin could not be read or written.
+    #[error("pinned keys: {0}")]
+    Store(#[from] cmtp_store::StoreError),
+}
+
+/// Checks `key` against `domain`'s pin, pinning it on first use. A different key is
+/// recorded as offered, counted and refused.
+pub fn check_pin<P: PeerStore>(
+    peers: &P,
+    metrics: &RelayMetrics,
+    domain: &str,
+    key: &PublicKey,
+) -> Result<(), PinError> {
+    let domain = domain.to_ascii_lowercase();
+    match peers.peer_key(&domain)? {
+        None => {
+            peers.pin_peer_key(&domain, key.as_bytes())?;
+            tracing::info!(%domain, fingerprint = %key.fingerprint(), "pinned the key of a new peer domain");
+            Ok(())
+        }
+        Some(p) if &p.key == key.as_bytes() => Ok(()),
+        Some(p) => {
+            peers.offer_peer_key(&domain, key.as_bytes())?;
+            metrics.key_changes.fetch_add(1, Relaxed);
+            let pinned = PublicKey::from_bytes(&p.key)
+                .map(|k| k.fingerprint())
+                .unwrap_or_else(|_| hex::encode(p.key));
+            let e = PinError::Changed {
+                domain,
+                pinned,
+                presented: key.fingerprint(),
+            };
+            tracing::warn!(error = %e, "remote server key changed");
+            Err(e)
+        }
+    }
+}
+
+/// The relay policy and its shared parts.
+pub struct Relay {
+    /// The `[federation]` settings.
+    pub config: Federation,
+    /// Where domains' servers are.
+    pub router: Router,
+    /// Relayed keys of other domains' users.
+    pub keys: KeyCache,
+    /// Counters.
+    pub metrics: RelayMetrics,
+    queued: mpsc::UnboundedSender<Queued>,
+}
+
+impl Relay {
+    /// The relay for `config`, and the inbox the outbound scheduler reads.
+    pub fn new(config: Federation) -> Result<(Relay, QueueInbox), String> {
+        let router = Router::new(&config)?;
+        let keys = KeyCache::new(&config);
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok((
+            Relay {
+                config,
+                router,
+                keys,
+                metrics: RelayMetrics::default(),
+                queued: tx,
+            },
+            rx,
+        ))
+    }
+
+    /// Whether plain MAIL from `ip` may be relayed (`trusted_networks`).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.config.trusted_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Hands a newly queued message to the outbound scheduler.
+    pub fn queued(&self, q: Queued) {
+        self.metrics.queued.fetch_add(1, Relaxed);
+        // The scheduler lives as long as the server; if it is gone (shutdown), the
+        // message stays in the queue and is picked up at the next start.
+        let _ = self.queued.send(q);
+    }
+
+    /// Timeouts of outgoing connections.
+    pub fn timeouts(&self) -> PeerTimeouts {
+        PeerTimeouts {
+            connect: std::time::Duration::from_secs(self.config.connect_timeout_secs),
+            reply: std::time::Duration::from_secs(self.config.reply_timeout_secs),
+        }
+    }
+
+    /// The verified key of `user@domain` (a foreign domain), asked of that domain's
+    /// server (its key pinned), cached; `None` if it has none or does not answer in time.
+    pub async fn key<P: PeerStore>(&self, peers: &P, user: &str, domain: &str) -> Option<[u8; 32]> {
+        let domain = domain.to_ascii_lowercase();
+        if let Some(hit) = self.keys.get(user, &domain) {
+            self.metrics.key_cache_hits.fetch_add(1, Relaxed);
+            return hit;
+        }
+        self.metrics.key_lookups.fetch_add(1, Relaxed);
+        let limit = std::time::Duration::from_secs(self.config.key_timeout_secs);
+        let asked = tokio::time::timeout(limit, self.ask_key(peers, user, &domain)).await;
+        match asked {
+            Ok(Ok(answer)) => {
+                self.keys.put(user, &domain, answer);
+                answer
+            }
+            Ok(Err(why)) => {
+                tracing::info!(%domain, error = %why, "relayed KEYREQUEST failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!(%domain, "relayed KEYREQUEST timed out");
+                None
+            }
+        }
+    }
+
+    async fn ask_key<P: PeerStore>(
+        &self,
+        peers: &P,
+        user: &str,
+        domain: &str,
+    ) -> Result<Option<[u8; 32]>, String> {
+        let addrs = self
+            .router
+            .resolve(domain)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut peer = Peer::open(&addrs, self.timeouts())
+            .await
+            .map_err(|e| e.to_string())?;
+        check_pin(peers, &self.metrics, domain, peer.server_key()).map_err(|e| e.to_string())?;
+        let r = peer
+            .key_request(user, domain)
+            .await
+            .map_err(|e| e.to_string());
+        peer.close().await;
+        r
+    }
+}

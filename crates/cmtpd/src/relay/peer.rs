@@ -1,0 +1,365 @@
+//! One outgoing connection to another domain's server: connect, greeting, the server's
+//! key, then signed replies read and verified. Every byte goes through cmtp-proto's
+//! encoders and decoders; this module only moves them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use cmtp_crypto::{PublicKey, Signature};
+use cmtp_proto::reply::{self, Decoded, GreetingKind, KeyReply, StatusReply};
+use cmtp_proto::{Command, ReplyError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Why talking to a remote server failed. Every variant is temporary (the message is
+/// retried) except where the caller decides otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// No address accepted a connection.
+    #[error("cannot connect to {addrs}: {why}")]
+    Connect {
+        /// The addresses tried.
+        addrs: String,
+        /// The last error.
+        why: String,
+    },
+    /// The remote did not answer in time.
+    #[error("{peer}: no answer within {secs} s while {step}")]
+    Timeout {
+        /// The remote address.
+        peer: SocketAddr,
+        /// What we waited for.
+        step: &'static str,
+        /// The limit.
+        secs: u64,
+    },
+    /// Reading or writing failed (reset, closed).
+    #[error("{peer}: {step}: {source}")]
+    Io {
+        /// The remote address.
+        peer: SocketAddr,
+        /// What we were doing.
+        step: &'static str,
+        /// The error underneath.
+        source: std::io::Error,
+    },
+    /// The remote is not a CMTP/1 server, or broke the protocol.
+    #[error("{peer}: {why}")]
+    Protocol {
+        /// The remote address.
+        peer: SocketAddr,
+        /// What was wrong.
+        why: String,
+    },
+    /// Our side failed (reading the queued message).
+    #[error("{0}")]
+    Local(String),
+    /// A reply's signature does not verify with the remote server's key.
+    #[error("{peer}: bad signature on {what}")]
+    BadSignature {
+        /// The remote address.
+        peer: SocketAddr,
+        /// The reply.
+        what: &'static str,
+    },
+}
+
+/// Time limits of an outgoing connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerTimeouts {
+    /// To connect to one address.
+    pub connect: Duration,
+    /// For one reply.
+    pub reply: Duration,
+}
+
+/// What a remote server answered to MAIL, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailVerdict {
+    /// SUCCESS: stored or queued by the remote; our copy may go.
+    Accepted,
+    /// DELIVERYFAILURE: permanent (no such account, relaying denied, hop limit).
+    Refused(String),
+    /// General FAILURE: refused for now (rate limit, server error, size).
+    Failed,
+}
+
+/// The reading half of a connection: replies, decoded and verified one by one.
+pub struct PeerReader {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    peer: SocketAddr,
+    key: PublicKey,
+    timeout: Duration,
+}
+
+/// The writing half.
+pub struct PeerWriter {
+    wr: OwnedWriteHalf,
+    peer: SocketAddr,
+    timeout: Duration,
+}
+
+/// A connection whose greeting and server key have been read.
+pub struct Peer {
+    /// Reading side.
+    pub reader: PeerReader,
+    /// Writing side.
+    pub writer: PeerWriter,
+}
+
+impl Peer {
+    /// Connects to the first address of `addrs` that answers, reads the greeting and
+    /// asks for the server key (self-signed). The caller checks the key against its pin.
+    pub async fn open(addrs: &[SocketAddr], t: PeerTimeouts) -> Result<Peer, PeerError> {
+        let mut last = String::from("no address");
+        for &addr in addrs {
+            match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Self::handshake(s, addr, t).await;
+                }
+                Ok(Err(e)) => last = format!("{addr}: {e}"),
+                Err(_) => last = format!("{addr}: timed out after {:?}", t.connect),
+            }
+        }
+        Err(PeerError::Connect {
+            addrs: addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            why: last,
+        })
+    }
+
+    async fn handshake(s: TcpStream, peer: SocketAddr, t: PeerTimeouts) -> Result<Peer, PeerError> {
+        let (rd, wr) = s.into_split();
+        // The key is not known yet: a placeholder until the KEYREQUEST answer is verified.
+        let placeholder = PublicKey::from_bytes(&[0u8; 32]).map_err(|e| PeerError::Protocol {
+            peer,
+            why: e.to_string(),
+        })?;
+        let mut reader = PeerReader {
+            rd,
+            buf: BytesMut::with_capacity(4096),
+            peer,
+            key: placeholder,
+            timeout: t.reply,
+        };
+        let mut writer = PeerWriter {
+            wr,
+            peer,
+            timeout: t.reply,
+        };
+        let g = reader
+            .read("reading the greeting", reply::decode_greeting)
+            .await?;
+        if g.kind != GreetingKind::Cmtp1 {
+            return Err(PeerError::Protocol {
+                peer,
+                why: format!("not a CMTP/1 server (greeting {:?})", g.text),
+            });
+        }
+        let mut req = Vec::with_capacity(16);
+        Command::KeyRequest {
+            user: String::new(),
+            domain: String::new(),
+        }
+        .encode(&mut req);
+        writer.write("asking for the server key", &req).await?;
+        let key = match reader
+            .read("reading the server key", reply::decode_key_reply)
+            .await?
+        {
+            KeyReply::Key { key, sig, .. } => {
+                let k = PublicKey::from_bytes(&key).map_err(|e| PeerError::Protocol {
+                    peer,
+                    why: format!("invalid server key: {e}"),
+                })?;
+                verify(&k, &key, &sig, peer, "the server key")?;
+                k
+            }
+            KeyReply::V0(v) => {
+                return Err(PeerError::Protocol {
+                    peer,
+                    why: format!("no server key ({:?})", v.text),
+                });
+            }
+        };
+        reader.key = key;
+        Ok(Peer { reader, writer })
+    }
+
+    /// The remote server's key, as it presented it (self-signed).
+    pub fn server_key(&self) -> &PublicKey {
+        &self.reader.key
+    }
+
+    /// The remote address.
+    pub fn addr(&self) -> SocketAddr {
+        self.reader.peer
+    }
+
+    /// `KEYREQUEST user domain`: the key, verified with the server key, or `None` when the
+    /// remote answers KEYNOTAVAILABLE.
+    pub async fn key_request(
+        &mut self,
+        user: &str,
+        domain: &str,
+    ) -> Result<Option<[u8; 32]>, PeerError> {
+        let mut req = Vec::with_capacity(16 + user.len() + domain.len());
+        Command::KeyRequest {
+            user: user.to_owned(),
+            domain: domain.to_owned(),
+        }
+        .encode(&mut req);
+        self.writer.write("sending KEYREQUEST", &req).await?;
+        let peer = self.reader.peer;
+        match self
+            .reader
+            .read("reading the KEYREQUEST answer", reply::decode_key_reply)
+            .await?
+        {
+            KeyReply::Key { key, sig, .. } => {
+                verify(&self.reader.key, &key, &sig, peer, "a user key")?;
+                Ok(Some(key))
+            }
+            KeyReply::V0(v) => {
+                verify(
+                    &self.reader.key,
+                    v.signed_bytes(),
+                    &v.sig,
+                    peer,
+                    "KEYNOTAVAILABLE",
+                )?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Splits into the two halves (to pipeline MAILs: write ahead, read behind).
+    pub fn split(self) -> (PeerReader, PeerWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// Joins the halves again.
+    pub fn join(reader: PeerReader, writer: PeerWriter) -> Peer {
+        Peer { reader, writer }
+    }
+
+    /// Says OBAI and closes (best effort).
+    pub async fn close(mut self) {
+        let mut b = Vec::new();
+        Command::Obai.encode(&mut b);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.writer.wr.write_all(&b).await;
+            let _ = self.writer.wr.shutdown().await;
+        })
+        .await;
+    }
+}
+
+fn verify(
+    key: &PublicKey,
+    msg: &[u8],
+    sig: &[u8; 64],
+    peer: SocketAddr,
+    what: &'static str,
+) -> Result<(), PeerError> {
+    let bad = || PeerError::BadSignature { peer, what };
+    let sig = Signature::from_bytes(sig).map_err(|_| bad())?;
+    key.verify(msg, &sig).map_err(|_| bad())
+}
+
+impl PeerReader {
+    async fn read<T>(
+        &mut self,
+        step: &'static str,
+        decode: impl Fn(&[u8]) -> Decoded<T>,
+    ) -> Result<T, PeerError> {
+        let peer = self.peer;
+        loop {
+            match decode(&self.buf) {
+                Ok(Some((v, used))) => {
+                    let _ = self.buf.split_to(used);
+                    return Ok(v);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(PeerError::Protocol {
+                        peer,
+                        why: format!("{step}: {}", describe(&e)),
+                    });
+                }
+            }
+            self.buf.reserve(4096);
+            let n = match tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf)).await
+            {
+                Err(_) => {
+                    return Err(PeerError::Timeout {
+                        peer,
+                        step,
+                        secs: self.timeout.as_secs(),
+                    });
+                }
+                Ok(Err(source)) => return Err(PeerError::Io { peer, step, source }),
+                Ok(Ok(n)) => n,
+            };
+            if n == 0 {
+                return Err(PeerError::Io {
+                    peer,
+                    step,
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+        }
+    }
+
+    /// Reads the answer to one MAIL and verifies its signature.
+    pub async fn mail_verdict(&mut self) -> Result<MailVerdict, PeerError> {
+        let peer = self.peer;
+        let r = self
+            .read("reading the MAIL reply", reply::decode_general_or_v0)
+            .await?;
+        let (msg, sig) = match &r {
+            StatusReply::General(g) => (g.signed_bytes(), &g.sig),
+            StatusReply::V0(v) => (v.signed_bytes(), &v.sig),
+        };
+        verify(&self.key, msg, sig, peer, "the MAIL reply")?;
+        Ok(match r {
+            StatusReply::General(g) if g.ok => MailVerdict::Accepted,
+            StatusReply::General(_) => MailVerdict::Failed,
+            StatusReply::V0(v) => MailVerdict::Refused(v.text),
+        })
+    }
+}
+
+impl PeerWriter {
+    /// Writes `bytes` whole, within the reply timeout.
+    pub async fn write(&mut self, step: &'static str, bytes: &[u8]) -> Result<(), PeerError> {
+        let peer = self.peer;
+        match tokio::time::timeout(self.timeout, self.wr.write_all(bytes)).await {
+            Err(_) => Err(PeerError::Timeout {
+                peer,
+                step,
+                secs: self.timeout.as_secs(),
+            }),
+            Ok(Err(source)) => Err(PeerError::Io { peer, step, source }),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Writes the `MAIL\0` command word.
+    pub async fn mail_command(&mut self) -> Result<(), PeerError> {
+        let mut b = Vec::with_capacity(5);
+        Command::Mail.encode(&mut b);
+        self.write("sending MAIL", &b).await
+    }
+}
+
+fn describe(e: &ReplyError) -> String {
+    e.to_string()
+}
