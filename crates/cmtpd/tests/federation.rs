@@ -452,6 +452,61 @@ fn a_repeated_relay_id_is_stored_once() {
 }
 
 #[test]
+fn a_relay_queues_a_repeated_relay_id_once() {
+    // B relays for A's network to c.test (down): a repeat of the same hop is queued once.
+    let b = server(
+        "b.test",
+        free_addr(),
+        config(
+            &[("c.test", free_addr())],
+            "trusted_networks = [\"127.0.0.0/8\"]\n",
+        ),
+    );
+    let entry = cmtp_proto::log::RelayEntry {
+        by: "a.test".into(),
+        from: "127.0.0.1".into(),
+        at: now(),
+        id: [9; 16],
+        for_account: "carol".into(),
+        for_domain: "c.test".into(),
+    };
+    let mut log = Vec::new();
+    cmtp_proto::log::append_entry(b"\0", &entry.encode().unwrap(), &mut log);
+    let msg = message(
+        1,
+        ("carol", "c.test"),
+        ("alice", "a.test"),
+        &log,
+        b"once",
+        &[],
+    );
+    let mut c = b.client();
+    assert_eq!(c.mail(&msg), "SUCCESS");
+    assert_eq!(c.mail(&msg), "SUCCESS");
+    assert_eq!(queued(&b), 1);
+    assert_eq!(b.metric("cmtpd_relay_duplicates_total"), 1);
+    // The queued copy carries both hops: A's entry, then B's with a new id.
+    let q = b.admin(&["queue", "list", "--json"], b"").json();
+    let id = q[0]["id"].as_u64().unwrap().to_string();
+    let shown = b.admin(&["queue", "show", &id], b"").ok().to_owned();
+    assert!(shown.contains("cmtp-relay/1 by=a.test"), "{shown}");
+    assert!(shown.contains("cmtp-relay/1 by=b.test"), "{shown}");
+    assert!(shown.contains("to carol@c.test"), "{shown}");
+    // The operator drops it.
+    assert!(
+        b.admin(&["queue", "drop", &id], b"")
+            .ok()
+            .contains("dropped")
+    );
+    assert_eq!(queued(&b), 0);
+    let gone = b.admin(&["queue", "drop", &id], b"");
+    assert!(
+        !gone.success() && gone.stderr.contains("no message"),
+        "{gone:?}"
+    );
+}
+
+#[test]
 fn sigkill_with_a_full_queue_loses_nothing() {
     let b_addr = free_addr();
     let mut a = server("a.test", free_addr(), config(&[("b.test", b_addr)], ""));

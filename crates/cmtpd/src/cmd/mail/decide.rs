@@ -46,9 +46,23 @@ pub(super) enum Sink<D> {
     Deliver(D, MessageMeta, QuotaHold),
     /// The relay queue. The envelope and log are written once the log is complete
     /// (our log entry is appended to it).
-    Relay(D, Envelope, QueueNote, QuotaHold),
+    Relay(Relaying<D>),
     /// Read and dropped; the reply is decided by the refusal.
     Discard(Refusal),
+}
+
+/// A message on its way into the relay queue.
+pub(super) struct Relaying<D> {
+    /// The queue delivery.
+    pub d: D,
+    /// The envelope as received (its log length is rewritten when the log is known).
+    pub env: Envelope,
+    /// The queue state to commit with it.
+    pub note: QueueNote,
+    /// The relay id of the previous hop, if any: a repeat of it is not queued twice.
+    pub relay_id: Option<[u8; 16]>,
+    /// The queue's reservation, released once the commit has resolved.
+    pub hold: QuotaHold,
 }
 
 /// Where a message for a local domain goes: the account's mailbox name.
@@ -198,7 +212,13 @@ pub(super) async fn decide<S: Backend>(
             crate::unix_now(),
             false,
         );
-        return Sink::Relay(sh.store.begin(), env.clone(), note, hold);
+        return Sink::Relay(Relaying {
+            d: sh.store.begin(),
+            env: env.clone(),
+            note,
+            relay_id: None,
+            hold,
+        });
     }
     let admitted = local_mailbox(&sh, env).and_then(|m| admit(&sh, &m, env).map(|h| (m, h)));
     let (mailbox, hold) = match admitted {

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use cmtp_crypto::{Blake2b256, Signature};
 use cmtp_proto::submit::SubmitRequest;
-use cmtp_proto::{Envelope, MessageDecoder, MessageError, MessageEvent, MessageLimits};
+use cmtp_proto::{MessageDecoder, MessageError, MessageEvent, MessageLimits};
 use cmtp_store::{Delivery, MessageMeta};
 
 use crate::connection::{Conn, ConnError, Flow};
 use crate::metrics::FailureReason;
 use crate::relay::Queued;
 use crate::shared::{Backend, Shared};
-use decide::{Proof, Refusal, Sink, decide};
+use decide::{Proof, Refusal, Relaying, Sink, decide};
 
 /// The message's log, gathered as it streams (bounded by `max_log_size`), and what is
 /// decided once it is complete.
@@ -115,9 +115,9 @@ pub(super) async fn mail<S: Backend>(
                 }
             }
             // The envelope and log are written, rewritten, once the log is complete.
-            Sink::Relay(d, _, _, _) if log.done && !is_log => {
+            Sink::Relay(r) if log.done && !is_log => {
                 if !bytes.is_empty()
-                    && let Err(e) = d.write(bytes).await
+                    && let Err(e) = r.d.write(bytes).await
                 {
                     sink = Sink::Discard(Refusal::Internal(format!("store write failed: {e}")));
                 }
@@ -209,12 +209,20 @@ async fn log_complete<S: Backend>(
             }
             Sink::Deliver(d, meta, hold)
         }
-        Sink::Relay(mut d, env, mut note, hold) => {
+        Sink::Relay(mut r) => {
             if cmtp_proto::log::count_entries(log) >= sh.relay.config.max_hops {
-                tracing::info!(peer = %c.peer(), to = %note.recipient(), "hop limit reached: not relayed");
+                tracing::info!(peer = %c.peer(), to = %r.note.recipient(), "hop limit reached: not relayed");
                 return Sink::Discard(Refusal::Delivery(Some(FailureReason::HopLimit)));
             }
-            note.bounce = cmtp_proto::log::is_bounce(log);
+            // A repeat of a message we already queued (the previous hop lost our SUCCESS)
+            // is acknowledged, not queued twice.
+            if let Some(prev) = cmtp_proto::log::last_relay_entry(log) {
+                if sh.store.seen_relay_id(&prev.id) {
+                    return Sink::Discard(Refusal::Duplicate);
+                }
+                r.relay_id = Some(prev.id);
+            }
+            r.note.bounce = cmtp_proto::log::is_bounce(log);
             let mut id = [0u8; 16];
             if let Err(e) = cmtp_crypto::random_bytes(&mut id) {
                 return Sink::Discard(Refusal::Internal(format!("no randomness: {e}")));
@@ -227,8 +235,8 @@ async fn log_complete<S: Backend>(
                 from: c.peer().ip().to_string(),
                 at: crate::unix_now(),
                 id,
-                for_account: plain(&env.dest_account),
-                for_domain: plain(&env.dest_domain).replace('@', "_"),
+                for_account: plain(&r.env.dest_account),
+                for_domain: plain(&r.env.dest_domain).replace('@', "_"),
             };
             let text = match entry.encode() {
                 Ok(t) => t,
@@ -236,17 +244,14 @@ async fn log_complete<S: Backend>(
             };
             let mut new_log = Vec::with_capacity(log.len() + 160);
             cmtp_proto::log::append_entry(log, &text, &mut new_log);
-            let env = Envelope {
-                log_length: new_log.len() as u64,
-                ..env
-            };
-            let mut head = Vec::with_capacity(env.encoded_len() + new_log.len());
-            env.encode(&mut head);
+            r.env.log_length = new_log.len() as u64;
+            let mut head = Vec::with_capacity(r.env.encoded_len() + new_log.len());
+            r.env.encode(&mut head);
             head.extend_from_slice(&new_log);
-            if let Err(e) = d.write(&head).await {
+            if let Err(e) = r.d.write(&head).await {
                 return Sink::Discard(Refusal::Internal(format!("store write failed: {e}")));
             }
-            Sink::Relay(d, env, note, hold)
+            Sink::Relay(r)
         }
         other => other,
     }
@@ -280,7 +285,14 @@ async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<(
                 Err(e) => Err(Refusal::Internal(format!("store commit failed: {e}"))),
             }
         }
-        Sink::Relay(d, env, note, hold) => {
+        Sink::Relay(r) => {
+            let Relaying {
+                d,
+                env,
+                note,
+                relay_id,
+                hold,
+            } = r;
             let meta = MessageMeta {
                 mailbox: cmtp_store::RELAY_QUEUE.to_owned(),
                 src_account: env.src_account.clone(),
@@ -289,7 +301,7 @@ async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<(
                 attachment_count: env.attachment_count,
                 body_end: env.body_end(),
                 note: note.encode(),
-                relay_id: None,
+                relay_id,
             };
             let committed = d.commit(meta).await;
             drop(hold);
