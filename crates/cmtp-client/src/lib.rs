@@ -55,6 +55,11 @@ mod profile;
 mod session;
 pub mod terminal;
 
+/// The README's examples, compiled as documentation tests so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use address::Address;
 pub use conn::{
     Connection, Dialect, MailHead, MailOutcome, NoProgress, Progress, Timeouts, sign_mbox,
