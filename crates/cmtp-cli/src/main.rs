@@ -194,6 +194,13 @@ enum Command {
         /// Message id.
         id: u64,
     },
+    /// Print a shell completion script, e.g. `cmtp completions bash > ~/.local/share/bash-completion/completions/cmtp`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `cmtp man > ~/.local/share/man/man1/cmtp.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +232,25 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Generated from these definitions; no profile, no network.
+    match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cmtp", &mut out);
+            return print_all(&out);
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                eprintln!("cmtp: error: {e}");
+                return ExitCode::from(exit::OTHER);
+            }
+            return print_all(&out);
+        }
+        _ => {}
+    }
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -248,6 +274,19 @@ fn main() -> ExitCode {
             // Errors may quote what a server said: no escape sequences reach the terminal.
             eprintln!("cmtp: error: {}", output::term(&render(&e)));
             ExitCode::from(exit::for_error(&e))
+        }
+    }
+}
+
+/// Writes `out` to standard output; a reader that left early (`| head`) is not an error.
+fn print_all(out: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(out) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("cmtp: error: writing to standard output: {e}");
+            ExitCode::from(exit::OTHER)
         }
     }
 }
@@ -315,6 +354,7 @@ async fn run(cli: Cli) -> Result<u8> {
     let opts = g.options()?;
     let dir = g.profile_dir()?;
     match cli.command {
+        Command::Completions { .. } | Command::Man => unreachable!("handled in main"),
         Command::Login {
             address,
             server,

@@ -96,6 +96,35 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script, e.g.
+    /// `cmtpd completions bash > /etc/bash_completion.d/cmtpd`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `cmtpd man > /usr/local/share/man/man8/cmtpd.8`.
+    Man,
+}
+
+impl Cli {
+    /// The completion script for `shell`, generated from these definitions.
+    pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+        use clap::CommandFactory;
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "cmtpd", &mut out);
+        out
+    }
+
+    /// The manual page (section 8: system administration), generated from these
+    /// definitions; it lists the subcommands (each explains itself with `--help`).
+    pub fn man_page() -> std::io::Result<Vec<u8>> {
+        use clap::CommandFactory;
+        let mut out = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut out)?;
+        Ok(out)
+    }
 }
 
 /// `cmtpd queue ...`

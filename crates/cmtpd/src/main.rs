@@ -55,6 +55,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `cmtpd man | head`: the reader left; nothing to report.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("cmtpd: {e:#}");
             ExitCode::FAILURE
@@ -63,9 +70,21 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if let Command::Config(ConfigCommand::Default) = cli.command {
-        print!("{EXAMPLE_CONFIG}");
-        return Ok(());
+    // Commands that only print something fixed: no configuration, no data directory.
+    match cli.command {
+        Command::Config(ConfigCommand::Default) => {
+            print!("{EXAMPLE_CONFIG}");
+            return Ok(());
+        }
+        Command::Completions { shell } => {
+            std::io::stdout().write_all(&Cli::completions(shell))?;
+            return Ok(());
+        }
+        Command::Man => {
+            std::io::stdout().write_all(&Cli::man_page()?)?;
+            return Ok(());
+        }
+        _ => {}
     }
     let cfg = Config::load(cli.global.config.as_deref(), &cli.overrides())
         .context("loading the configuration")?;
@@ -79,7 +98,9 @@ fn run(cli: Cli) -> Result<()> {
     };
     let out = match cli.command {
         Command::Serve(args) => return serve(cfg, args),
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled above")
+        }
         Command::Key(KeyCommand::Show { json }) => admin::key_show(&data, json)?,
         Command::User(UserCommand::Add {
             name,

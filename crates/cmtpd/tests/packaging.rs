@@ -80,3 +80,59 @@ fn container_file_builds_both_binaries_and_serves_on_all_interfaces() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     parses(&args);
 }
+
+/// Runs `bin args` in an empty directory with an empty HOME; returns (stdout, the
+/// directory's entries afterwards).
+fn in_empty_dir(bin: &Path, args: &[&str]) -> (String, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new(bin);
+    c.args(args)
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env_remove("CMTP_HOME")
+        .env_remove("CMTPD_DATA_DIR");
+    let out = run(c, b"");
+    let stdout = out.ok().to_owned();
+    (stdout, std::fs::read_dir(dir.path()).unwrap().count())
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli_definitions() {
+    for (bin, name, section, subs) in [
+        (
+            cmtpd_bin(),
+            "cmtpd",
+            "8",
+            &["serve", "user", "queue", "domain"][..],
+        ),
+        (
+            cmtp_bin(),
+            "cmtp",
+            "1",
+            &["login", "send", "inbox", "read"][..],
+        ),
+    ] {
+        let (bash, created) = in_empty_dir(&bin, &["completions", "bash"]);
+        assert_eq!(created, 0, "{name} completions created files");
+        assert!(bash.contains(&format!("complete -F _{name}")), "{bash}");
+        for s in subs {
+            assert!(bash.contains(s), "{name}: no completion for {s}");
+        }
+        // The script is valid bash.
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("c.bash");
+        std::fs::write(&script, &bash).unwrap();
+        let mut c = Command::new("bash");
+        c.arg("-n").arg(&script);
+        run(c, b"").ok();
+        let (zsh, _) = in_empty_dir(&bin, &["completions", "zsh"]);
+        assert!(zsh.starts_with(&format!("#compdef {name}")), "{zsh}");
+
+        let (man, created) = in_empty_dir(&bin, &["man"]);
+        assert_eq!(created, 0, "{name} man created files");
+        assert!(man.contains(&format!(".TH {name} {section}")), "{man}");
+        for s in subs {
+            assert!(man.contains(s), "{name} man page lacks {s}");
+        }
+    }
+}
