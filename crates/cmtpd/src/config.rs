@@ -116,6 +116,7 @@ pub struct Federation {
     /// Seconds a DNS lookup may take before the attempt counts as a temporary failure.
     pub dns_timeout_secs: u64,
     /// Most messages in the relay queue; a submission beyond it gets a temporary FAILURE.
+    /// Each queued message costs about 1.2 KiB of memory (its index entries).
     pub max_queue_messages: u64,
     /// Seconds a relayed key (KEYREQUEST for another domain) is remembered.
     pub key_cache_secs: u64,
@@ -143,7 +144,7 @@ impl Default for Federation {
             connect_timeout_secs: 10,
             reply_timeout_secs: 60,
             dns_timeout_secs: 5,
-            max_queue_messages: 1_000_000,
+            max_queue_messages: 250_000,
             key_cache_secs: 3600,
             key_negative_cache_secs: 300,
             key_timeout_secs: 10,

@@ -15,12 +15,20 @@ use cmtp_testkit::*;
 /// Long enough for a relay over loopback with 1-second retries, on a busy 2-core CI box.
 const DELIVERY: Duration = Duration::from_secs(60);
 
-/// A loopback address nobody listens on now (a server started later binds it).
+/// A loopback address nobody listens on now, for a server started later. It is taken
+/// below the kernel's ephemeral range (32768+), where the other tests' servers (port 0)
+/// never land: a "down" destination cannot turn into another test's server.
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id() ^ (now() as u32).rotate_left(7);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(7919)) % 12_000) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 /// The configuration of a test domain: its routes and fast retries.

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use cmtp_client::RouteError;
 use cmtp_store::MessageRead;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::bounce::{Failure, bounce};
 use super::{Item, Queue};
@@ -62,37 +63,45 @@ async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &s
         return;
     }
     let (mut rd, mut wr) = peer.split();
+    // The verdicts of a batch are made durable (deletes, notes, notices) in the
+    // background, all at once, while the next batch is already on the wire: they share
+    // group commits instead of waiting for one fsync each.
+    let mut settling = JoinSet::new();
     loop {
         let batch = queue.state.lock().take(domain, relay.config.pipeline);
         if batch.is_empty() {
             break;
         }
         let (outcomes, err) = send_batch(sh, &mut rd, &mut wr, &batch).await;
-        for ((id, item), verdict) in batch.iter().zip(outcomes.iter()) {
-            match verdict {
-                Some(MailVerdict::Accepted) => delivered(sh, queue, *id).await,
-                Some(MailVerdict::Refused(text)) => {
-                    let why = format!("the server of {domain} refused it: {text}");
-                    give_up(sh, queue, *id, item, &why).await;
+        let failed = err.is_some();
+        let why_unsent = err.map_or_else(|| "not sent".to_owned(), |e| e.to_string());
+        for ((id, item), verdict) in batch.into_iter().zip(outcomes) {
+            let (sh, queue, domain) = (sh.clone(), queue.clone(), domain.to_owned());
+            let why_unsent = why_unsent.clone();
+            settling.spawn(async move {
+                match verdict {
+                    Some(MailVerdict::Accepted) => delivered(&sh, &queue, id).await,
+                    Some(MailVerdict::Refused(text)) => {
+                        let why = format!("the server of {domain} refused it: {text}");
+                        give_up(&sh, &queue, id, &item, &why).await;
+                    }
+                    Some(MailVerdict::Failed) => {
+                        let why = format!("the server of {domain} answered FAILURE (try later)");
+                        defer(&sh, &queue, id, item, &why).await;
+                    }
+                    None => defer(&sh, &queue, id, item, &why_unsent).await,
                 }
-                Some(MailVerdict::Failed) => {
-                    let why = format!("the server of {domain} answered FAILURE (try later)");
-                    defer(sh, queue, *id, item.clone(), &why).await;
-                }
-                None => {
-                    let why = match &err {
-                        Some(e) => e.to_string(),
-                        None => "not sent".to_owned(),
-                    };
-                    defer(sh, queue, *id, item.clone(), &why).await;
-                }
-            }
+            });
         }
-        if err.is_some() {
-            return;
+        // Reap what has settled, so the set stays small on a long-lived connection.
+        while settling.try_join_next().is_some() {}
+        if failed {
+            break;
         }
     }
     Peer::join(rd, wr).close().await;
+    // The worker counts as active until its verdicts are durable.
+    while settling.join_next().await.is_some() {}
 }
 
 /// Sends a batch pipelined; returns each message's verdict (None = no verdict: not sent,
