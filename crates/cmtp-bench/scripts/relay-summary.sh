@@ -14,7 +14,8 @@ BASE=0
 if have 'baseline-*.json'; then
     m=$(median .per_sec baseline-*.json)
     BASE=$(jq '.per_sec // 0' <<<"$m")
-    echo "baseline: mail straight to B, $(jq -r '"\(.connections) x \(.size / 1024) KiB: \(.per_sec | floor) msgs/s (runs \("")'  <<<"$m")$(all per_sec baseline-*.json)), $(jq -r '"p50 \(.latency.p50_ms) ms, B CPU \(.server_side.cpu_us_per_op // 0 | floor) us/msg, load \(.load_avg[0])"' <<<"$m")"
+    jq -r --arg runs "$(all per_sec baseline-*.json)" '
+      "baseline (mail straight to B, local durable delivery): \(.connections) x \(.size / 1024) KiB, \(.per_sec | floor) msgs/s (runs \($runs)), p50 \(.latency.p50_ms) ms, B CPU \(.server_side.cpu_us_per_op // 0 | floor) us/msg, load \(.load_avg[0])"' <<<"$m"
 fi
 for how in mail submit; do
     have "relay-$how-*.json" || continue
