@@ -234,6 +234,9 @@ pub fn table(r: &RelayReport) -> String {
                 r.a_cpu_s.map_or("?".into(), |c| format!("{c:.2} s")),
                 load(r.load_avg)
             );
+            for (k, v) in &r.a_metrics_delta {
+                o += &format!("  A metrics Δ {k} {v}\n");
+            }
             for e in &r.errors {
                 o += &format!("  error: {e}\n");
             }

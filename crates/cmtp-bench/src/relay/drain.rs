@@ -2,10 +2,11 @@
 //! queued at A; then A's RSS is sampled every 10 ms while a command given by the caller
 //! starts B and asks A to retry (`cmtpd queue retry --all`), until A's queue is empty.
 
-use super::{A_DEFERRED, A_DELIVERED, A_DEPTH, RelayConfig, read_sample, sample, submit_all};
+use super::{A_DEFERRED, A_DELIVERED, A_DEPTH, RelayConfig, sample, submit_all};
 use crate::sys::{self, RssSampler};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Result of a drain run.
@@ -45,6 +46,8 @@ pub struct DrainReport {
     pub total_seconds: f64,
     /// A's CPU seconds while draining.
     pub a_cpu_s: Option<f64>,
+    /// What changed in A's /metrics while draining (fsyncs, records, relay counters).
+    pub a_metrics_delta: BTreeMap<String, f64>,
     /// Load average at the end.
     pub load_avg: Option<[f64; 3]>,
     /// The first few distinct errors.
@@ -74,8 +77,9 @@ pub async fn drain(cfg: &RelayConfig, count: u64, start_b: &[String]) -> Result<
     super::wait_for(a_m, A_DEFERRED, deferred_target, POLL, deadline)
         .await
         .context("waiting for A to defer every message (is B really down?)")?;
-    let depth_before = read_sample(a_m, A_DEPTH).await?;
-    let delivered_before = read_sample(a_m, A_DELIVERED).await?;
+    let at_start = crate::metrics::fetch(a_m).await?;
+    let depth_before = sample(&at_start, A_DEPTH);
+    let delivered_before = sample(&at_start, A_DELIVERED);
     let rss_start = sys::vm_rss(pid)?;
     let cpu_before = sys::process_cpu_seconds(pid).ok();
     let sampler = RssSampler::start(pid, POLL);
@@ -100,7 +104,7 @@ pub async fn drain(cfg: &RelayConfig, count: u64, start_b: &[String]) -> Result<
     }
     let deadline = Instant::now() + cfg.complete_timeout;
     let mut first = None;
-    let end = loop {
+    let (end, last) = loop {
         let m = crate::metrics::fetch(a_m).await?;
         let now = Instant::now();
         let delivered = sample(&m, A_DELIVERED) - delivered_before;
@@ -108,7 +112,7 @@ pub async fn drain(cfg: &RelayConfig, count: u64, start_b: &[String]) -> Result<
             first = Some(now);
         }
         if delivered >= sub.ok as f64 && sample(&m, A_DEPTH) <= 0.0 {
-            break now;
+            break (now, m);
         }
         if now >= deadline {
             sampler.finish();
@@ -144,6 +148,10 @@ pub async fn drain(cfg: &RelayConfig, count: u64, start_b: &[String]) -> Result<
         drain_per_sec: drain_rate(sub.ok, drain_seconds),
         total_seconds: (end - launched).as_secs_f64(),
         a_cpu_s,
+        a_metrics_delta: crate::metrics::delta(&at_start, &last)
+            .into_iter()
+            .filter(|(k, _)| !k.contains("_bucket"))
+            .collect(),
         load_avg: sys::load_average(),
         errors: sub.errors,
     })
