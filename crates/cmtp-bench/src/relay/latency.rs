@@ -94,7 +94,8 @@ pub async fn latency(cfg: &RelayConfig, messages: u64, warmup: u64) -> Result<La
 /// Default warm-up: enough for A to have pinned B's key and warmed its connection path.
 pub const DEFAULT_WARMUP: u64 = 5;
 
-/// Unused-argument guard for callers that pass a duration (latency runs are counted).
+/// Refuses `--seconds` for a latency run: it sends a fixed number of messages, one at a
+/// time (`--messages`).
 pub fn count_only(seconds: Option<Duration>) -> Result<()> {
     if seconds.is_some() {
         bail!("--latency runs are counted: use --messages");
