@@ -46,6 +46,9 @@ pub enum Command {
     /// A burst (stalled MAILs, or rounds of connections), then nothing: the server's RSS
     /// at the start, at the peak and once the load has ended and RSS has settled.
     Spike(SpikeArgs),
+    /// Submit to a relaying server A, measure until server B has stored everything
+    /// (rate, `--latency`, or `--drain` for A's memory while its queue drains).
+    Relay(crate::relay::args::RelayArgs),
 }
 
 /// What the connections of a spike do.
@@ -350,6 +353,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let r = spike::spike(&cfg).await?;
             print(cli.json, &r, || spike_table(&r))
+        }
+        Command::Relay(a) => {
+            let r = crate::relay::args::run(a, cli.allow_remote, cli.timeout).await?;
+            print(cli.json, &r, || crate::relay::args::table(&r))
         }
         Command::Limits(a) => {
             let cfg = LimitsConfig {

@@ -1,15 +1,17 @@
 //! `cmtp-bench`: a load generator for CMTP servers (like Postfix's smtp-source) and a
 //! probe of this machine's raw ceilings, so server figures can be stated as ratios.
 //!
-//! Modes: `mail`, `keyrequest`, `idle`, `big`, `spike` (against a running server) and `limits`
-//! (fdatasync and loopback TCP). Every loop is bounded by a count, a duration or a
-//! size, and only loopback servers are targeted unless `--allow-remote` is given.
+//! Modes: `mail`, `keyrequest`, `idle`, `big`, `spike` (against a running server),
+//! `relay` (through a relaying server to another) and `limits` (fdatasync and loopback
+//! TCP). Every loop is bounded by a count, a duration or a size, and only loopback
+//! servers are targeted unless `--allow-remote` is given.
 
 pub mod cli;
 pub mod hist;
 pub mod limits;
 pub mod load;
 pub mod metrics;
+pub mod relay;
 pub mod size;
 pub mod spike;
 pub mod sys;

@@ -84,7 +84,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram) -> Self {
+    /// The quantiles of a histogram of nanoseconds.
+    pub fn of(h: &Histogram) -> Self {
         let ms = |ns: u64| ns as f64 / 1e6;
         Latency {
             p50_ms: ms(h.quantile(0.5)),

@@ -180,3 +180,58 @@ fn binary_refuses_remote_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
 }
+
+#[test]
+fn relay_modes_and_the_start_command() {
+    let base = [
+        "relay",
+        "--a-metrics",
+        "127.0.0.1:9",
+        "--to",
+        "bob",
+        "--domain",
+        "b.test",
+        "--messages",
+        "100",
+    ];
+    let with = |extra: &[&str]| {
+        let mut v = base.to_vec();
+        v.extend_from_slice(extra);
+        parse(&v)
+    };
+    let cli = with(&["--drain", "--", "bash", "-c", "start_b --now"]).unwrap();
+    let Command::Relay(r) = cli.command else {
+        panic!("not relay")
+    };
+    assert!(r.drain && !r.latency);
+    assert_eq!(r.start_b, ["bash", "-c", "start_b --now"]);
+    assert_eq!(
+        (r.size, r.connections, r.stop.messages),
+        (10 * 1024, 1, Some(100))
+    );
+    assert_eq!(r.from, "cmtp-bench");
+    assert!(r.submit_key.is_none());
+
+    let cli = with(&["--latency", "--submit-key", "k", "--from", "alice"]).unwrap();
+    let Command::Relay(r) = cli.command else {
+        panic!("not relay")
+    };
+    assert!(r.latency && r.submit_key.is_some() && r.start_b.is_empty());
+    assert!(
+        with(&["--latency", "--drain"]).is_err(),
+        "two modes at once"
+    );
+    assert!(
+        parse(&[
+            "relay",
+            "--to",
+            "bob",
+            "--domain",
+            "b.test",
+            "--messages",
+            "1"
+        ])
+        .is_err(),
+        "A's metrics are required"
+    );
+}
