@@ -1,6 +1,6 @@
 //! Reading the password and the message text.
 
-use std::io::{BufRead, IsTerminal, Read};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -43,8 +43,42 @@ pub fn body(file: Option<&Path>) -> Result<String> {
             String::from_utf8(b).with_context(|| format!("{} is not UTF-8 text", p.display()))
         }
         None if !std::io::stdin().is_terminal() => read_stdin(),
-        None => editor(),
+        None => {
+            let text = editor("")?;
+            if text.trim().is_empty() {
+                bail!("empty message; nothing sent");
+            }
+            Ok(text)
+        }
     }
+}
+
+/// The text of a reply or a forward: what [`body`] gives, followed by `tail` (the quote
+/// or the forwarded message) after a blank line; on a terminal without --body-file,
+/// an editor opened on a blank line and `tail`. An unchanged draft is refused unless
+/// `unchanged_ok` (a forward needs no note).
+pub fn body_with(file: Option<&Path>, tail: &str, unchanged_ok: bool) -> Result<String> {
+    if file.is_none() && std::io::stdin().is_terminal() {
+        let template = format!("\n\n{tail}");
+        let text = editor(&template)?;
+        if text.trim().is_empty() || (!unchanged_ok && text == template) {
+            bail!("nothing written; nothing sent");
+        }
+        return Ok(text);
+    }
+    let text = body(file)?;
+    Ok(if text.trim().is_empty() {
+        tail.to_owned()
+    } else {
+        let sep = if text.ends_with("\n\n") {
+            ""
+        } else if text.ends_with('\n') {
+            "\n"
+        } else {
+            "\n\n"
+        };
+        format!("{text}{sep}{tail}")
+    })
 }
 
 fn read_stdin() -> Result<String> {
@@ -56,8 +90,9 @@ fn read_stdin() -> Result<String> {
     Ok(s)
 }
 
-/// Runs `$VISUAL`, else `$EDITOR`, else `vi` on a private temporary file.
-fn editor() -> Result<String> {
+/// Runs `$VISUAL`, else `$EDITOR`, else `vi` on a private temporary file holding
+/// `initial`, and returns what the file holds afterwards.
+fn editor(initial: &str) -> Result<String> {
     let ed = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .unwrap_or_else(|_| "vi".into());
@@ -74,8 +109,13 @@ fn editor() -> Result<String> {
             use std::os::unix::fs::OpenOptionsExt;
             o.mode(0o600);
         }
-        o.open(&path)
+        let mut f = o
+            .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
+        if let Err(e) = f.write_all(initial.as_bytes()) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
     }
     // The editor command may carry arguments ("code --wait"): let the shell split it.
     let status = std::process::Command::new("sh")
@@ -91,9 +131,5 @@ fn editor() -> Result<String> {
     if !status.success() {
         bail!("the editor {ed:?} failed ({status}); nothing sent");
     }
-    let text = text.context("reading the draft back")?;
-    if text.trim().is_empty() {
-        bail!("empty message; nothing sent");
-    }
-    Ok(text)
+    text.context("reading the draft back")
 }

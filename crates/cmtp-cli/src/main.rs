@@ -1,223 +1,22 @@
 //! `cmtp` — the Cipher Mail command-line client: a thin layer over `cmtp-client`.
 
+mod cli;
 mod exit;
 mod input;
+mod mail;
 mod output;
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use cmtp_client::{
-    Address, Attachment, ClientError, ClientOptions, Compat, DEFAULT_INBOX_DEADLINE,
-    DEFAULT_INBOX_LIMIT, Draft, PinStatus, Profile, Session, Timeouts,
+    Address, Attachment, ClientError, ClientOptions, DEFAULT_INBOX_DEADLINE, Draft, PinStatus,
+    Profile, Session,
 };
 
-/// cmtp — send and read sealed Cipher Mail (CMTP/1).
-///
-/// Every message body and attachment is sealed to its recipient's key. Server keys and
-/// users' keys are pinned on first use; a changed key is a loud error.
-#[derive(Debug, Parser)]
-#[command(name = "cmtp", version, after_help = AFTER_HELP)]
-struct Cli {
-    #[command(flatten)]
-    global: Global,
-    #[command(subcommand)]
-    command: Command,
-}
-
-const AFTER_HELP: &str = concat!(
-    "PROFILE: --profile DIR, else $CMTP_HOME, else <config dir>/cmtp (e.g. ~/.config/cmtp).
-PASSWORD: --password-stdin (first line of standard input), else $CMTP_PASSWORD, else a
-no-echo prompt. Without `login --remember`, inbox/read/delete fetch the encrypted key
-again from the server and need the password each time; so does send to another domain
-(SUBMIT is signed with your key; with --password-stdin the first line is then the
-password and the rest the text).
-
-",
-    "EXIT CODES:
-   0  success
-   1  other error (local file, bad input, ...)
-   2  usage error
-   3  server unreachable (DNS, connection refused, connect timeout)
-   4  not a CMTP server (e.g. an SMTP server answered)
-   5  wrong password
-   6  unknown user (no such account or key)
-   7  a pinned key changed (server or user): see the message for the command that accepts it
-   8  message too large
-   9  delivery failure (DELIVERYFAILURE: no such account there, relaying refused,
-      recipient's domain unreachable)
-  10  protocol error, a server signature that does not verify, or a possible
-      downgrade (a 2016 answer from a server that spoke CMTP/1 at login)
-  11  a network step timed out
-  12  mailbox refused the request (AUTHFAILURE) or no such message
-  13  no usable profile (run `cmtp login` first)"
-);
-
-#[derive(Debug, Clone, Args)]
-struct Global {
-    /// Profile folder (default $CMTP_HOME, else the platform config dir + /cmtp).
-    #[arg(long, global = true, value_name = "DIR", env = "CMTP_HOME")]
-    profile: Option<PathBuf>,
-    /// Timeout of each network step, in seconds (default 30; the 2016 server answers
-    /// some errors with silence).
-    #[arg(long, global = true, value_name = "SECS", env = "CMTP_TIMEOUT")]
-    timeout: Option<f64>,
-    /// Connect timeout in seconds (default 10).
-    #[arg(long, global = true, value_name = "SECS", env = "CMTP_CONNECT_TIMEOUT")]
-    connect_timeout: Option<f64>,
-    /// DNS server for discovery (ip:port) instead of the system's.
-    #[arg(long, global = true, value_name = "IP:PORT", env = "CMTP_DNS")]
-    dns: Option<SocketAddr>,
-    /// Server dialect: cmtp1 (default) or 2016 (the 2016 C server; see docs/client.md).
-    #[arg(long, global = true, value_enum)]
-    compat: Option<CompatArg>,
-    /// Read the password from the first line of standard input.
-    #[arg(long, global = true)]
-    password_stdin: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum CompatArg {
-    /// CMTP/1 (docs/protocol.md).
-    Cmtp1,
-    /// The 2016 C server.
-    #[value(name = "2016")]
-    Legacy2016,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Log in: find the server, pin its key, check the password, write the profile.
-    ///
-    /// Example: cmtp login alice@example.org --server 127.0.0.1:9001
-    Login {
-        /// Your address, NAME@DOMAIN.
-        address: String,
-        /// The server (HOST:PORT); default: DNS SRV _cmtp._tcp.DOMAIN, else MX on port 25.
-        #[arg(long, value_name = "HOST:PORT")]
-        server: Option<String>,
-        /// Store the secret key in the profile (mode 0600) so later commands need no password.
-        #[arg(long)]
-        remember: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Forget the remembered secret key (the profile and pins stay).
-    Logout,
-    /// Show your address, server and key.
-    Whoami {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Look up a user's key through your server, verify it and pin it.
-    ///
-    /// A key that differs from the pinned one is refused (exit 7) unless --accept.
-    Key {
-        /// The address, NAME@DOMAIN.
-        address: String,
-        /// Accept (re-pin) a changed key.
-        #[arg(long)]
-        accept: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The home server's key.
-    #[command(subcommand)]
-    Server(ServerCommand),
-    /// Send a sealed message (one copy per recipient, To and CC).
-    ///
-    /// The text comes from --body-file, else standard input when it is not a terminal,
-    /// else $VISUAL / $EDITOR.
-    Send {
-        /// Recipient (repeat).
-        #[arg(long, value_name = "ADDR", required = true)]
-        to: Vec<String>,
-        /// Carbon copy (repeat).
-        #[arg(long, value_name = "ADDR")]
-        cc: Vec<String>,
-        /// Subject.
-        #[arg(long, short, default_value = "")]
-        subject: String,
-        /// Reply-to address.
-        #[arg(long, value_name = "ADDR")]
-        reply_to: Option<String>,
-        /// Attach a file (repeat).
-        #[arg(long, value_name = "FILE")]
-        attach: Vec<PathBuf>,
-        /// Read the text from this file (`-` = standard input).
-        #[arg(long, value_name = "FILE")]
-        body_file: Option<PathBuf>,
-        /// Print JSON (and no progress bar).
-        #[arg(long)]
-        json: bool,
-        /// Refuse locally a message larger than this many bytes (default 64 MiB, the
-        /// server default; the server's own limit applies in any case).
-        #[arg(long, value_name = "BYTES")]
-        max_size: Option<u64>,
-    },
-    /// List your mailbox (subjects come from the sealed bodies; attachments are not downloaded).
-    ///
-    /// Shows the newest messages (--limit, default 50), in ascending id order. Each one
-    /// shown costs a round trip; the whole listing has an overall deadline (120 s, or
-    /// twice --timeout if longer), after which the remaining ones are shown without
-    /// their subject.
-    Inbox {
-        /// Show at most this many messages, the newest (highest ids).
-        #[arg(long, value_name = "N", default_value_t = DEFAULT_INBOX_LIMIT as u32,
-              value_parser = clap::value_parser!(u32).range(1..))]
-        limit: u32,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Read one message.
-    Read {
-        /// Message id (from `cmtp inbox`).
-        id: u64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Save the attachments into this folder.
-        #[arg(long, value_name = "DIR")]
-        save_attachments: Option<PathBuf>,
-    },
-    /// Delete one message.
-    Delete {
-        /// Message id.
-        id: u64,
-    },
-    /// Print a shell completion script, e.g. `cmtp completions bash > ~/.local/share/bash-completion/completions/cmtp`.
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-    /// Print the manual page (roff), e.g. `cmtp man > ~/.local/share/man/man1/cmtp.1`.
-    Man,
-}
-
-#[derive(Debug, Subcommand)]
-enum ServerCommand {
-    /// Show the pinned key of your home server.
-    Show {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Accept a changed server key after checking its fingerprint with the operator.
-    Trust {
-        /// The new key's fingerprint (as printed) or its hex.
-        #[arg(long)]
-        fingerprint: String,
-    },
-}
+use cli::{Cli, Command, ServerCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -272,7 +71,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Errors may quote what a server said: no escape sequences reach the terminal.
-            eprintln!("cmtp: error: {}", output::term(&render(&e)));
+            eprintln!("cmtp: error: {}", output::term(&output::hint(&render(&e))));
             ExitCode::from(exit::for_error(&e))
         }
     }
@@ -308,49 +107,9 @@ fn render(e: &anyhow::Error) -> String {
     out
 }
 
-impl Global {
-    fn profile_dir(&self) -> Result<PathBuf> {
-        if let Some(p) = &self.profile {
-            return Ok(p.clone());
-        }
-        let base = dirs::config_dir()
-            .context("no platform config folder; use --profile DIR or set CMTP_HOME")?;
-        Ok(base.join("cmtp"))
-    }
-
-    fn options(&self) -> Result<ClientOptions> {
-        let d = Timeouts::default();
-        let secs = |v: Option<f64>, dflt: Duration, what: &str| -> Result<Duration> {
-            match v {
-                None => Ok(dflt),
-                Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
-                    Ok(Duration::from_secs_f64(s))
-                }
-                Some(s) => bail!("{what} must be between 0 and 86400 seconds, not {s}"),
-            }
-        };
-        let timeouts = if self.timeout.is_some() || self.connect_timeout.is_some() {
-            Some(Timeouts {
-                connect: secs(self.connect_timeout, d.connect, "--connect-timeout")?,
-                io: secs(self.timeout, d.io, "--timeout")?,
-            })
-        } else {
-            None
-        };
-        Ok(ClientOptions {
-            timeouts,
-            dns: self.dns,
-            compat: self.compat.map(|c| match c {
-                CompatArg::Cmtp1 => Compat::Cmtp1,
-                CompatArg::Legacy2016 => Compat::Legacy2016,
-            }),
-            max_message: None,
-        })
-    }
-}
-
 async fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
+    output::set_invocation(g.invocation());
     let opts = g.options()?;
     let dir = g.profile_dir()?;
     match cli.command {
@@ -431,14 +190,14 @@ async fn run(cli: Cli) -> Result<u8> {
             {
                 eprintln!(
                     "{}",
-                    output::term(
+                    output::term(&output::hint(
                         &ClientError::UserKeyChanged {
                             address: address.to_string(),
                             pinned: old.fingerprint(),
                             presented: look.key.fingerprint(),
                         }
                         .to_string()
-                    )
+                    ))
                 );
             }
             output::key(&look, accept, json);
@@ -454,11 +213,6 @@ async fn run(cli: Cli) -> Result<u8> {
             json,
             max_size,
         } => {
-            let parse_all = |v: &[String]| -> Result<Vec<Address>> {
-                v.iter()
-                    .map(|a| Address::parse(a).map_err(anyhow::Error::from))
-                    .collect()
-            };
             let mut draft = Draft {
                 to: parse_all(&to)?,
                 cc: parse_all(&cc)?,
@@ -471,10 +225,10 @@ async fn run(cli: Cli) -> Result<u8> {
                 bail!("the subject must not contain NUL");
             }
             for p in &attach {
-                draft.attachments.push(
-                    Attachment::from_file(p)
-                        .with_context(|| format!("attaching {}", p.display()))?,
-                );
+                // The library's error names the path; saying it again adds nothing.
+                draft
+                    .attachments
+                    .push(Attachment::from_file(p).context("cannot attach a file")?);
             }
             let profile = Profile::open(&dir)?;
             // A recipient in another domain goes by SUBMIT, signed with the secret key.
@@ -492,53 +246,48 @@ async fn run(cli: Cli) -> Result<u8> {
                 max_message: max_size.or(opts.max_message),
                 ..opts
             };
-            let s = Session::open(profile, &opts).await?;
-            let show_bar = !json && std::io::stderr().is_terminal();
-            let mut progress = output::Bar::new(show_bar);
-            let results = closing(s, async |s| {
-                if s.send_needs_keys(&draft) && !s.is_unlocked() {
-                    let pw = match early_pw.take() {
-                        Some(pw) => pw,
-                        None => input::password(
-                            g.password_stdin,
-                            &format!("Password for {} (to sign for other domains): ", s.address()),
-                        )?,
-                    };
-                    s.unlock(pw.as_bytes()).await?;
-                }
-                Ok(s.send(&draft, &mut progress).await?)
-            })
-            .await?;
-            let mut code = exit::OK;
-            for r in &results {
-                if let Err(e) = &r.outcome
-                    && code == exit::OK
-                {
-                    code = exit::for_kind(e.kind());
-                }
-            }
-            output::send_results(&results, json);
-            Ok(code)
+            send_draft(g, profile, &opts, &draft, early_pw, json).await
         }
-        Command::Inbox { limit, json } => {
+        Command::Inbox {
+            limit,
+            unread,
+            json,
+        } => {
             let io = opts.timeouts.unwrap_or_default().io;
             let deadline = DEFAULT_INBOX_DEADLINE.max(io * 2);
-            let items = unlocked(&dir, &opts, g.password_stdin, async |s| {
+            let mut items = unlocked(&dir, &opts, g.password_stdin, async |s| {
                 Ok(s.inbox_with(limit as usize, deadline).await?)
             })
             .await?;
-            output::inbox(&items, json);
+            let profile = Profile::open(&dir)?;
+            if items.len() < limit as usize {
+                // The whole mailbox was listed: marks of deleted messages can go.
+                let present = items.iter().map(|i| i.id).collect();
+                if let Err(e) = profile.keep_read_marks(&present) {
+                    warn(&e.into());
+                }
+            }
+            let read = profile.read_ids()?;
+            if unread {
+                items.retain(|i| !read.contains(&i.id));
+            }
+            output::inbox(&items, &read, json);
             Ok(exit::OK)
         }
         Command::Read {
             id,
+            keep_unread,
             json,
             save_attachments,
         } => {
+            let mut bar = output::Bar::new(show_download_bar(json));
             let m = unlocked(&dir, &opts, g.password_stdin, async |s| {
-                Ok(s.read(id).await?)
+                Ok(s.read_with(id, &mut bar).await?)
             })
             .await?;
+            if !keep_unread {
+                mark(&dir, id, true);
+            }
             let saved = match &save_attachments {
                 Some(d) => output::save_attachments(&m, d),
                 None => Vec::new(),
@@ -558,27 +307,135 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(code)
         }
+        Command::Unread { id } => {
+            let changed = Profile::open(&dir)?.mark_read(id, false)?;
+            println!(
+                "message {id} {}",
+                if changed {
+                    "marked unread"
+                } else {
+                    "was not marked read"
+                }
+            );
+            Ok(exit::OK)
+        }
+        Command::Reply {
+            id,
+            all,
+            body_file,
+            attach,
+            json,
+        } => {
+            let how = mail::Reply {
+                all,
+                attach: &attach,
+            };
+            mail::respond(g, &dir, &opts, id, mail::Kind::Reply(how), body_file, json).await
+        }
+        Command::Forward {
+            id,
+            to,
+            cc,
+            body_file,
+            json,
+        } => {
+            let kind = mail::Kind::Forward {
+                to: parse_all(&to)?,
+                cc: parse_all(&cc)?,
+            };
+            mail::respond(g, &dir, &opts, id, kind, body_file, json).await
+        }
         Command::Delete { id } => {
             unlocked(&dir, &opts, g.password_stdin, async |s| {
                 Ok(s.delete(id).await?)
             })
             .await?;
             println!("deleted message {id}");
+            // A later message may get this id again: it must show as unread.
+            if let Err(e) = Profile::open(&dir).and_then(|p| p.mark_read(id, false)) {
+                warn(&e.into());
+            }
             Ok(exit::OK)
         }
     }
 }
 
+/// Parses each address.
+fn parse_all(v: &[String]) -> Result<Vec<Address>> {
+    v.iter()
+        .map(|a| Address::parse(a).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// A download bar only for people watching: not with --json, and only when both
+/// standard output and standard error are terminals.
+pub(crate) fn show_download_bar(json: bool) -> bool {
+    !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Records message `id` as read (or unread); the message was shown, so a failure to
+/// record it is a warning, not an error.
+pub(crate) fn mark(dir: &std::path::Path, id: u64, read: bool) {
+    if let Err(e) = Profile::open(dir).and_then(|p| p.mark_read(id, read)) {
+        warn(&e.into());
+    }
+}
+
+/// Prints a warning (a problem that does not change the outcome).
+pub(crate) fn warn(e: &anyhow::Error) {
+    eprintln!("cmtp: warning: {}", output::term(&output::hint(&render(e))));
+}
+
 /// True when a recipient of `draft` is in another domain than the profile's address
 /// (the rule [`Session::send_needs_keys`] applies once connected).
-fn any_foreign(profile: &Profile, draft: &Draft) -> Result<bool> {
+pub(crate) fn any_foreign(profile: &Profile, draft: &Draft) -> Result<bool> {
     let home = profile.address()?.domain;
     Ok(draft.to.iter().chain(&draft.cc).any(|a| a.domain != home))
 }
 
+/// Sends `draft` from `profile`'s account (unlocking with `pw`, or a password asked
+/// for, when a recipient is in another domain), prints one line per recipient and
+/// returns the exit code of the first failure.
+pub(crate) async fn send_draft(
+    g: &cli::Global,
+    profile: Profile,
+    opts: &ClientOptions,
+    draft: &Draft,
+    mut pw: Option<zeroize::Zeroizing<String>>,
+    json: bool,
+) -> Result<u8> {
+    let s = Session::open(profile, opts).await?;
+    let show_bar = !json && std::io::stderr().is_terminal();
+    let mut progress = output::Bar::new(show_bar);
+    let results = closing(s, async |s| {
+        if s.send_needs_keys(draft) && !s.is_unlocked() {
+            let pw = match pw.take() {
+                Some(pw) => pw,
+                None => input::password(
+                    g.password_stdin,
+                    &format!("Password for {} (to sign for other domains): ", s.address()),
+                )?,
+            };
+            s.unlock(pw.as_bytes()).await?;
+        }
+        Ok(s.send(draft, &mut progress).await?)
+    })
+    .await?;
+    let mut code = exit::OK;
+    for r in &results {
+        if let Err(e) = &r.outcome
+            && code == exit::OK
+        {
+            code = exit::for_kind(e.kind());
+        }
+    }
+    output::send_results(&results, json);
+    Ok(code)
+}
+
 /// Runs `work` on the session, then closes it (OBAI) whatever the outcome: the server
 /// is told goodbye after a refusal too.
-async fn closing<T>(
+pub(crate) async fn closing<T>(
     mut s: Session,
     work: impl AsyncFnOnce(&mut Session) -> Result<T>,
 ) -> Result<T> {
@@ -589,7 +446,7 @@ async fn closing<T>(
 
 /// Runs `work` on a session with the secret key available (remembered, or unlocked
 /// with the password), then closes it.
-async fn unlocked<T>(
+pub(crate) async fn unlocked<T>(
     dir: &std::path::Path,
     opts: &ClientOptions,
     stdin: bool,
@@ -610,6 +467,7 @@ async fn unlocked<T>(
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use cli::AFTER_HELP;
 
     #[test]
     fn errors_render_without_repeating_their_source() {

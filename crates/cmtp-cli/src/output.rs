@@ -1,5 +1,6 @@
 //! What `cmtp` prints. JSON shapes are stable and documented in docs/client.md.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,27 +12,72 @@ use cmtp_client::{
 };
 use serde_json::json;
 
-/// Formats Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (civil calendar, no time zones).
+/// Formats Unix seconds in the local time zone (`TZ` honoured), with its offset:
+/// `YYYY-MM-DD HH:MM:SS +hhmm`.
 pub fn date(ts: u64) -> String {
-    let days = (ts / 86_400) as i64;
-    let rem = ts % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    date_in(ts, &chrono::Local)
+}
+
+/// [`date`] in the zone `tz`. A time chrono cannot represent is shown as Unix seconds.
+fn date_in<Tz: chrono::TimeZone>(ts: u64, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    match i64::try_from(ts)
+        .ok()
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+    {
+        Some(utc) => utc
+            .with_timezone(tz)
+            .format("%Y-%m-%d %H:%M:%S %z")
+            .to_string(),
+        None => format!("@{ts}"),
+    }
+}
+
+/// A size for people: `17 B`, `5.00 MiB`.
+pub fn size(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
+/// How to invoke `cmtp` for the profile in use (see [`set_invocation`]).
+static INVOCATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the command prefix that reaches the profile in use (`cmtp`, or `cmtp
+/// --profile '/abs/dir'` and the `--compat` given), for the "run this" hints.
+pub fn set_invocation(prefix: String) {
+    let _ = INVOCATION.set(prefix);
+}
+
+/// `text` with each `cmtp …` command it suggests (between backquotes, or on an
+/// indented line of its own) rewritten to the recorded invocation, so that pasting it
+/// acts on the same profile. The library's messages cannot know the profile flag.
+pub fn hint(text: &str) -> String {
+    match INVOCATION.get() {
+        Some(prefix) => hint_with(text, prefix),
+        None => text.to_owned(),
+    }
+}
+
+/// [`hint`] with the prefix given.
+fn hint_with(text: &str, prefix: &str) -> String {
+    if prefix == "cmtp" {
+        return text.to_owned();
+    }
+    text.replace("`cmtp ", &format!("`{prefix} "))
+        .replace("\n  cmtp ", &format!("\n  {prefix} "))
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but plain characters.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./-:@,+=%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Sender- or server-controlled text for the terminal, keeping line feeds and tabs
@@ -207,7 +253,7 @@ pub fn send_results(results: &[RecipientResult], json: bool) {
                     ),
                     Err(e) => (
                         "failed",
-                        Some(e.to_string()),
+                        Some(hint(&e.to_string())),
                         crate::exit::for_kind(e.kind()),
                     ),
                 };
@@ -232,15 +278,26 @@ pub fn send_results(results: &[RecipientResult], json: bool) {
                 println!("sent       {who} (the 2016 server does not confirm delivery)")
             }
             Ok(MailOutcome::DeliveryFailure) => println!("FAILED     {who}: DELIVERYFAILURE"),
-            Err(e) => println!("FAILED     {who}: {}", term(&e.to_string())),
+            Err(e) => println!("FAILED     {who}: {}", term(&hint(&e.to_string()))),
         }
     }
 }
 
-/// `cmtp inbox`.
-pub fn inbox(items: &[InboxItem], json: bool) {
+/// `cmtp inbox`: `read` holds the ids marked read (JSON `unread`, and `N` in the first
+/// column of the text for a message not read yet, as mutt shows it).
+pub fn inbox(items: &[InboxItem], read: &BTreeSet<u64>, json: bool) {
     if json {
-        print_json(&serde_json::to_value(items).unwrap_or_default());
+        let v: Vec<_> = items
+            .iter()
+            .map(|i| {
+                let mut v = serde_json::to_value(i).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("unread".into(), (!read.contains(&i.id)).into());
+                }
+                v
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(v));
         return;
     }
     if items.is_empty() {
@@ -248,7 +305,7 @@ pub fn inbox(items: &[InboxItem], json: bool) {
         return;
     }
     println!(
-        "{:>6}  {:<23}  {:<28}  {:>9}  SUBJECT",
+        "   {:>6}  {:<25}  {:<28}  {:>10}  SUBJECT",
         "ID", "DATE", "FROM", "SIZE"
     );
     for i in items {
@@ -267,11 +324,12 @@ pub fn inbox(items: &[InboxItem], json: bool) {
             String::new()
         };
         println!(
-            "{:>6}  {:<23}  {:<28}  {:>9}  {subject}{att}",
+            "{}  {:>6}  {:<25}  {:<28}  {:>10}  {subject}{att}",
+            if read.contains(&i.id) { " " } else { "N" },
             i.id,
             date(i.timestamp),
             one(&i.from),
-            i.size
+            size(i.size)
         );
     }
 }
@@ -369,18 +427,18 @@ pub fn read(m: &ReadMessage, saved: &[Saved], json: bool) {
     for (i, a) in m.attachments.iter().enumerate() {
         match saved.get(i) {
             Some(Ok(p)) => println!(
-                "Attached: {} ({} bytes) saved as {}",
+                "Attached: {} ({}) saved as {}",
                 one(&a.name),
-                a.data.len(),
+                size(a.data.len() as u64),
                 one(&p.display().to_string())
             ),
             Some(Err(why)) => println!(
-                "Attached: {} ({} bytes) NOT SAVED: {}",
+                "Attached: {} ({}) NOT SAVED: {}",
                 one(&a.name),
-                a.data.len(),
+                size(a.data.len() as u64),
                 one(why)
             ),
-            None => println!("Attached: {} ({} bytes)", one(&a.name), a.data.len()),
+            None => println!("Attached: {} ({})", one(&a.name), size(a.data.len() as u64)),
         }
     }
     println!();
@@ -436,7 +494,25 @@ impl Progress for Bar {
 
 #[cfg(test)]
 mod tests {
-    use super::{one, term};
+    use super::{hint_with, one, shell_quote, term};
+
+    #[test]
+    fn hints_name_the_profile_in_use() {
+        let prefix = format!("cmtp --profile {}", shell_quote("/tmp/my profile's"));
+        assert_eq!(prefix, "cmtp --profile '/tmp/my profile'\\''s'");
+        let text = "CHANGED\nto accept it run:\n  cmtp server trust --fingerprint 'ab cd'\n\
+                    or run `cmtp login NAME@DOMAIN` first";
+        assert_eq!(
+            hint_with(text, &prefix),
+            format!(
+                "CHANGED\nto accept it run:\n  {prefix} server trust --fingerprint 'ab cd'\n\
+                 or run `{prefix} login NAME@DOMAIN` first"
+            )
+        );
+        assert_eq!(hint_with(text, "cmtp"), text);
+        assert_eq!(shell_quote("/plain/dir-1"), "/plain/dir-1");
+        assert_eq!(shell_quote(""), "''");
+    }
 
     #[test]
     fn printed_text_goes_through_the_shared_sanitizer() {
@@ -446,9 +522,20 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(super::date(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::date(1_467_676_800), "2016-07-05 00:00:00 UTC");
-        assert_eq!(super::date(951_782_400 + 3661), "2000-02-29 01:01:01 UTC");
+    fn dates_in_a_zone_and_sizes() {
+        use super::{date_in, size};
+        let utc = chrono::Utc;
+        assert_eq!(date_in(0, &utc), "1970-01-01 00:00:00 +0000");
+        assert_eq!(
+            date_in(951_782_400 + 3661, &utc),
+            "2000-02-29 01:01:01 +0000"
+        );
+        let east = chrono::FixedOffset::east_opt(2 * 3600).unwrap();
+        assert_eq!(date_in(1_467_676_800, &east), "2016-07-05 02:00:00 +0200");
+        let west = chrono::FixedOffset::west_opt(5 * 3600 + 1800).unwrap();
+        assert_eq!(date_in(1_467_676_800, &west), "2016-07-04 18:30:00 -0530");
+        assert_eq!(date_in(u64::MAX, &utc), format!("@{}", u64::MAX));
+        assert_eq!(size(17), "17 B");
+        assert_eq!(size(5 * 1024 * 1024 + 17), "5.00 MiB");
     }
 }

@@ -325,10 +325,7 @@ fn changed_server_key_is_a_loud_error_until_trusted() {
         "{o:?}"
     );
     assert!(o.stderr.contains(&new_fp), "{o:?}");
-    assert!(
-        o.stderr.contains("cmtp server trust --fingerprint"),
-        "{o:?}"
-    );
+    assert!(o.stderr.contains(" server trust --fingerprint"), "{o:?}");
     // Logging in again does not silently re-pin either.
     let o = cmtp(
         home,
@@ -394,10 +391,7 @@ fn changed_user_key_refuses_to_send_until_accepted() {
     let o = cmtp(home, &p, &["key", "bob@localhost"], b"");
     assert_eq!(o.code, KEY_CHANGED, "{o:?}");
     assert!(o.stderr.contains("HAS CHANGED"), "{o:?}");
-    assert!(
-        o.stderr.contains("cmtp key bob@localhost --accept"),
-        "{o:?}"
-    );
+    assert!(o.stderr.contains(" key bob@localhost --accept"), "{o:?}");
     let o = cmtp(home, &p, &["send", "--to", "bob@localhost"], b"hi");
     assert_eq!(o.code, KEY_CHANGED, "{o:?}");
     let k3 = cmtp(
@@ -710,10 +704,7 @@ fn sender_controlled_text_cannot_drive_the_terminal() {
         read.stdout.contains("line1\n\tline2\u{fffd}red\n"),
         "{read:?}"
     );
-    assert!(
-        read.stdout.contains("Attached: x.txt (3 bytes)"),
-        "{read:?}"
-    );
+    assert!(read.stdout.contains("Attached: x.txt (3 B)"), "{read:?}");
     assert_eq!(std::fs::read(out.join("bashrc")).unwrap(), b"two");
     assert!(!out.join(".bashrc").exists());
 

@@ -1,5 +1,6 @@
 //! The interactive paths, under a real pseudo-terminal (util-linux `script`): the
-//! no-echo password prompt and composing the text in `$EDITOR`.
+//! no-echo password prompt, composing the text in `$EDITOR` (a reply: on the quote),
+//! and the download progress bar.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -128,4 +129,128 @@ fn password_prompt_and_editor_on_a_terminal() {
     let m = run(c, b"").json();
     assert_eq!(m["subject"], "edited");
     assert_eq!(m["text"], "written in the editor\n");
+}
+
+/// Runs `cmdline` under a pseudo-terminal (stdin, stdout and stderr all terminals;
+/// `script` merges stderr into stdout), with `editor` as $EDITOR. TERM is xterm: on a
+/// `dumb` terminal, which cannot redraw a line, indicatif draws no bar.
+fn under_tty(home: &std::path::Path, cmdline: &str, editor: Option<&str>) -> Out {
+    let mut c = Command::new("script");
+    c.args(["-qec", cmdline, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("TERM", "xterm")
+        .env("CMTP_TIMEOUT", "20");
+    if let Some(e) = editor {
+        c.env("EDITOR", e);
+    }
+    run(c, b"")
+}
+
+#[test]
+fn download_bar_and_reply_in_the_editor_on_a_terminal() {
+    assert!(
+        have_script(),
+        "this test needs util-linux `script` to provide a pseudo-terminal"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path();
+    let data = home.join("data");
+    seed_user(&data, "alice", "a");
+    seed_user(&data, "bob", "b");
+    let srv = TestServer::start_in(&data);
+    let (pa, pb) = (home.join("pa"), home.join("pb"));
+    for (p, who, pw) in [(&pa, "alice", "a\n"), (&pb, "bob", "b\n")] {
+        let addr = format!("{who}@localhost");
+        let args = [
+            "login",
+            &addr,
+            "--server",
+            &srv.server_arg(),
+            "--password-stdin",
+            "--remember",
+        ];
+        cmtp(home, p, &args, pw.as_bytes()).ok();
+    }
+    let big = home.join("big.bin");
+    std::fs::write(&big, noise(6 * 1024 * 1024, 5)).unwrap();
+    cmtp(
+        home,
+        &pa,
+        &[
+            "send",
+            "--to",
+            "bob@localhost",
+            "-s",
+            "Big",
+            "--attach",
+            big.to_str().unwrap(),
+        ],
+        b"Original line\n",
+    )
+    .ok();
+    let id = cmtp(home, &pb, &["inbox", "--json"], b"").json()[0]["id"].to_string();
+    let bin = sh_quote(cmtp_bin().to_str().unwrap());
+    let prof = sh_quote(pb.to_str().unwrap());
+    // On a terminal, reading a large message draws a bar (bytes of the total).
+    let o = under_tty(
+        home,
+        &format!("{bin} --profile {prof} read {id} --keep-unread"),
+        None,
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains(" MiB/"), "no progress bar: {o:?}");
+    assert!(o.stdout.contains("Original line"), "{o:?}");
+    // Never with --json, nor when stdout is not a terminal.
+    let o = under_tty(
+        home,
+        &format!("{bin} --profile {prof} read {id} --json"),
+        None,
+    );
+    assert!(!o.stdout.contains(" MiB/"), "{o:?}");
+    let o = under_tty(
+        home,
+        &format!("{bin} --profile {prof} read {id} | cat"),
+        None,
+    );
+    assert!(!o.stdout.contains(" MiB/"), "{o:?}");
+
+    // `reply` on a terminal opens the editor on the quote; the person writes above it.
+    let ed = home.join("reply-ed.sh");
+    std::fs::write(
+        &ed,
+        "#!/bin/sh\n{ printf 'typed above'; cat \"$1\"; } > \"$1.new\" && mv \"$1.new\" \"$1\"\n",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = under_tty(
+        home,
+        &format!("{bin} --profile {prof} reply {id}"),
+        Some(ed.to_str().unwrap()),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("delivered  alice@localhost"), "{o:?}");
+    let inbox = cmtp(home, &pa, &["inbox", "--json"], b"").json();
+    let rid = inbox[0]["id"].to_string();
+    let m = cmtp(home, &pa, &["read", &rid, "--json"], b"").json();
+    assert_eq!(m["subject"], "Re: Big");
+    let text = m["text"].as_str().unwrap();
+    assert!(text.starts_with("typed above\n\nOn "), "{text:?}");
+    assert!(
+        text.ends_with(" alice@localhost wrote:\n> Original line\n"),
+        "{text:?}"
+    );
+    // An editor that changes nothing sends nothing.
+    let o = under_tty(
+        home,
+        &format!("{bin} --profile {prof} reply {id}"),
+        Some("true"),
+    );
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("nothing sent"), "{o:?}");
 }

@@ -52,6 +52,7 @@ mod discovery;
 mod error;
 mod message;
 mod profile;
+mod readstate;
 mod session;
 pub mod terminal;
 
@@ -69,6 +70,7 @@ pub use discovery::{Candidate, CandidateSource, Discovery, MAX_TARGETS, MX_PORT,
 pub use error::{ClientError, ErrorKind, Result};
 pub use message::{Attachment, Draft, InboxItem, MAX_FILE_NAME, ReadMessage, ReceivedAttachment};
 pub use profile::{Compat, PinStatus, Pins, Profile, ProfileConfig, TimeoutConfig};
+pub use readstate::MAX_READ_IDS;
 pub use session::{
     ClientOptions, DEFAULT_INBOX_DEADLINE, DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE, KeyLookup,
     LoginInfo, RecipientResult, Session, discover, unix_now,
@@ -92,6 +94,7 @@ mod send_check {
         is_send(&s.inbox());
         is_send(&s.inbox_with(1, std::time::Duration::ZERO));
         is_send(&s.read(1));
+        is_send(&s.read_with(1, &mut NoProgress));
         is_send(&s.delete(1));
         is_send(&s.unlock(b""));
         is_send(&s.lookup_key(a));

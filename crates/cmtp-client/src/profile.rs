@@ -5,6 +5,7 @@
 //!   timeouts. No secret.
 //! - `pins.toml` — trust-on-first-use pins: server keys by `host:port`, user keys by
 //!   address (hex).
+//! - `read.toml` — which messages were read (see [`Profile::read_ids`]).
 //! - `secret.key` — only after `login --remember`: the 64-byte Ed25519 secret key, hex,
 //!   mode 0600. Without it, commands that need the secret fetch the xzibit again with
 //!   LOGIN and open it with the password. The xzibit itself is never stored locally:

@@ -5,13 +5,13 @@ use cmtp_crypto::Blake2b256;
 use cmtp_proto::reply::{self, MboxHead, decode_mbox_reply_head, decode_mbox_trailer};
 use cmtp_proto::{Command, ListEntry, MboxKind, MboxRequest, validate_name};
 
-use super::{Connection, Dialect, MAX_PREALLOC, check_name};
+use super::{Connection, Dialect, MAX_PREALLOC, NoProgress, Progress, check_name};
 use crate::error::{ClientError, Result};
 
 impl Connection {
     /// `MBOXLIST`: the user's messages. `req` must be signed (see [`sign_mbox`]).
     pub async fn mbox_list(&mut self, req: &MboxRequest) -> Result<Vec<ListEntry>> {
-        let payload = self.mbox(MboxKind::List, req).await?;
+        let payload = self.mbox(MboxKind::List, req, &mut NoProgress).await?;
         cmtp_proto::mbox::decode_list(&payload, 1_000_000)
             .map_err(|e| self.proto("reading the MBOXLIST payload", &e.to_string()))
     }
@@ -19,15 +19,34 @@ impl Connection {
     /// `MBOXFETCH`: the stored message (`full`) or its part up to the end of the body
     /// (`head`), after verifying the server's signature over its digest.
     pub async fn mbox_fetch(&mut self, req: &MboxRequest) -> Result<Vec<u8>> {
-        self.mbox(MboxKind::Fetch, req).await
+        self.mbox(MboxKind::Fetch, req, &mut NoProgress).await
+    }
+
+    /// [`Connection::mbox_fetch`], reporting the payload's bytes to `progress` as they
+    /// arrive (a progress bar for a large message).
+    pub async fn mbox_fetch_with(
+        &mut self,
+        req: &MboxRequest,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<u8>> {
+        let r = self.mbox(MboxKind::Fetch, req, progress).await;
+        progress.finish();
+        r
     }
 
     /// `MBOXDEL`: deletes one message.
     pub async fn mbox_delete(&mut self, req: &MboxRequest) -> Result<()> {
-        self.mbox(MboxKind::Delete, req).await.map(|_| ())
+        self.mbox(MboxKind::Delete, req, &mut NoProgress)
+            .await
+            .map(|_| ())
     }
 
-    async fn mbox(&mut self, kind: MboxKind, req: &MboxRequest) -> Result<Vec<u8>> {
+    async fn mbox(
+        &mut self,
+        kind: MboxKind,
+        req: &MboxRequest,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<u8>> {
         const STEP: &str = "reading a mailbox reply";
         if self.dialect == Dialect::Legacy2016 {
             return Err(ClientError::Unsupported(
@@ -75,6 +94,7 @@ impl Connection {
         let mut payload = Vec::with_capacity((len as usize).min(MAX_PREALLOC));
         let mut hasher = Blake2b256::new();
         let mut left = len as usize;
+        progress.set_total(len);
         while left > 0 {
             let chunk = self
                 .read_reply(STEP, |b| {
@@ -85,6 +105,7 @@ impl Connection {
             hasher.update(&chunk);
             payload.extend_from_slice(&chunk);
             left -= chunk.len();
+            progress.advance(chunk.len() as u64);
         }
         let digest = hasher.finalize();
         let sig = self.read_reply(STEP, decode_mbox_trailer).await?;

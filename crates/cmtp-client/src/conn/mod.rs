@@ -58,11 +58,11 @@ pub enum Dialect {
 
 /// Reports upload progress (bytes of the message written to the socket).
 pub trait Progress: Send {
-    /// The total number of bytes that will be written.
+    /// The total number of bytes that will be written (sending) or read (a fetch).
     fn set_total(&mut self, _total: u64) {}
-    /// `n` more bytes were written.
+    /// `n` more bytes were transferred.
     fn advance(&mut self, _n: u64) {}
-    /// The upload ended (successfully or not).
+    /// The transfer ended (successfully or not).
     fn finish(&mut self) {}
 }
 

@@ -124,12 +124,18 @@ impl Session {
     /// Fetches message `id` in full, verifies the server's signature, opens body and
     /// attachments.
     pub async fn read(&mut self, id: u64) -> Result<ReadMessage> {
+        self.read_with(id, &mut crate::conn::NoProgress).await
+    }
+
+    /// [`Session::read`], reporting the download to `progress` (the bytes of the
+    /// stored message as they arrive).
+    pub async fn read_with(&mut self, id: u64, progress: &mut dyn Progress) -> Result<ReadMessage> {
         let req = self.signed(
             MboxRequest::fetch(&self.address.account, unix_now(), id, FetchPart::Full),
             MboxKind::Fetch,
         )?;
         let conn = self.conn().await?;
-        let r = conn.mbox_fetch(&req).await;
+        let r = conn.mbox_fetch_with(&req, progress).await;
         let bytes = self.after(r).await?;
         let bad = |d: String| ClientError::BadMessage { id, detail: d };
         let m = parse_stored(&bytes, false).map_err(bad)?;

@@ -166,10 +166,9 @@ async fn verify_server(
     let status = profile.pins.check_server(server, &key);
     match &status {
         PinStatus::Same => {}
-        PinStatus::New if pin_new => {
-            profile.pins.pin_server(server, &key);
-            profile.save()?;
-        }
+        // Pinned in memory only: login saves the profile once the password opened
+        // the xzibit, so a failed login leaves nothing behind.
+        PinStatus::New if pin_new => profile.pins.pin_server(server, &key),
         PinStatus::New => {
             return Err(ClientError::Profile {
                 path: profile.dir().display().to_string(),
@@ -268,7 +267,26 @@ impl Session {
     /// (a changed key is [`ClientError::ServerKeyChanged`]), fetches and opens the
     /// xzibit with `password`, checks it against the published key, and writes the
     /// profile. With `remember`, the secret key is stored in the profile (mode 0600).
+    ///
+    /// Nothing is written, and `profile` is unchanged, unless the login succeeds: a
+    /// wrong password, an unknown user or an unreachable server leaves no half-made
+    /// profile folder behind.
     pub async fn login(
+        profile: &mut Profile,
+        address: &Address,
+        server: Option<&str>,
+        password: &[u8],
+        remember: bool,
+        opts: &ClientOptions,
+    ) -> Result<LoginInfo> {
+        let mut work = profile.clone();
+        let info = Self::login_into(&mut work, address, server, password, remember, opts).await?;
+        *profile = work;
+        Ok(info)
+    }
+
+    /// [`Session::login`] on a working copy of the profile.
+    async fn login_into(
         profile: &mut Profile,
         address: &Address,
         server: Option<&str>,
