@@ -11,14 +11,6 @@ const TOO_LARGE: i32 = 8;
 const DELIVERY_FAILURE: i32 = 9;
 const MAILBOX: i32 = 12;
 
-fn login(home: &Path, profile: &Path, addr: &str, server: &str, pw: &str, remember: bool) {
-    let mut args = vec!["login", addr, "--server", server, "--password-stdin"];
-    if remember {
-        args.push("--remember");
-    }
-    cmtp(home, profile, &args, format!("{pw}\n").as_bytes()).ok();
-}
-
 #[test]
 fn mail_with_cc_and_attachments_round_trip() {
     let t = tempfile::tempdir().unwrap();

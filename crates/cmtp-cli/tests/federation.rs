@@ -9,9 +9,9 @@ use std::path::Path;
 
 const WRONG_PASSWORD: i32 = 5;
 
+/// Logs in without --remember (testkit's [`cmtp_testkit::login`]).
 fn login(home: &Path, profile: &Path, addr: &str, server: &str, pw: &str) {
-    let args = ["login", addr, "--server", server, "--password-stdin"];
-    cmtp(home, profile, &args, format!("{pw}\n").as_bytes()).ok();
+    cmtp_testkit::login(home, profile, addr, server, pw, false);
 }
 
 /// Bob's messages as (from, text), read with his remembered key.

@@ -10,16 +10,9 @@ const UNREACHABLE: i32 = 3;
 const WRONG_PASSWORD: i32 = 5;
 const UNKNOWN_USER: i32 = 6;
 
+/// Logs in with --remember (testkit's [`cmtp_testkit::login`]).
 fn login(home: &Path, profile: &Path, addr: &str, server: &str, pw: &str) {
-    let args = [
-        "login",
-        addr,
-        "--server",
-        server,
-        "--password-stdin",
-        "--remember",
-    ];
-    cmtp(home, profile, &args, format!("{pw}\n").as_bytes()).ok();
+    cmtp_testkit::login(home, profile, addr, server, pw, true);
 }
 
 /// The indented command line that follows "run:" in `stderr`.

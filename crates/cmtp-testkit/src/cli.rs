@@ -25,3 +25,20 @@ pub fn cmtp(home: &Path, profile: &Path, args: &[&str], stdin: &[u8]) -> Out {
     c.args(args);
     run(c, stdin)
 }
+
+/// `cmtp login ADDRESS --server SERVER --password-stdin [--remember]` with `password` on
+/// standard input, in the profile `profile` (asserts success).
+pub fn login(
+    home: &Path,
+    profile: &Path,
+    address: &str,
+    server: &str,
+    password: &str,
+    remember: bool,
+) {
+    let mut args = vec!["login", address, "--server", server, "--password-stdin"];
+    if remember {
+        args.push("--remember");
+    }
+    cmtp(home, profile, &args, format!("{password}\n").as_bytes()).ok();
+}

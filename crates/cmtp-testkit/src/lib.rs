@@ -31,7 +31,7 @@ mod tmpfs;
 pub mod dns;
 
 pub use bins::{bin_dir, cmtp_bin, cmtpd_bin};
-pub use cli::{cmtp, cmtp_cmd};
+pub use cli::{cmtp, cmtp_cmd, login};
 pub use client::Client;
 pub use fixtures::{IO_TIMEOUT, message, noise, now, poll, vectors_dir, wait_until};
 pub use process::{Out, add_user, admin, run, seed_user, server_public_key};

@@ -89,6 +89,21 @@ fn mail(to: (&str, &str), from: (&str, &str), body: &[u8]) -> Vec<u8> {
     message(1, to, from, b"\0", body, &[])
 }
 
+/// A log as a.test leaves it when it relays a message to `to` with relay id `id`.
+fn relayed_log(id: [u8; 16], to: (&str, &str)) -> Vec<u8> {
+    let entry = cmtp_proto::log::RelayEntry {
+        by: "a.test".into(),
+        from: "127.0.0.1".into(),
+        at: now(),
+        id,
+        for_account: to.0.into(),
+        for_domain: to.1.into(),
+    };
+    let mut log = Vec::new();
+    cmtp_proto::log::append_entry(b"\0", &entry.encode().unwrap(), &mut log);
+    log
+}
+
 /// Messages in `mailbox` of the server's store (admin, read-only).
 fn count(srv: &TestServer, mailbox: &str) -> u64 {
     let s = srv.admin(&["mailbox", "stats", "--json"], b"").json();
@@ -111,16 +126,9 @@ fn queued(srv: &TestServer) -> usize {
     q.as_array().map_or(0, |a| a.len())
 }
 
+/// Logs in with --remember (testkit's [`cmtp_testkit::login`]).
 fn login(home: &Path, profile: &Path, addr: &str, server: &str, pw: &str) {
-    let args = [
-        "login",
-        addr,
-        "--server",
-        server,
-        "--password-stdin",
-        "--remember",
-    ];
-    cmtp(home, profile, &args, format!("{pw}\n").as_bytes()).ok();
+    cmtp_testkit::login(home, profile, addr, server, pw, true);
 }
 
 #[test]
@@ -431,16 +439,7 @@ fn a_routing_loop_is_stopped_by_the_hop_limit() {
 fn a_repeated_relay_id_is_stored_once() {
     let mut b = server("b.test", free_addr(), config(&[], ""));
     b.add_user("bob", "pw");
-    let entry = cmtp_proto::log::RelayEntry {
-        by: "a.test".into(),
-        from: "127.0.0.1".into(),
-        at: now(),
-        id: [7; 16],
-        for_account: "bob".into(),
-        for_domain: "b.test".into(),
-    };
-    let mut log = Vec::new();
-    cmtp_proto::log::append_entry(b"\0", &entry.encode().unwrap(), &mut log);
+    let log = relayed_log([7; 16], ("bob", "b.test"));
     let msg = message(
         1,
         ("bob", "b.test"),
@@ -470,16 +469,7 @@ fn a_relay_queues_a_repeated_relay_id_once() {
             "trusted_networks = [\"127.0.0.0/8\"]\n",
         ),
     );
-    let entry = cmtp_proto::log::RelayEntry {
-        by: "a.test".into(),
-        from: "127.0.0.1".into(),
-        at: now(),
-        id: [9; 16],
-        for_account: "carol".into(),
-        for_domain: "c.test".into(),
-    };
-    let mut log = Vec::new();
-    cmtp_proto::log::append_entry(b"\0", &entry.encode().unwrap(), &mut log);
+    let log = relayed_log([9; 16], ("carol", "c.test"));
     let msg = message(
         1,
         ("carol", "c.test"),
