@@ -89,12 +89,8 @@ fn count(srv: &TestServer, mailbox: &str) -> u64 {
 
 /// The id of the first message in `mailbox`.
 fn first_id(srv: &TestServer, mailbox: &str) -> String {
-    let l = srv.admin(&["mailbox", "list", mailbox], b"");
-    l.ok()
-        .split_whitespace()
-        .next()
-        .expect("a message")
-        .to_owned()
+    let l = srv.admin(&["mailbox", "list", mailbox, "--json"], b"");
+    l.json()[0]["id"].as_u64().expect("a message").to_string()
 }
 
 /// Messages waiting in the relay queue.
