@@ -162,3 +162,37 @@ fn postmaster_reaches_the_operator() {
     let own = srv.admin(&["mailbox", "list", "--json"], b"").json();
     assert!(own.as_array().unwrap().is_empty(), "{own}");
 }
+
+/// The mailbox commands: a request for `ALICE`, signed with the domain in folded form
+/// while the operator configured `Example.NET`, reads alice's mailbox. Both used to be
+/// AUTHFAILURE (unknown account; signature over another spelling of the domain).
+#[test]
+fn mailbox_commands_fold_the_account_and_the_signed_domain() {
+    use cmtp_proto::{MboxKind, MboxRequest};
+    let srv = TestServer::start_with(Opts {
+        global_args: vec!["--domain".into(), "Example.NET".into()],
+        ..Opts::default()
+    });
+    let alice = srv.add_user("alice", "pw");
+    let mut c = srv.client();
+    let m = message(
+        0,
+        ("alice", "example.net"),
+        ("x", "x.example"),
+        b"",
+        b"hi",
+        &[],
+    );
+    assert_eq!(c.mail(&m), "SUCCESS");
+    let now = cmtpd::unix_now();
+    for (user, domain) in [("ALICE", "Example.NET"), ("alice", "example.net")] {
+        let payload = c
+            .mbox(MboxKind::List, MboxRequest::list(user, now), &alice, domain)
+            .unwrap_or_else(|e| panic!("{user}@{domain}: {e}"));
+        let entries = cmtp_proto::mbox::decode_list(&payload, 100).unwrap();
+        assert_eq!(entries.len(), 1, "{user}@{domain}");
+    }
+    // Singular in the stats line.
+    let stats = srv.admin(&["mailbox", "stats"], b"").ok().to_owned();
+    assert!(stats.starts_with("1 message, "), "{stats}");
+}

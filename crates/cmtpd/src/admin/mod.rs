@@ -183,15 +183,15 @@ pub fn mailbox_stats(data_dir: &Path, json: bool) -> Result<String> {
         return Ok(serde_json::to_string_pretty(&j).unwrap_or_default() + "\n");
     }
     let mut o = format!(
-        "{} messages, {} bytes; {} segments ({} bytes: {} live, {} dead); {} blobs ({} bytes)\n",
-        s.messages,
-        s.bytes,
-        s.segments,
-        s.log_bytes,
-        s.live_bytes,
-        s.dead_bytes,
-        s.blobs,
-        s.blob_bytes
+        "{}, {}; {} ({}: {} live, {} dead); {} ({})\n",
+        format::count(s.messages, "message", "messages"),
+        format::size(s.bytes),
+        format::count(s.segments, "segment", "segments"),
+        format::size(s.log_bytes),
+        format::size(s.live_bytes),
+        format::size(s.dead_bytes),
+        format::count(s.blobs, "blob", "blobs"),
+        format::size(s.blob_bytes)
     );
     for (name, m) in &s.mailboxes {
         let shown = if name.is_empty() {
@@ -201,7 +201,12 @@ pub fn mailbox_stats(data_dir: &Path, json: bool) -> Result<String> {
         } else {
             name
         };
-        let _ = writeln!(o, "  {shown}: {} messages, {} bytes", m.messages, m.bytes);
+        let _ = writeln!(
+            o,
+            "  {shown}: {}, {}",
+            format::count(m.messages, "message", "messages"),
+            format::size(m.bytes)
+        );
     }
     Ok(o)
 }

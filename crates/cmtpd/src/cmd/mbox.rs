@@ -37,12 +37,13 @@ fn authorised<S: Backend>(
         None => return Ok(None),
     };
     let sig = Signature::from_array(req.signature);
-    let ok = sh
-        .config
-        .load()
-        .domains
-        .iter()
-        .any(|d| key.verify(&req.signing_bytes(kind, d), &sig).is_ok());
+    let ok = sh.config.load().domains.iter().any(|d| {
+        // The configured spelling, or the folded one (a client that lower-cased the
+        // domain the user typed): domains are case-insensitive (protocol.md §4).
+        let folded = cmtp_proto::fold(d);
+        key.verify(&req.signing_bytes(kind, d), &sig).is_ok()
+            || (folded != *d && key.verify(&req.signing_bytes(kind, &folded), &sig).is_ok())
+    });
     Ok(ok.then_some((mailbox, created)))
 }
 
