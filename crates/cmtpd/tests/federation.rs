@@ -211,7 +211,9 @@ fn srv_and_mx_routes_from_dns() {
         submit(&mut c, &alice, "alice", "a.test", &nx),
         "v0:DELIVERYFAILURE"
     );
-    assert_eq!(queued(&a), 0);
+    // A removes a message from its queue once the remote's SUCCESS is in, just after
+    // the remote stored it: wait, do not race it.
+    wait_until("A's queue empty", DELIVERY, || queued(&a) == 0);
 }
 
 #[test]

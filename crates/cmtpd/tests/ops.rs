@@ -181,6 +181,8 @@ fn one_log_line_per_message_plain_and_hashed() {
         });
         sigterm_and_wait(&mut child);
         let log = server_log(t.path());
+        // Point 8: the startup line says how several domains behave.
+        assert!(log.contains("share one account space"), "{log}");
         let lines: Vec<&str> = log.lines().filter(|l| l.contains(" message ")).collect();
         assert_eq!(lines.len(), 3, "{log}");
         for l in &lines {

@@ -311,7 +311,11 @@ pub async fn mailbox_show(data_dir: &Path, account: Option<&str>, id: u64) -> Re
 
 /// Pretty-prints a stored message; opens sealed parts when `key` is given.
 pub(crate) fn render_message(raw: &[u8], id: u64, received: u64, key: Option<&KeyPair>) -> String {
-    let mut o = format!("message {id}, received {received}, {} bytes\n", raw.len());
+    let mut o = format!(
+        "message {id}, received {} UTC, {}\n",
+        format::date(received),
+        format::size(raw.len() as u64)
+    );
     let mut dec = MessageDecoder::new(MessageLimits::UNLIMITED);
     let (mut log, mut body) = (Vec::new(), Vec::new());
     let mut atts: Vec<Vec<u8>> = Vec::new();
