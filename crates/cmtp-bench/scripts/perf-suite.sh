@@ -77,7 +77,7 @@ for part in $PARTS; do
     keyrequest)
         start_server
         # A user for the user-key figure (admin commands work while the server runs).
-        printf 'bench-password-1\n' | "$CMTPD" --config "$OUT/cmtpd.toml" user add bench --password-stdin >&2
+        printf 'bench-password-1\n' | "$CMTPD" --config "$OUT/cmtpd.toml" user add bench --password-stdin --allow-weak-password >&2
         for c in 1 8; do
             for r in $(seq 1 "$RUNS"); do
                 run "keyrequest-$c-$r" keyrequest --server "$ADDR" --server-pid "$SERVER_PID" \

@@ -87,7 +87,7 @@ fn pair(start_b: bool) -> Pair {
     );
     let b_addr = free_addr();
     let b_cfg = config(db.path(), "b.test", b_addr);
-    cmtpd::admin::user_add(db.path(), "bob", b"pw").unwrap();
+    cmtpd::admin::user_add(db.path(), "bob", b"pw", true).unwrap();
     let alice = KeyPair::generate().unwrap();
     let (pk, xz, sk) = (
         keys.path().join("public.key"),

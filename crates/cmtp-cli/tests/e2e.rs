@@ -219,6 +219,8 @@ fn users_imported_from_2016_vectors_log_in() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path();
     let data = home.join("data");
+    // Only `serve` and `init` create a data directory.
+    admin(&data, &["init"], b"").ok();
     let text = std::fs::read_to_string(vectors_dir().join("xzibit.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut imported = Vec::new();
@@ -475,6 +477,8 @@ fn messages_stored_by_the_2016_server_are_readable() {
     std::fs::write(home.join("public.key"), bob.public().as_bytes()).unwrap();
     std::fs::write(home.join("bob.xzibit"), xz.as_bytes()).unwrap();
     let dom = ["--domain", "hawaii.edu"];
+    // Only `serve` and `init` create a data directory.
+    admin(&data, &["init"], b"").ok();
     let o = admin(
         &data,
         &[

@@ -405,19 +405,9 @@ fn login_finds_the_server_through_dns_srv() {
     let home = t.path();
     let data = home.join("data");
     let dom = ["--domain", "example.test"];
-    let o = admin(
-        &data,
-        &[
-            "--domain",
-            "example.test",
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-        ],
-        b"pw\n",
-    );
-    o.ok();
+    // `user add` needs an existing data directory and a strong password (or the
+    // override): the kit's add_user does both.
+    add_user(&data, "alice", "pw");
     let srv = TestServer::start_with(Opts {
         data: Some(data.clone()),
         global_args: dom.map(String::from).to_vec(),

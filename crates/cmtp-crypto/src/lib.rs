@@ -15,7 +15,7 @@ mod sealed;
 mod xzibit;
 
 pub use error::CryptoError;
-pub use hash::{Blake2b, Blake2b256, blake2b_256};
+pub use hash::{Blake2b, Blake2b256, blake2b_256, blake2b_256_keyed};
 pub use keys::{KeyPair, PublicKey, SECRET_KEY_LEN, SEED_LEN, Signature};
 pub use sealed::{CryptoSystem, SEAL_OVERHEAD, open_for, seal, seal_for};
 pub use xzibit::{

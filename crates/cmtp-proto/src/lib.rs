@@ -28,7 +28,10 @@ pub use command::{Command, CommandError};
 pub use limits::{MAX_COMMAND_WORD, MAX_PARAM, MessageLimits};
 pub use mbox::{FetchPart, ListEntry, MboxError, MboxKind, MboxRequest};
 pub use message::{Envelope, MessageDecoder, MessageError, MessageEvent};
-pub use name::{NameError, validate_account, validate_domain, validate_name};
+pub use name::{
+    NameError, canonical_account, fold, same_domain, validate_account, validate_domain,
+    validate_name,
+};
 pub use reply::ReplyError;
 pub use submit::SubmitRequest;
 

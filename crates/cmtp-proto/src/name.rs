@@ -9,6 +9,13 @@
 //! [`validate_account`] / [`validate_domain`] there. Everywhere an actual account is
 //! named (LOGIN, the mailbox commands, a store key) use [`validate_name`], which
 //! refuses the empty name.
+//!
+//! Comparing names (docs/protocol.md §4): [`fold`] is the form two names are compared
+//! in (Unicode NFC, then lower case), so `Alice` and `alice` are one account and
+//! `bob@EXAMPLE.NET` is `bob@example.net`. A new account is created under
+//! [`canonical_account`], which also refuses whitespace and invisible characters.
+
+use unicode_normalization::UnicodeNormalization;
 
 use crate::limits::MAX_PARAM;
 
@@ -27,6 +34,64 @@ pub enum NameError {
     /// A control character, `/`, `\` (the offending character).
     #[error("forbidden character {0:?} in name")]
     ForbiddenChar(char),
+    /// Whitespace in a new account name (it hides in addresses and on screens).
+    #[error("whitespace {0:?} in an account name")]
+    Whitespace(char),
+    /// An invisible (format, zero-width, filler) character in a new account name: it
+    /// would make two different names look the same.
+    #[error("invisible character U+{:04X} in an account name", u32::from(*.0))]
+    Invisible(char),
+}
+
+/// The form names are compared in: Unicode NFC, then the Unicode lower-case mapping
+/// (`char::to_lowercase`, which covers case folding but for a few special cases such as
+/// `ß`), then NFC again (lower-casing can leave a sequence that composes). Domains and
+/// account lookups go through it; it never fails and changes nothing in an ASCII
+/// lower-case name.
+pub fn fold(name: &str) -> String {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        return name.to_owned();
+    }
+    let lower: String = name.nfc().flat_map(char::to_lowercase).collect();
+    lower.nfc().collect()
+}
+
+/// Whether two domain names are the same domain (compared in [`fold`] form).
+pub fn same_domain(a: &str, b: &str) -> bool {
+    a == b || a.eq_ignore_ascii_case(b) || fold(a) == fold(b)
+}
+
+/// Characters that render as nothing (or as a blank) and so let two different names look
+/// alike: Unicode format characters (Cf) and the fillers. A list, since the standard
+/// library has no category lookup; it covers every Cf character of Unicode 15.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+        | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}'
+        | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{0890}' | '\u{0891}'
+        | '\u{08E2}' | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// The name a new account is stored under: [`fold`]ed, and refused if it breaks the
+/// name rule or holds whitespace or an invisible character. `Alice` becomes `alice`, so
+/// `Alice` cannot be created beside `alice`.
+pub fn canonical_account(name: &str) -> Result<String, NameError> {
+    validate_name(name)?;
+    if let Some(c) = name.chars().find(|c| c.is_whitespace()) {
+        return Err(NameError::Whitespace(c));
+    }
+    if let Some(c) = name.chars().find(|&c| invisible(c)) {
+        return Err(NameError::Invisible(c));
+    }
+    let folded = fold(name);
+    validate_name(&folded)?;
+    Ok(folded)
 }
 
 /// Validates a non-empty account or domain name by the spec §2 rule.
@@ -113,6 +178,43 @@ mod tests {
             validate_name(&"é".repeat(128)),
             Err(NameError::TooLong(256))
         );
+    }
+
+    #[test]
+    fn canonical_accounts_fold_case_and_compose() {
+        assert_eq!(canonical_account("Alice").unwrap(), "alice");
+        assert_eq!(canonical_account("alice").unwrap(), "alice");
+        // "é" decomposed (e + U+0301) and upper case both land on the composed lower case.
+        assert_eq!(canonical_account("Re\u{301}mi").unwrap(), "rémi");
+        assert_eq!(canonical_account("RÉMI").unwrap(), "rémi");
+        assert_eq!(canonical_account("Ωmega").unwrap(), "ωmega");
+        assert_eq!(fold("Bob@EXAMPLE.NET"), "bob@example.net");
+        assert!(same_domain("EXAMPLE.net", "example.NET"));
+        assert!(same_domain("ÉCOLE.fr", "école.fr"));
+        assert!(!same_domain("a.example", "b.example"));
+    }
+
+    #[test]
+    fn new_accounts_refuse_blanks_and_invisibles() {
+        assert_eq!(canonical_account("x y"), Err(NameError::Whitespace(' ')));
+        assert_eq!(
+            canonical_account("x\u{00A0}y"),
+            Err(NameError::Whitespace('\u{00A0}'))
+        );
+        assert_eq!(
+            canonical_account("x\u{3000}"),
+            Err(NameError::Whitespace('\u{3000}'))
+        );
+        for c in [
+            '\u{200B}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{00AD}', '\u{202E}',
+        ] {
+            let n = format!("al{c}ice");
+            assert_eq!(canonical_account(&n), Err(NameError::Invisible(c)), "{n:?}");
+        }
+        assert_eq!(canonical_account(""), Err(NameError::Empty));
+        assert_eq!(canonical_account("a/b"), Err(NameError::ForbiddenChar('/')));
+        // Still a valid name on the wire (old accounts may have one): only creation refuses.
+        assert_eq!(validate_name("x y"), Ok(()));
     }
 
     #[test]

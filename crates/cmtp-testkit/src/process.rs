@@ -99,11 +99,22 @@ pub fn admin(data: &Path, args: &[&str], stdin: &[u8]) -> Out {
 }
 
 /// Adds a user the way an operator does: `cmtpd user add NAME --password-stdin`, with
-/// the real key derivation (asserts success).
+/// the real key derivation (asserts success). Tests use short passwords, so the strength
+/// check is waived (`--allow-weak-password`); a data directory that does not exist yet
+/// is made with `cmtpd init` first (`user add` never creates one).
 pub fn add_user(data: &Path, name: &str, password: &str) {
+    if !data.is_dir() {
+        admin(data, &["init"], b"").ok();
+    }
     admin(
         data,
-        &["user", "add", name, "--password-stdin"],
+        &[
+            "user",
+            "add",
+            name,
+            "--password-stdin",
+            "--allow-weak-password",
+        ],
         format!("{password}\n").as_bytes(),
     )
     .ok();

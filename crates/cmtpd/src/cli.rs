@@ -11,7 +11,11 @@ use crate::config::{LogFormat, Overrides};
 ///
 /// Everything lives in one data directory (default ./cmtp-data, or $CMTPD_DATA_DIR):
 /// the server key, the users and the mail. The admin subcommands work on that directory
-/// while the server runs; the server sees their changes at once.
+/// while the server runs; the server sees their changes at once. Only `serve` and `init`
+/// create it: every other subcommand fails, naming the directory it looked for.
+///
+/// Configuration file, for every subcommand: --config FILE, else $CMTPD_CONFIG, else
+/// ./cmtpd.toml when it exists, else the built-in defaults. Flags win over the file.
 #[derive(Debug, Parser)]
 #[command(
     name = "cmtpd",
@@ -50,7 +54,8 @@ pub struct Cli {
 /// Options accepted by every subcommand (before or after it).
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// TOML configuration file (see `cmtpd config default`). Without it, defaults apply.
+    /// TOML configuration file (see `cmtpd config default`). Without it: $CMTPD_CONFIG,
+    /// else ./cmtpd.toml when present, else the defaults.
     #[arg(
         long,
         short = 'c',
@@ -78,6 +83,9 @@ pub enum Command {
     /// Stops gracefully on SIGTERM or SIGINT: stops accepting, lets deliveries in
     /// progress finish (bounded by shutdown_grace_secs), exits 0.
     Serve(ServeArgs),
+    /// Create the data directory and the server key, then print the key's fingerprint
+    /// (what `serve` does on first start; for preparing a server before it runs).
+    Init,
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -125,6 +133,27 @@ impl Cli {
             .render(&mut out)?;
         Ok(out)
     }
+}
+
+/// The configuration file picked up from the working directory when neither `--config`
+/// nor `$CMTPD_CONFIG` names one.
+pub const LOCAL_CONFIG: &str = "cmtpd.toml";
+
+/// An error and its causes on one line, each cause once: a cause whose text its parent
+/// already printed (as `{source}` in its message) is not repeated.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// `cmtpd queue ...`
@@ -226,9 +255,15 @@ pub enum UserCommand {
     Add {
         /// Account name (UTF-8, ≤ 255 bytes, no `/`, `\`, control characters; not `.`/`..`).
         name: String,
-        /// Read the password from the first line of standard input instead of prompting.
+        /// Read the password from the first line of standard input instead of prompting
+        /// (needed when standard input is not a terminal).
         #[arg(long)]
         password_stdin: bool,
+        /// Accept a password the strength estimate calls weak (tests, imports of known
+        /// passwords). The xzibit can be attacked offline by anyone who asks for it, so
+        /// a weak password is a weak account.
+        #[arg(long)]
+        allow_weak_password: bool,
     },
     /// Import an account made by the 2016 tools (its public.key and xzibit files).
     ///
@@ -282,6 +317,9 @@ pub enum MailboxCommand {
     List {
         /// Account whose mailbox to list; omit for the server's own.
         account: Option<String>,
+        /// Print JSON (an array of objects) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Show one message of the server's mailbox (version 1 is opened with the server key).
     Show {
@@ -299,6 +337,10 @@ pub enum MailboxCommand {
 pub enum ConfigCommand {
     /// Print the example configuration with every key and its default.
     Default,
+    /// Load and validate the configuration (file, environment and flags, as `serve`
+    /// would), then print the effective configuration as TOML; exit 1 with the error when
+    /// it is not usable.
+    Check,
 }
 
 impl Cli {
@@ -329,6 +371,20 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::from_raw_os_error(98);
+        let text = io.to_string();
+        let e = anyhow::Error::new(crate::ServerError::Bind {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            source: io,
+        })
+        .context("starting the server");
+        let shown = render_error(&e);
+        assert_eq!(shown.matches(&text).count(), 1, "{shown}");
+        assert!(shown.starts_with("starting the server: cannot listen on 127.0.0.1:9: "));
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl<S> Conn<S> {
             self.deadline = None;
         } else if self.deadline.is_none() {
             // Part of a command is here: the rest must follow within the timeout.
-            self.deadline = Some(Instant::now() + self.shared.config.command_timeout());
+            self.deadline = Some(Instant::now() + self.shared.config.load().command_timeout());
         }
         if self.out.is_empty() && self.out.capacity() > 4 * IDLE_BUF {
             self.out = Vec::with_capacity(IDLE_BUF);
@@ -200,7 +200,7 @@ impl<S> Conn<S> {
 
     /// Reads more input (idle timeout and deadline apply). Ok(0) = the peer closed.
     pub async fn read_more(&mut self) -> Result<usize, ConnError> {
-        let idle = self.shared.config.idle_timeout();
+        let idle = self.shared.config.load().idle_timeout();
         let now = Instant::now();
         let (timeout, on_timeout) = match self.deadline {
             Some(d) if d.saturating_duration_since(now) < idle => {
@@ -254,7 +254,7 @@ impl<S> Conn<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let timeout = self.shared.config.idle_timeout();
+        let timeout = self.shared.config.load().idle_timeout();
         tokio::time::timeout(timeout, self.stream.write_all(&self.out))
             .await
             .map_err(|_| ConnError::WriteStall)??;
@@ -274,7 +274,7 @@ impl<S> Conn<S> {
     /// Best effort at the end: sends what is pending (a last FAILURE, the SMTP refusal)
     /// and shuts the socket down, bounded by the idle timeout.
     pub async fn close(mut self) {
-        let idle = self.shared.config.idle_timeout();
+        let idle = self.shared.config.load().idle_timeout();
         let _ = tokio::time::timeout(idle, async {
             let _ = self.flush().await;
             let _ = self.stream.shutdown().await;

@@ -122,6 +122,48 @@ pub fn load_or_create(data_dir: &Path) -> Result<(KeyPair, bool), KeyError> {
     }
 }
 
+/// The key of the hashed addresses in the log (`log_addresses = "hashed"`).
+pub const LOG_KEY_FILE: &str = "log.key";
+
+/// Loads `<data>/log.key` (32 bytes), creating it (random, mode 0600, fsync'd) when
+/// missing, so hashed addresses stay the same tokens across restarts.
+pub fn load_or_create_log_key(data_dir: &Path) -> Result<[u8; 32], KeyError> {
+    let path = data_dir.join(LOG_KEY_FILE);
+    let io_err = |source| KeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    match fs::read(&path) {
+        Ok(b) => {
+            return <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
+                io_err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} bytes, expected 32", b.len()),
+                ))
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let mut key = [0u8; 32];
+    cmtp_crypto::random_bytes(&mut key)?;
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| {
+            f.write_all(&key)?;
+            f.sync_all()
+        });
+    match written {
+        Ok(()) => Ok(key),
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_or_create_log_key(data_dir),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
 /// Creates the data directory (and parents) if missing, mode 0700: it holds the server
 /// key, the xzibits and the mail.
 pub fn ensure_data_dir(path: &Path) -> io::Result<()> {

@@ -23,6 +23,7 @@ pub mod connection;
 pub mod handler;
 pub mod http;
 pub mod keys;
+pub mod live;
 pub mod metrics;
 pub mod outbound;
 pub mod quota;

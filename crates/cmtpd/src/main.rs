@@ -1,15 +1,16 @@
 //! The `cmtpd` binary: parses the command line and runs `serve` or an admin subcommand.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use cmtpd::cli::{
-    Cli, Command, ConfigCommand, DomainCommand, KeyCommand, MailboxCommand, QueueCommand,
-    ServeArgs, UserCommand,
+    Cli, Command, ConfigCommand, DomainCommand, KeyCommand, LOCAL_CONFIG, MailboxCommand,
+    QueueCommand, ServeArgs, UserCommand, render_error,
 };
-use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat};
+use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat, Overrides};
 use cmtpd::{Server, admin};
 use tracing_subscriber::EnvFilter;
 
@@ -63,10 +64,19 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cmtpd: {e:#}");
+            eprintln!("cmtpd: {}", render_error(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configuration file in use: `--config` (or `$CMTPD_CONFIG`, which clap reads into
+/// the same flag), else `./cmtpd.toml` when it exists, else none (the defaults).
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.global.config.clone().or_else(|| {
+        let local = PathBuf::from(LOCAL_CONFIG);
+        local.is_file().then_some(local)
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -86,10 +96,32 @@ fn run(cli: Cli) -> Result<()> {
         }
         _ => {}
     }
-    let cfg = Config::load(cli.global.config.as_deref(), &cli.overrides())
-        .context("loading the configuration")?;
+    let path = config_path(&cli);
+    let overrides = cli.overrides();
+    let cfg = Config::load(path.as_deref(), &overrides).context("loading the configuration")?;
+    if let Command::Config(ConfigCommand::Check) = cli.command {
+        let from = path.as_ref().map_or_else(
+            || "built-in defaults (no configuration file)".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let text = toml::to_string(&cfg).context("printing the configuration")?;
+        print!("# configuration: {from}\n# valid; effective values:\n{text}");
+        return Ok(());
+    }
     init_logging(cfg.log_format);
     let data = cfg.data_dir.clone();
+    match cli.command {
+        Command::Serve(args) => return serve(cfg, path, overrides, args),
+        Command::Init => {
+            let out = admin::init(&data)?;
+            print!("{out}");
+            return Ok(());
+        }
+        // Nothing but `serve` and `init` may create a data directory: an admin command
+        // run from the wrong folder must not report success into a directory no server
+        // uses.
+        _ => admin::require_data_dir(&data, path.as_deref())?,
+    }
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -97,37 +129,39 @@ fn run(cli: Cli) -> Result<()> {
             .context("starting the async runtime")
     };
     let out = match cli.command {
-        Command::Serve(args) => return serve(cfg, args),
-        Command::Config(_) | Command::Completions { .. } | Command::Man => {
-            unreachable!("handled above")
-        }
+        Command::Serve(_)
+        | Command::Init
+        | Command::Config(_)
+        | Command::Completions { .. }
+        | Command::Man => unreachable!("handled above"),
         Command::Key(KeyCommand::Show { json }) => admin::key_show(&data, json)?,
         Command::User(UserCommand::Add {
             name,
             password_stdin,
+            allow_weak_password,
         }) => {
             let pw = read_password(password_stdin)?;
-            let pk = admin::user_add(&data, &name, pw.as_bytes())
+            let added = admin::user_add(&data, &name, pw.as_bytes(), allow_weak_password)
                 .with_context(|| format!("adding user {name:?}"))?;
-            format!("added {name} {}\n", pk.to_hex())
+            format!("added {} {}\n", added.name, added.key.to_hex())
         }
         Command::User(UserCommand::Import {
             name,
             public_key,
             xzibit,
         }) => {
-            admin::user_import(&data, &name, &public_key, &xzibit)
+            let stored = admin::user_import(&data, &name, &public_key, &xzibit)
                 .with_context(|| format!("importing user {name:?}"))?;
-            format!("imported {name}\n")
+            format!("imported {stored}\n")
         }
         Command::User(UserCommand::List { json }) => admin::user_list(&data, json)?,
         Command::User(UserCommand::Remove { name }) => {
-            admin::user_remove(&data, &name)?;
-            format!("removed {name}\n")
+            let removed = admin::user_remove(&data, &name)?;
+            format!("removed {removed}\n")
         }
         Command::Mailbox(MailboxCommand::Stats { json }) => admin::mailbox_stats(&data, json)?,
-        Command::Mailbox(MailboxCommand::List { account }) => {
-            rt()?.block_on(admin::mailbox_list(&data, account.as_deref()))?
+        Command::Mailbox(MailboxCommand::List { account, json }) => {
+            rt()?.block_on(admin::mailbox_list(&data, account.as_deref(), json))?
         }
         Command::Mailbox(MailboxCommand::Show { id, account }) => {
             rt()?.block_on(admin::mailbox_show(&data, account.as_deref(), id))?
@@ -155,10 +189,16 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn read_password(from_stdin: bool) -> Result<zeroize::Zeroizing<String>> {
-    if from_stdin || !std::io::stdin().is_terminal() {
+    if from_stdin {
         let pw = admin::password_from_reader(std::io::stdin().lock())
             .context("reading the password from standard input")?;
         return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "standard input is not a terminal, so there is nobody to ask for the password: \
+             pass it on standard input with --password-stdin"
+        );
     }
     // Echo goes off before each prompt is shown (typed-ahead characters never echo).
     let a = cmtp_client::terminal::prompt_password("Password: ")?;
@@ -169,7 +209,7 @@ fn read_password(from_stdin: bool) -> Result<zeroize::Zeroizing<String>> {
     Ok(a)
 }
 
-fn serve(cfg: Config, args: ServeArgs) -> Result<()> {
+fn serve(cfg: Config, path: Option<PathBuf>, overrides: Overrides, args: ServeArgs) -> Result<()> {
     #[cfg(all(feature = "malloc-trim", target_os = "linux", target_env = "gnu"))]
     start_malloc_trim();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -178,9 +218,19 @@ fn serve(cfg: Config, args: ServeArgs) -> Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let shutdown = shutdown_signal()?;
+        // Installed before the ready file is written: SIGHUP's default action is to
+        // terminate, so a reload asked for as soon as the server is ready must find it.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let server = Server::bind(cfg.clone()).context("starting the server")?;
+        let domains = cfg.domains.join(", ");
         for a in server.local_addrs() {
-            tracing::info!(addr = %a, domain = cfg.primary_domain(), "CMTP listening");
+            tracing::info!(
+                addr = %a,
+                domain = cfg.primary_domain(),
+                domains = %domains,
+                "CMTP listening; the local domains share one account space (alice@ any of them is the same account)"
+            );
         }
         if let Some(m) = server.metrics_addr() {
             tracing::info!(addr = %m, "metrics listening");
@@ -190,12 +240,45 @@ fn serve(cfg: Config, args: ServeArgs) -> Result<()> {
             data_dir = %cfg.data_dir.display(),
             "server ready"
         );
-        if let Some(path) = &args.ready_file {
-            server.write_ready_file(path)?;
+        if let Some(p) = &args.ready_file {
+            server.write_ready_file(p)?;
         }
+        let shared = server.shared();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reload(&shared, path.as_deref(), &overrides);
+            }
+        });
         server.run(shutdown).await;
         Ok(())
     })
+}
+
+/// SIGHUP: reads the configuration again (same file, same flags) and applies what can
+/// change live; a file that does not load leaves the running configuration as it was.
+fn reload(shared: &cmtpd::Shared<cmtp_store::EmbeddedStore>, path: Option<&Path>, o: &Overrides) {
+    let from = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+    tracing::info!(config = %from, "SIGHUP received: reloading the configuration");
+    match Config::load(path, o) {
+        Ok(cfg) => {
+            let kept = shared.reload(cfg);
+            if kept.is_empty() {
+                tracing::info!("configuration reloaded");
+            } else {
+                tracing::warn!(
+                    needs_restart = %kept.join(", "),
+                    "configuration reloaded; these settings changed but need a restart (the running values stay)"
+                );
+            }
+        }
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            tracing::error!(
+                error = %render_error(&e),
+                "configuration not reloaded: the running configuration stays in force"
+            );
+        }
+    }
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (before the ready file is written, so a

@@ -23,7 +23,10 @@ use ipnet::IpNet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+
 use crate::config::RateLimits;
+use crate::live::Live;
 
 /// Which bucket a command draws from (besides the general one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,14 +96,15 @@ struct IpState {
 #[derive(Debug)]
 pub struct IpEntry {
     state: Mutex<IpState>,
-    rates: RateLimits,
+    /// The limiter's rates, shared, so a reload reaches every address at once.
+    rates: Arc<Live<RateLimits>>,
 }
 
 impl IpEntry {
     /// Takes a token for a command of class `class`; false = over the limit.
     pub fn allow(&self, class: Class) -> bool {
         let now = Instant::now();
-        let r = &self.rates;
+        let r = &*self.rates.load();
         let Ok(mut s) = self.state.lock() else {
             return true;
         };
@@ -120,7 +124,7 @@ impl IpEntry {
     /// Whether this IP may still fail mailbox authorisation (checked before the costly
     /// signature verification; does not spend a token).
     pub fn mbox_failures_left(&self) -> bool {
-        let r = &self.rates;
+        let r = &*self.rates.load();
         if r.mbox_auth_failures_per_sec == 0 {
             return true;
         }
@@ -137,7 +141,7 @@ impl IpEntry {
 
     /// Spends one token for a refused mailbox request.
     pub fn charge_mbox_failure(&self) {
-        let r = &self.rates;
+        let r = &*self.rates.load();
         if let Ok(mut s) = self.state.lock() {
             s.mbox_fail.take(
                 r.mbox_auth_failures_per_sec,
@@ -177,10 +181,10 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 #[derive(Debug)]
 pub struct Limiter {
     entries: Mutex<(HashMap<IpAddr, Arc<IpEntry>>, Instant)>,
-    rates: RateLimits,
-    per_ip: usize,
+    rates: Arc<Live<RateLimits>>,
+    per_ip: AtomicUsize,
     max_ips: usize,
-    exempt: Vec<IpNet>,
+    exempt: Live<Vec<IpNet>>,
 }
 
 /// A connection's hold on its address's entry: releases the slot when dropped, and
@@ -231,11 +235,20 @@ impl Limiter {
     pub fn new(rates: RateLimits, per_ip: usize, max_ips: usize, exempt: Vec<IpNet>) -> Self {
         Self {
             entries: Mutex::new((HashMap::new(), Instant::now())),
-            rates,
-            per_ip,
+            rates: Arc::new(Live::new(rates)),
+            per_ip: AtomicUsize::new(per_ip),
             max_ips: max_ips.max(1),
-            exempt,
+            exempt: Live::new(exempt),
         }
+    }
+
+    /// Applies reloaded limits (SIGHUP): every address's buckets use the new rates from
+    /// its next command on (tokens already in a bucket are kept, capped by the new
+    /// burst); the table size needs a restart.
+    pub fn reload(&self, rates: RateLimits, per_ip: usize, exempt: Vec<IpNet>) {
+        self.rates.store(rates);
+        self.per_ip.store(per_ip, Relaxed);
+        self.exempt.store(exempt);
     }
 
     /// How many addresses are tracked now.
@@ -247,7 +260,7 @@ impl Limiter {
     /// the table is full.
     pub fn connect(&self, ip: IpAddr) -> Result<IpSlot, Refused> {
         let canonical = ip.to_canonical();
-        if self.exempt.iter().any(|n| n.contains(&canonical)) {
+        if self.exempt.load().iter().any(|n| n.contains(&canonical)) {
             return Ok(IpSlot { entry: None });
         }
         let ip = ip_key(ip);
@@ -258,7 +271,7 @@ impl Limiter {
         let since = now.saturating_duration_since(*last_sweep);
         if since >= SWEEP_EVERY || (full && since >= SWEEP_WHEN_FULL) {
             *last_sweep = now;
-            let r = &self.rates;
+            let r = &*self.rates.load();
             map.retain(|_, e| {
                 let Ok(mut s) = e.state.lock() else {
                     return false;
@@ -282,14 +295,15 @@ impl Limiter {
         let entry = map
             .entry(ip)
             .or_insert_with(|| {
+                let r = self.rates.load();
                 Arc::new(IpEntry {
                     state: Mutex::new(IpState {
                         connections: 0,
-                        all: Bucket::full(self.rates.commands_burst, now),
-                        login: Bucket::full(self.rates.login_burst, now),
-                        key: Bucket::full(self.rates.keyrequest_burst, now),
-                        mail: Bucket::full(self.rates.mail_burst, now),
-                        mbox_fail: Bucket::full(self.rates.mbox_auth_failures_burst, now),
+                        all: Bucket::full(r.commands_burst, now),
+                        login: Bucket::full(r.login_burst, now),
+                        key: Bucket::full(r.keyrequest_burst, now),
+                        mail: Bucket::full(r.mail_burst, now),
+                        mbox_fail: Bucket::full(r.mbox_auth_failures_burst, now),
                     }),
                     rates: self.rates.clone(),
                 })
@@ -297,7 +311,7 @@ impl Limiter {
             .clone();
         drop(guard);
         let mut s = entry.state.lock().map_err(|_| Refused::PerIp)?;
-        if s.connections >= self.per_ip {
+        if s.connections >= self.per_ip.load(Relaxed) {
             return Err(Refused::PerIp);
         }
         s.connections += 1;
@@ -316,8 +330,8 @@ const MAX_TRACKED_MAILBOXES: usize = 65_536;
 #[derive(Debug)]
 pub struct MailboxLimiter {
     buckets: Mutex<HashMap<String, Bucket>>,
-    rate: u32,
-    burst: u32,
+    rate: AtomicU32,
+    burst: AtomicU32,
 }
 
 impl MailboxLimiter {
@@ -325,14 +339,21 @@ impl MailboxLimiter {
     pub fn new(rate: u32, burst: u32) -> Self {
         Self {
             buckets: Mutex::new(HashMap::new()),
-            rate,
-            burst,
+            rate: AtomicU32::new(rate),
+            burst: AtomicU32::new(burst),
         }
+    }
+
+    /// Applies a reloaded rate and burst (SIGHUP), from the next message on.
+    pub fn reload(&self, rate: u32, burst: u32) {
+        self.rate.store(rate, Relaxed);
+        self.burst.store(burst, Relaxed);
     }
 
     /// Takes a token for one message to `mailbox`; false = over the limit.
     pub fn allow(&self, mailbox: &str) -> bool {
-        if self.rate == 0 {
+        let (rate, burst) = (self.rate.load(Relaxed), self.burst.load(Relaxed));
+        if rate == 0 {
             return true;
         }
         let now = Instant::now();
@@ -340,17 +361,16 @@ impl MailboxLimiter {
             return true;
         };
         if map.len() >= MAX_TRACKED_MAILBOXES && !map.contains_key(mailbox) {
-            let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, b| !b.is_full(rate, burst, now));
             if map.len() >= MAX_TRACKED_MAILBOXES {
                 map.clear();
             }
         }
         match map.get_mut(mailbox) {
-            Some(b) => b.take(self.rate, self.burst, now),
+            Some(b) => b.take(rate, burst, now),
             None => {
-                let mut b = Bucket::full(self.burst, now);
-                let ok = b.take(self.rate, self.burst, now);
+                let mut b = Bucket::full(burst, now);
+                let ok = b.take(rate, burst, now);
                 map.insert(mailbox.to_owned(), b);
                 ok
             }

@@ -116,6 +116,9 @@ impl Server<EmbeddedStore> {
     pub fn bind(mut config: Config) -> Result<Self, ServerError> {
         config.validate()?;
         raise_fd_limit();
+        // Listen first: a server that cannot listen must not leave a new data directory
+        // and a fresh key behind (nobody would ever pin that key).
+        let sockets = Sockets::bind(&config)?;
         let data = config.data_dir.clone();
         keys::ensure_data_dir(&data).map_err(|source| ServerError::DataDir {
             path: data.clone(),
@@ -137,13 +140,36 @@ impl Server<EmbeddedStore> {
         if created {
             tracing::info!(public_key = %kp.public().to_hex(), "generated a new server key");
         }
+        let log_key = keys::load_or_create_log_key(&data)?;
         let store = EmbeddedStore::open(&data, Options::default()).map_err(|source| {
             ServerError::Store {
                 path: data.clone(),
                 source,
             }
         })?;
-        Server::with_store(config, kp, store)
+        Server::assemble(config, kp, store, sockets, log_key)
+    }
+}
+
+/// The bound listeners of a configuration, before anything else is set up.
+struct Sockets {
+    listeners: Vec<TcpListener>,
+    metrics: Option<TcpListener>,
+}
+
+impl Sockets {
+    fn bind(config: &Config) -> Result<Self, ServerError> {
+        let listeners = config
+            .listen
+            .iter()
+            .map(|a| bind(*a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let metrics = if config.metrics_enabled {
+            Some(bind(config.metrics_listen)?)
+        } else {
+            None
+        };
+        Ok(Self { listeners, metrics })
     }
 }
 
@@ -155,16 +181,25 @@ impl<S: Backend> Server<S> {
         kp: cmtp_crypto::KeyPair,
         store: S,
     ) -> Result<Self, ServerError> {
-        let listeners = config
-            .listen
-            .iter()
-            .map(|a| bind(*a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let metrics_listener = if config.metrics_enabled {
-            Some(bind(config.metrics_listen)?)
-        } else {
-            None
-        };
+        let sockets = Sockets::bind(&config)?;
+        // No data directory to keep it in: hashed log addresses are stable for this
+        // process only.
+        let mut log_key = [0u8; 32];
+        cmtp_crypto::random_bytes(&mut log_key).map_err(KeyError::from)?;
+        Self::assemble(config, kp, store, sockets, log_key)
+    }
+
+    fn assemble(
+        config: Config,
+        kp: cmtp_crypto::KeyPair,
+        store: S,
+        sockets: Sockets,
+        log_key: [u8; 32],
+    ) -> Result<Self, ServerError> {
+        let Sockets {
+            listeners,
+            metrics: metrics_listener,
+        } = sockets;
         let signer = Signer::new(kp, config.key_signature_cache);
         let mut greeting = Vec::new();
         cmtp_proto::reply::encode_greeting(config.primary_domain(), &mut greeting);
@@ -193,7 +228,8 @@ impl<S: Backend> Server<S> {
                 relay,
                 greeting: Bytes::from(greeting),
                 ohai: Bytes::from(ohai),
-                config,
+                config: crate::live::Live::new(config),
+                log_key,
             }),
             listeners,
             metrics_listener,
@@ -267,11 +303,11 @@ impl<S: Backend> Server<S> {
             tasks.spawn(crate::http::serve(
                 l,
                 pages,
-                shared.config.http.clone(),
+                shared.config.load().http.clone(),
                 trigger.subscribe(),
             ));
         }
-        let conns = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+        let conns = Arc::new(Semaphore::new(shared.config.load().limits.max_connections));
         // Connections are tracked so shutdown can wait for them.
         let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<()>(1);
         for l in listeners {
@@ -284,13 +320,14 @@ impl<S: Backend> Server<S> {
             ));
         }
         drop(conn_tx);
-        for a in shared.config.listen.iter() {
+        let configured = shared.config.load();
+        for a in &configured.listen {
             tracing::debug!(%a, "configured listen address");
         }
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing work in progress");
         trigger.fire();
-        let grace = Duration::from_secs(shared.config.shutdown_grace_secs);
+        let grace = Duration::from_secs(shared.config.load().shutdown_grace_secs);
         // Every connection holds a clone of conn_tx: recv() returns None when all are gone.
         let drained =
             tokio::time::timeout(grace, async { while conn_rx.recv().await.is_some() {} }).await;

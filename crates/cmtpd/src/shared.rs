@@ -5,8 +5,11 @@
 use bytes::Bytes;
 use cmtp_store::{MailStore, PeerStore, StoreHealth, UserStore};
 
-use crate::config::Config;
+use std::sync::Arc;
+
+use crate::config::{Config, LogAddresses};
 use crate::keys::Signer;
+use crate::live::Live;
 use crate::metrics::{Histogram, Metrics};
 use crate::quota::QuotaGate;
 use crate::ratelimit::{Limiter, MailboxLimiter};
@@ -20,8 +23,10 @@ impl<T: UserStore + MailStore + PeerStore> Backend for T {}
 
 /// Everything connections share.
 pub struct Shared<S> {
-    /// The configuration in force.
-    pub config: Config,
+    /// The configuration in force (`config.load()`); SIGHUP replaces it ([`Shared::reload`]).
+    pub config: Live<Config>,
+    /// The key of the hashed addresses in the per-message log (`log_addresses = "hashed"`).
+    pub log_key: [u8; 32],
     /// The server key and pre-signed replies.
     pub signer: Signer,
     /// Users and mail.
@@ -42,11 +47,100 @@ pub struct Shared<S> {
     pub ohai: Bytes,
 }
 
+/// The account that receives `postmaster@<local domain>`.
+pub const POSTMASTER: &str = "postmaster";
+
 impl<S: Backend> Shared<S> {
-    /// Whether `domain` (empty = ours) is one of the local domains.
+    /// Whether `domain` (empty = ours) is one of the local domains. DNS names: compared
+    /// case-insensitively (docs/protocol.md §4).
     pub fn is_local(&self, domain: &str) -> bool {
-        // Byte for byte, no case folding (docs/protocol.md §4).
-        domain.is_empty() || self.config.domains.iter().any(|d| d == domain)
+        domain.is_empty()
+            || self
+                .config
+                .load()
+                .domains
+                .iter()
+                .any(|d| cmtp_proto::same_domain(d, domain))
+    }
+
+    /// Finds the account `name` denotes, with `lookup` (a store read by exact name):
+    /// the canonical form first (so `Alice` reaches `alice`), then the name exactly as
+    /// given, for an account stored under a non-canonical name before the rule existed.
+    /// Returns the stored name (the mailbox) and what `lookup` found.
+    pub fn resolve<T, E>(
+        &self,
+        name: &str,
+        lookup: impl Fn(&str) -> Result<Option<T>, E>,
+    ) -> Result<Option<(String, T)>, E> {
+        let folded = cmtp_proto::fold(name);
+        if let Some(v) = lookup(&folded)? {
+            return Ok(Some((folded, v)));
+        }
+        if folded != name
+            && let Some(v) = lookup(name)?
+        {
+            return Ok(Some((name.to_owned(), v)));
+        }
+        Ok(None)
+    }
+
+    /// Where `postmaster` goes: the configured account (`postmaster = "alice"`), else
+    /// `None` (an account named postmaster, if any, else the server's own mailbox).
+    pub fn postmaster_alias(&self, account: &str) -> Option<String> {
+        let cfg = self.config.load();
+        let target = cfg.postmaster.as_ref()?;
+        (cmtp_proto::fold(account) == POSTMASTER).then(|| target.clone())
+    }
+
+    /// An address as the per-message log shows it: plain, or hashed with the server's log
+    /// key (`log_addresses`). Names are folded first, so one address gives one token.
+    pub fn log_address(&self, account: &str, domain: &str) -> String {
+        let cfg = self.config.load();
+        let domain = if domain.is_empty() {
+            cfg.primary_domain()
+        } else {
+            domain
+        };
+        // The empty account is the server itself: its mailbox is postmaster's.
+        let account = if account.is_empty() {
+            POSTMASTER
+        } else {
+            account
+        };
+        let addr = format!("{}@{}", cmtp_proto::fold(account), cmtp_proto::fold(domain));
+        match cfg.log_addresses {
+            LogAddresses::Plain => addr.escape_debug().to_string(),
+            LogAddresses::Hashed => {
+                let h = cmtp_crypto::blake2b_256_keyed(&self.log_key, addr.as_bytes());
+                format!("h:{}", hex::encode(&h[..8]))
+            }
+        }
+    }
+
+    /// Puts a reloaded configuration in force (SIGHUP): limits, rates and federation
+    /// settings change at once; settings read only at start keep their running values.
+    /// Returns the names of those that differed (they need a restart).
+    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+        let running = self.config.load();
+        let (new, mut kept) = new.for_reload(&running);
+        if let Err(e) = self.relay.reload(new.federation.clone()) {
+            tracing::warn!(error = %e, "federation routes not reloaded");
+            kept.push("federation (resolver)");
+        }
+        self.limiter.reload(
+            new.rate.clone(),
+            new.limits.max_connections_per_ip,
+            new.limits.exempt_networks.clone(),
+        );
+        self.mailbox_rates
+            .reload(new.rate.mailbox_mail_per_sec, new.rate.mailbox_mail_burst);
+        self.config.store(new);
+        kept
+    }
+
+    /// The configuration in force (a shortcut for `config.load()`).
+    pub fn cfg(&self) -> Arc<Config> {
+        self.config.load()
     }
 
     /// Whether the store accepts writes now, and if not why (for `/health`).

@@ -19,9 +19,27 @@ fn user_add_list_remove_while_serving() {
     c.send(b"KEYREQUEST\0lena\0\0");
     assert_eq!(c.key_or_none(), None);
 
+    // A weak password is refused with the estimate's advice, nothing is created.
+    let weak = failed(&srv.admin(&["user", "add", "lena", "--password-stdin"], b"lena1234\n"));
+    assert!(
+        weak.contains("too weak") && weak.contains("--allow-weak-password"),
+        "{weak}"
+    );
+    assert!(!ok(&srv.admin(&["user", "list"], b"")).contains("lena"));
     let out = ok(&srv.admin(
         &["user", "add", "lena", "--password-stdin"],
         b"correct horse \n",
+    ));
+    // The override, for tests and imports of known passwords.
+    ok(&srv.admin(
+        &[
+            "user",
+            "add",
+            "weak",
+            "--password-stdin",
+            "--allow-weak-password",
+        ],
+        b"lena1234\n",
     ));
     let hex_key = out.split_whitespace().nth(2).unwrap().to_owned();
     // Seen by the running server at once.
@@ -37,7 +55,11 @@ fn user_add_list_remove_while_serving() {
 
     // Duplicate, hostile names, empty password.
     assert!(
-        failed(&srv.admin(&["user", "add", "lena", "--password-stdin"], b"x\n")).contains("exists")
+        failed(&srv.admin(
+            &["user", "add", "lena", "--password-stdin"],
+            b"tulip marble quarry 42\n"
+        ))
+        .contains("exists")
     );
     for bad in ["../x", "a/b", ".."] {
         failed(&srv.admin(&["user", "add", bad, "--password-stdin"], b"pw\n"));
@@ -54,7 +76,7 @@ fn user_add_list_remove_while_serving() {
         .iter()
         .map(|u| u["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["abe", "lena"]);
+    assert_eq!(names, ["abe", "lena", "weak"]);
     assert_eq!(v[1]["public_key"].as_str().unwrap(), hex_key);
     assert_eq!(v[1]["xzibit_version"].as_u64(), Some(2));
     assert!(ok(&srv.admin(&["user", "list"], b"")).contains("lena"));
@@ -189,18 +211,38 @@ fn key_show_and_postmaster_mailbox() {
     assert_eq!(c.mail(&m2), "SUCCESS");
 
     let list = ok(&srv.admin(&["mailbox", "list"], b""));
-    let ids: Vec<&str> = list
-        .lines()
-        .map(|l| l.split_whitespace().next().unwrap())
-        .collect();
-    assert_eq!(ids.len(), 2, "{list}");
     assert!(list.contains("nina@x.example") && list.contains("otto@y.example"));
-    let show = ok(&srv.admin(&["mailbox", "show", ids[0]], b""));
+    // Aligned columns, a header, a total with a correct plural and a human size.
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 4, "{list}");
+    assert!(
+        lines[0].starts_with("ID ") && lines[0].contains("RECEIVED"),
+        "{list}"
+    );
+    let col = |l: &str| l.find(" v").unwrap();
+    assert_eq!(col(lines[1]), col(lines[2]), "columns align:\n{list}");
+    assert!(lines[3].starts_with("2 messages, "), "{list}");
+    assert!(
+        lines[1].contains("1 attachment ") && lines[2].contains("0 attachments"),
+        "{list}"
+    );
+    let json = srv.admin(&["mailbox", "list", "--json"], b"").json();
+    let ids: Vec<String> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{json}");
+    assert_eq!(json[0]["from"], "nina@x.example");
+    assert_eq!(json[0]["attachments"], 1);
+    assert!(json[0]["size"].as_u64().unwrap() > 0);
+    let show = ok(&srv.admin(&["mailbox", "show", &ids[0]], b""));
     assert!(show.contains("subject: Bounce"), "{show}");
     assert!(show.contains("the sealed text"), "{show}");
     assert!(show.contains("notes.txt"), "{show}");
     assert!(show.contains("log: hop"), "{show}");
-    let show = ok(&srv.admin(&["mailbox", "show", ids[1]], b""));
+    let show = ok(&srv.admin(&["mailbox", "show", &ids[1]], b""));
     assert!(show.contains("plain words"), "{show}");
     failed(&srv.admin(&["mailbox", "show", "999999"], b""));
 
@@ -291,7 +333,10 @@ fn mailbox_list_and_show_never_pass_terminal_controls() {
     );
     assert_eq!(c.mail(&m), "SUCCESS");
     let list = ok(&srv.admin(&["mailbox", "list"], b""));
-    let id = list.split_whitespace().next().unwrap().to_owned();
+    let id = srv.admin(&["mailbox", "list", "--json"], b"").json()[0]["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
     let show = ok(&srv.admin(&["mailbox", "show", &id], b""));
     for out in [&list, &show] {
         assert!(

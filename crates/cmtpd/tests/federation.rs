@@ -112,12 +112,8 @@ fn count(srv: &TestServer, mailbox: &str) -> u64 {
 
 /// The id of the first message in `mailbox`.
 fn first_id(srv: &TestServer, mailbox: &str) -> String {
-    let l = srv.admin(&["mailbox", "list", mailbox], b"");
-    l.ok()
-        .split_whitespace()
-        .next()
-        .expect("a message")
-        .to_owned()
+    let l = srv.admin(&["mailbox", "list", mailbox, "--json"], b"");
+    l.json()[0]["id"].as_u64().expect("a message").to_string()
 }
 
 /// Messages waiting in the relay queue.
@@ -231,7 +227,9 @@ fn srv_and_mx_routes_from_dns() {
         submit(&mut c, &alice, "alice", "a.test", &nx),
         "v0:DELIVERYFAILURE"
     );
-    assert_eq!(queued(&a), 0);
+    // A removes a message from its queue once the remote's SUCCESS is in, just after
+    // the remote stored it: wait, do not race it.
+    wait_until("A's queue empty", DELIVERY, || queued(&a) == 0);
 }
 
 #[test]

@@ -221,9 +221,8 @@ fn mailbox_show_never_creates_a_server_key() {
     assert!(srv.wait_exit(Duration::from_secs(30)).success());
     let key = srv.data.join("server.key");
     std::fs::remove_file(&key).unwrap();
-    let out = srv.admin(&["mailbox", "list"], b"");
-    assert!(out.success(), "{out:?}");
-    let id = out.stdout.split_whitespace().next().unwrap().to_owned();
+    let out = srv.admin(&["mailbox", "list", "--json"], b"");
+    let id = out.json()[0]["id"].as_u64().unwrap().to_string();
     let out = srv.admin(&["mailbox", "show", &id], b"");
     assert!(!out.success(), "{out:?}");
     assert!(out.stderr.contains("no server key"));

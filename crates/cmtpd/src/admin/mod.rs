@@ -8,16 +8,23 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use cmtp_client::terminal::{Layout, sanitize};
-use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
+use cmtp_crypto::KeyPair;
 use cmtp_proto::{AttachmentPlain, Body, MessageDecoder, MessageEvent, MessageLimits};
-use cmtp_store::{EmbeddedStore, FsUsers, MailStore, MessageRead, UserRecord, UserStore};
+use cmtp_store::{EmbeddedStore, MailStore, MessageRead};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::keys;
 
 pub mod domain;
+pub mod format;
 pub mod queue;
+mod user;
+
+pub use user::{
+    Added, init, password_from_reader, require_data_dir, stored_name, user_add, user_import,
+    user_list, user_remove,
+};
 
 /// Errors of the admin subcommands.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,30 @@ pub enum AdminError {
     /// An empty password was given.
     #[error("the password must not be empty")]
     EmptyPassword,
+    /// The strength estimate calls the password weak.
+    #[error(
+        "the password is too weak (strength {score} of 4, at least {min} needed){feedback}; \
+         choose a longer one (several unrelated words), or pass --allow-weak-password"
+    )]
+    WeakPassword {
+        /// zxcvbn's score, 0–4.
+        score: u8,
+        /// The least score accepted.
+        min: u8,
+        /// zxcvbn's warning and suggestions, prefixed with ": ", or empty.
+        feedback: String,
+    },
+    /// The data directory does not exist (only `serve` and `init` create it).
+    #[error(
+        "no data directory at {path} ({origin}): run `cmtpd init` or `cmtpd serve` to create \
+         one, or name the server's with --config FILE or --data-dir DIR"
+    )]
+    NoDataDir {
+        /// The directory looked for.
+        path: String,
+        /// Where that path came from.
+        origin: String,
+    },
     /// A file or directory could not be read or created.
     #[error("{path}: {source}")]
     Io {
@@ -76,135 +107,6 @@ fn read(path: &Path) -> Result<Vec<u8>> {
         path: path.display().to_string(),
         source,
     })
-}
-
-fn add_record(data_dir: &Path, rec: &UserRecord) -> Result<()> {
-    keys::ensure_data_dir(data_dir).map_err(|source| AdminError::Io {
-        path: data_dir.display().to_string(),
-        source,
-    })?;
-    let users = FsUsers::open(data_dir)?;
-    match users.add(rec) {
-        Err(cmtp_store::StoreError::AlreadyExists) => Err(AdminError::Exists(rec.name.clone())),
-        r => Ok(r?),
-    }
-}
-
-/// `user add`: a fresh key pair sealed in a version-2 xzibit under `password`.
-/// Returns the new public key.
-pub fn user_add(data_dir: &Path, name: &str, password: &[u8]) -> Result<PublicKey> {
-    check_name(name)?;
-    if password.is_empty() {
-        return Err(AdminError::EmptyPassword);
-    }
-    if FsUsers::open_read_only(data_dir)
-        .public_key(name)?
-        .is_some()
-    {
-        return Err(AdminError::Exists(name.to_owned()));
-    }
-    let kp = KeyPair::generate()?;
-    let xz = Xzibit::create_v2(&kp, password)?;
-    add_record(
-        data_dir,
-        &UserRecord {
-            name: name.to_owned(),
-            public_key: *kp.public().as_bytes(),
-            xzibit: xz.into_bytes(),
-            created: crate::unix_now(),
-        },
-    )?;
-    Ok(kp.public())
-}
-
-/// Reads a password from the first line of `input` (only the final `\n` is removed, as
-/// the 2016 tool did, so leading and trailing spaces are kept).
-pub fn password_from_reader(
-    mut input: impl std::io::BufRead,
-) -> std::io::Result<Zeroizing<String>> {
-    let mut line = Zeroizing::new(String::new());
-    input.read_line(&mut line)?;
-    if line.ends_with('\n') {
-        line.pop();
-    }
-    Ok(line)
-}
-
-/// `user import`: an account made by the 2016 tools (raw 32-byte public key file and
-/// xzibit file). The xzibit's structure is checked; it cannot be opened without the
-/// password.
-pub fn user_import(data_dir: &Path, name: &str, public_key: &Path, xzibit: &Path) -> Result<()> {
-    check_name(name)?;
-    let pk = read(public_key)?;
-    let pk: [u8; 32] = pk.as_slice().try_into().map_err(|_| {
-        AdminError::BadImport(format!(
-            "{} is {} bytes, a public key file is exactly 32",
-            public_key.display(),
-            pk.len()
-        ))
-    })?;
-    PublicKey::from_array(pk)
-        .to_x25519()
-        .map_err(|_| AdminError::BadImport("the public key is not a usable Ed25519 key".into()))?;
-    let xz = read(xzibit)?;
-    Xzibit::parse(&xz).map_err(|e| {
-        AdminError::BadImport(format!("{} is not a valid xzibit: {e}", xzibit.display()))
-    })?;
-    add_record(
-        data_dir,
-        &UserRecord {
-            name: name.to_owned(),
-            public_key: pk,
-            xzibit: xz,
-            created: crate::unix_now(),
-        },
-    )
-}
-
-#[derive(Serialize)]
-struct UserJson {
-    name: String,
-    public_key: String,
-    xzibit_version: Option<u32>,
-    created: u64,
-}
-
-/// `user list` (a table, or JSON with `json`).
-pub fn user_list(data_dir: &Path, json: bool) -> Result<String> {
-    let users = FsUsers::open_read_only(data_dir).list_users()?;
-    let rows: Vec<UserJson> = users
-        .into_iter()
-        .map(|u| UserJson {
-            xzibit_version: Xzibit::parse(&u.xzibit).ok().map(|x| x.version()),
-            public_key: hex::encode(u.public_key),
-            name: u.name,
-            created: u.created,
-        })
-        .collect();
-    if json {
-        return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
-    }
-    let mut o = String::new();
-    if rows.is_empty() {
-        o.push_str("no users\n");
-    }
-    for r in rows {
-        let v = r
-            .xzibit_version
-            .map_or_else(|| "?".to_owned(), |v| v.to_string());
-        let _ = writeln!(o, "{}  {}  xzibit v{}", r.name, r.public_key, v);
-    }
-    Ok(o)
-}
-
-/// `user remove`.
-pub fn user_remove(data_dir: &Path, name: &str) -> Result<()> {
-    check_name(name)?;
-    if FsUsers::open_read_only(data_dir).remove(name)? {
-        Ok(())
-    } else {
-        Err(AdminError::NoSuchUser(name.to_owned()))
-    }
 }
 
 /// `key show`: the server key's fingerprint (as `cmtp` shows it) and its hex; fails when
@@ -281,15 +183,15 @@ pub fn mailbox_stats(data_dir: &Path, json: bool) -> Result<String> {
         return Ok(serde_json::to_string_pretty(&j).unwrap_or_default() + "\n");
     }
     let mut o = format!(
-        "{} messages, {} bytes; {} segments ({} bytes: {} live, {} dead); {} blobs ({} bytes)\n",
-        s.messages,
-        s.bytes,
-        s.segments,
-        s.log_bytes,
-        s.live_bytes,
-        s.dead_bytes,
-        s.blobs,
-        s.blob_bytes
+        "{}, {}; {} ({}: {} live, {} dead); {} ({})\n",
+        format::count(s.messages, "message", "messages"),
+        format::size(s.bytes),
+        format::count(s.segments, "segment", "segments"),
+        format::size(s.log_bytes),
+        format::size(s.live_bytes),
+        format::size(s.dead_bytes),
+        format::count(s.blobs, "blob", "blobs"),
+        format::size(s.blob_bytes)
     );
     for (name, m) in &s.mailboxes {
         let shown = if name.is_empty() {
@@ -299,37 +201,81 @@ pub fn mailbox_stats(data_dir: &Path, json: bool) -> Result<String> {
         } else {
             name
         };
-        let _ = writeln!(o, "  {shown}: {} messages, {} bytes", m.messages, m.bytes);
+        let _ = writeln!(
+            o,
+            "  {shown}: {}, {}",
+            format::count(m.messages, "message", "messages"),
+            format::size(m.bytes)
+        );
     }
     Ok(o)
 }
 
-/// `mailbox list [ACCOUNT]` (default: the server's own mailbox).
-pub async fn mailbox_list(data_dir: &Path, account: Option<&str>) -> Result<String> {
-    let mailbox = account.unwrap_or("");
-    if !mailbox.is_empty() {
-        check_name(mailbox)?;
-    }
+#[derive(Serialize)]
+struct MessageJson {
+    id: u64,
+    received: u64,
+    size: u64,
+    version: u32,
+    attachments: u32,
+    from: String,
+}
+
+/// `mailbox list [ACCOUNT]` (default: the server's own mailbox): a table with human
+/// sizes and dates, or JSON (exact numbers, Unix times) with `json`.
+pub async fn mailbox_list(data_dir: &Path, account: Option<&str>, json: bool) -> Result<String> {
+    let mailbox = match account {
+        Some(a) => stored_name(data_dir, a)?,
+        None => String::new(),
+    };
     let store = open_mail(data_dir)?;
-    let list = MailStore::list(&store, mailbox).await?;
-    let mut o = String::new();
-    if list.is_empty() {
-        o.push_str("no messages\n");
+    let list = MailStore::list(&store, &mailbox).await?;
+    // Sender names come from the wire: never let them drive the operator's terminal.
+    let rows: Vec<MessageJson> = list
+        .into_iter()
+        .map(|m| MessageJson {
+            id: m.id,
+            received: m.received,
+            size: m.size,
+            version: m.meta.version,
+            attachments: m.meta.attachment_count,
+            from: format!(
+                "{}@{}",
+                sanitize(&m.meta.src_account, Layout::Line),
+                sanitize(&m.meta.src_domain, Layout::Line)
+            ),
+        })
+        .collect();
+    if json {
+        return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
     }
-    for m in list {
-        // Sender names come from the wire: never let them drive the operator's terminal.
-        let _ = writeln!(
-            o,
-            "{}  received {}  {} bytes  v{}  {} attachments  from {}@{}",
-            m.id,
-            m.received,
-            m.size,
-            m.meta.version,
-            m.meta.attachment_count,
-            sanitize(&m.meta.src_account, Layout::Line),
-            sanitize(&m.meta.src_domain, Layout::Line)
-        );
+    if rows.is_empty() {
+        return Ok("no messages\n".to_owned());
     }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                format::date(m.received),
+                format::size(m.size),
+                format!("v{}", m.version),
+                format::count(u64::from(m.attachments), "attachment", "attachments"),
+                m.from.clone(),
+            ]
+        })
+        .collect();
+    let mut o = format::table(
+        &["ID", "RECEIVED (UTC)", "SIZE", "VER", "ATTACHMENTS", "FROM"],
+        &table,
+    );
+    let total: u64 = rows.iter().map(|m| m.size).sum();
+    let _ = writeln!(
+        o,
+        "{}, {}",
+        format::count(rows.len() as u64, "message", "messages"),
+        format::size(total)
+    );
     Ok(o)
 }
 
@@ -365,7 +311,11 @@ pub async fn mailbox_show(data_dir: &Path, account: Option<&str>, id: u64) -> Re
 
 /// Pretty-prints a stored message; opens sealed parts when `key` is given.
 pub(crate) fn render_message(raw: &[u8], id: u64, received: u64, key: Option<&KeyPair>) -> String {
-    let mut o = format!("message {id}, received {received}, {} bytes\n", raw.len());
+    let mut o = format!(
+        "message {id}, received {} UTC, {}\n",
+        format::date(received),
+        format::size(raw.len() as u64)
+    );
     let mut dec = MessageDecoder::new(MessageLimits::UNLIMITED);
     let (mut log, mut body) = (Vec::new(), Vec::new());
     let mut atts: Vec<Vec<u8>> = Vec::new();
@@ -482,11 +432,14 @@ mod tests {
     #[test]
     fn bad_names_never_reach_a_path() {
         let d = tempfile::tempdir().unwrap();
-        for n in ["../x", "", "a/b", ".."] {
-            assert!(matches!(
-                user_add(d.path(), n, b"pw"),
-                Err(AdminError::InvalidName(..))
-            ));
+        for n in ["../x", "", "a/b", "..", "a b", "al\u{200B}ice"] {
+            assert!(
+                matches!(
+                    user_add(d.path(), n, b"pw", true),
+                    Err(AdminError::InvalidName(..))
+                ),
+                "{n:?}"
+            );
         }
         assert!(!d.path().join("x").exists());
     }

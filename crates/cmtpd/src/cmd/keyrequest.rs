@@ -26,8 +26,14 @@ pub(super) async fn keyrequest<S: Backend>(
         }
         return Ok(Flow::Continue);
     }
-    match sh.store.public_key(user) {
-        Ok(Some(k)) => c.reply(&sh.signer.user_key_reply(&k)),
+    // postmaster@ (RFC 5321): the mapped account's key, else an account of that name,
+    // else the server's own key (the server's mailbox receives it).
+    let alias = sh.postmaster_alias(user);
+    match sh.resolve(alias.as_deref().unwrap_or(user), |n| sh.store.public_key(n)) {
+        Ok(Some((_, k))) => c.reply(&sh.signer.user_key_reply(&k)),
+        Ok(None) if cmtp_proto::fold(user) == crate::shared::POSTMASTER => {
+            c.reply(&sh.signer.server_key)
+        }
         Ok(None) => c.reply(&sh.signer.key_not_available),
         Err(e) => return Ok(c.internal_failure("user store failed on KEYREQUEST", &e)),
     }

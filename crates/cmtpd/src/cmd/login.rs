@@ -14,7 +14,10 @@ pub(super) fn login<S: Backend>(c: &mut Conn<S>, user: &str) {
         c.reply(&sh.signer.v0_failure);
         return;
     }
-    match sh.store.xzibit(user) {
+    match sh
+        .resolve(user, |n| sh.store.xzibit(n))
+        .map(|f| f.map(|(_, x)| x))
+    {
         Ok(Some(x)) if !x.is_empty() => c.reply(&sh.signer.login_reply(&x)),
         Ok(_) => c.reply(&sh.signer.v0_failure),
         Err(e) => {

@@ -18,12 +18,13 @@ use crate::shared::{Backend, Shared};
 const FETCH_CHUNK: usize = 64 * 1024;
 
 /// Whether the request is authorised: known user, fresh timestamp, good signature for
-/// one of our domains. `Some(created)` (the account's creation time) when it is.
+/// one of our domains. `Some((mailbox, created))` (the account's stored name and creation
+/// time) when it is.
 fn authorised<S: Backend>(
     sh: &Shared<S>,
     kind: MboxKind,
     req: &MboxRequest,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<Option<(String, u64)>, StoreError> {
     if cmtp_proto::validate_name(&req.user).is_err() {
         return Ok(None);
     }
@@ -31,17 +32,19 @@ fn authorised<S: Backend>(
         return Ok(None);
     }
     // The whole record: `created` says which messages belong to this holder of the name.
-    let (key, created) = match sh.store.get(&req.user)? {
-        Some(u) => (PublicKey::from_array(u.public_key), u.created),
+    let (mailbox, key, created) = match sh.resolve(&req.user, |n| sh.store.get(n))? {
+        Some((mailbox, u)) => (mailbox, PublicKey::from_array(u.public_key), u.created),
         None => return Ok(None),
     };
     let sig = Signature::from_array(req.signature);
-    let ok = sh
-        .config
-        .domains
-        .iter()
-        .any(|d| key.verify(&req.signing_bytes(kind, d), &sig).is_ok());
-    Ok(ok.then_some(created))
+    let ok = sh.config.load().domains.iter().any(|d| {
+        // The configured spelling, or the folded one (a client that lower-cased the
+        // domain the user typed): domains are case-insensitive (protocol.md §4).
+        let folded = cmtp_proto::fold(d);
+        key.verify(&req.signing_bytes(kind, d), &sig).is_ok()
+            || (folded != *d && key.verify(&req.signing_bytes(kind, &folded), &sig).is_ok())
+    });
+    Ok(ok.then_some((mailbox, created)))
 }
 
 /// Whether a message belongs to a previous holder of the account name: received before
@@ -66,8 +69,8 @@ pub(super) async fn mbox<S: Backend>(
         c.reply_failure();
         return Ok(Flow::Continue);
     }
-    let created = match authorised(&sh, kind, &req) {
-        Ok(Some(created)) => created,
+    let (mailbox, created) = match authorised(&sh, kind, &req) {
+        Ok(Some(found)) => found,
         Ok(None) => {
             c.limits().charge_mbox_failure();
             sh.metrics.failure(FailureReason::MboxAuth);
@@ -77,7 +80,7 @@ pub(super) async fn mbox<S: Backend>(
         }
         Err(e) => return Ok(internal(c, &e)),
     };
-    let user = req.user.as_str();
+    let user = mailbox.as_str();
     match kind {
         MboxKind::List => match list_payload(&sh, user, created).await {
             Ok(payload) => c.reply(&sh.signer.mbox_reply(&req.signature, &payload)),
@@ -101,7 +104,7 @@ pub(super) async fn mbox<S: Backend>(
                 Err(e) => return Ok(internal(c, &e)),
             }
         }
-        MboxKind::Fetch => return fetch(c, &req, created).await,
+        MboxKind::Fetch => return fetch(c, &req, user, created).await,
     }
     Ok(Flow::Continue)
 }
@@ -119,7 +122,7 @@ async fn list_payload<S: Backend>(
     user: &str,
     created: u64,
 ) -> Result<Vec<u8>, StoreError> {
-    let cap = sh.config.limits.max_mailbox_messages;
+    let cap = sh.config.load().limits.max_mailbox_messages;
     let mut payload = vec![0u8; 4];
     let mut count: u32 = 0;
     let mut after = 0u64;
@@ -169,11 +172,12 @@ fn internal<S>(c: &mut Conn<S>, e: &StoreError) -> Flow {
 async fn fetch<S: Backend>(
     c: &mut Conn<S>,
     req: &MboxRequest,
+    mailbox: &str,
     created: u64,
 ) -> Result<Flow, ConnError> {
     let sh = c.shared().clone();
     let id = req.id.unwrap_or(0);
-    let (info, mut reader) = match sh.store.open(&req.user, id).await {
+    let (info, mut reader) = match sh.store.open(mailbox, id).await {
         Ok(Some(x)) if !previous_holders(x.0.received, created) => x,
         Ok(_) => {
             c.reply(&sh.signer.no_such_message);

@@ -13,7 +13,7 @@ use crate::relay::QueueNote;
 use crate::shared::{Backend, Shared};
 
 /// The account a notice comes from.
-pub const POSTMASTER: &str = "postmaster";
+pub use crate::shared::POSTMASTER;
 
 /// What the sender is told.
 pub struct Failure<'a> {
@@ -41,8 +41,8 @@ pub async fn bounce<S: Backend>(sh: &Shared<S>, f: &Failure<'_>) -> bool {
             "undeliverable message of a non-local sender dropped without notice");
         return false;
     }
-    let key = match sh.store.public_key(f.src_account) {
-        Ok(Some(k)) => k,
+    let (mailbox, key) = match sh.resolve(f.src_account, |n| sh.store.public_key(n)) {
+        Ok(Some(found)) => found,
         Ok(None) => {
             tracing::warn!(to = %rcpt, "the sender's account is gone; no notice");
             return false;
@@ -52,7 +52,7 @@ pub async fn bounce<S: Backend>(sh: &Shared<S>, f: &Failure<'_>) -> bool {
             return false;
         }
     };
-    match write_notice(sh, f, &key).await {
+    match write_notice(sh, f, &mailbox, &key).await {
         Ok(id) => {
             sh.relay.metrics.bounces.fetch_add(1, Relaxed);
             tracing::info!(id, to = %rcpt, reason = f.reason, "delivery-failure notice written");
@@ -92,6 +92,7 @@ pub fn notice_text(f: &Failure<'_>) -> String {
 async fn write_notice<S: Backend>(
     sh: &Shared<S>,
     f: &Failure<'_>,
+    mailbox: &str,
     key: &[u8; 32],
 ) -> Result<u64, String> {
     let now = crate::unix_now();
@@ -108,7 +109,7 @@ async fn write_notice<S: Backend>(
     let sealed = cmtp_crypto::seal(&body, &pk).map_err(|e| e.to_string())?;
     let mut log = Vec::new();
     let entry = cmtp_proto::log::BounceEntry {
-        by: sh.config.primary_domain().to_owned(),
+        by: sh.config.load().primary_domain().to_owned(),
         at: now,
     };
     let text = entry.encode().map_err(|e| e.to_string())?;
@@ -121,7 +122,7 @@ async fn write_notice<S: Backend>(
     let mut d = sh.store.begin();
     d.write(&bytes).await.map_err(|e| e.to_string())?;
     d.commit(MessageMeta {
-        mailbox: f.src_account.to_owned(),
+        mailbox: mailbox.to_owned(),
         src_account: POSTMASTER.to_owned(),
         src_domain: f.src_domain.to_owned(),
         version: 1,

@@ -194,7 +194,8 @@ pub async fn run<S: Backend>(sh: Arc<Shared<S>>, mut inbox: QueueInbox, mut stop
         state: Mutex::new(state),
         wake: Notify::new(),
     });
-    if let Some((listener, path)) = control::bind(&sh.config.data_dir) {
+    let data_dir = sh.config.load().data_dir.clone();
+    if let Some((listener, path)) = control::bind(&data_dir) {
         tokio::spawn(control::serve(
             sh.clone(),
             queue.clone(),
@@ -249,7 +250,7 @@ fn add(st: &mut State, q: Queued, now: u64) {
 
 /// Starts a worker for each domain with due messages, within the limits.
 fn spawn_workers<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, st: &mut State) {
-    let cfg = &sh.relay.config;
+    let cfg = sh.relay.config.load();
     sh.relay.metrics.depth.store(st.items.len() as u64, Relaxed);
     let domains: Vec<(String, usize)> =
         st.ready.iter().map(|(d, q)| (d.clone(), q.len())).collect();

@@ -27,7 +27,7 @@ pub(super) async fn run<S: Backend>(sh: Arc<Shared<S>>, queue: Arc<Queue>, domai
 
 async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &str) {
     let relay = &sh.relay;
-    let addrs = match relay.router.resolve(domain).await {
+    let addrs = match relay.router.load().resolve(domain).await {
         Ok(a) if !a.is_empty() => a,
         Ok(_) => {
             let items = queue.state.lock().take_all(domain);
@@ -68,7 +68,10 @@ async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &s
     // group commits instead of waiting for one fsync each.
     let mut settling = JoinSet::new();
     loop {
-        let batch = queue.state.lock().take(domain, relay.config.pipeline);
+        let batch = queue
+            .state
+            .lock()
+            .take(domain, relay.config.load().pipeline);
         if batch.is_empty() {
             break;
         }
@@ -177,7 +180,7 @@ async fn delivered<S: Backend>(sh: &Shared<S>, queue: &Queue, id: u64) {
 /// A temporary failure: the state is saved with the next attempt, or the message is
 /// given up when it is too old.
 async fn defer<S: Backend>(sh: &Shared<S>, queue: &Queue, id: u64, mut item: Item, why: &str) {
-    let cfg = &sh.relay.config;
+    let cfg = sh.relay.config.load();
     let now = crate::unix_now();
     sh.relay.metrics.deferred.fetch_add(1, Relaxed);
     if !item

@@ -16,6 +16,7 @@ use cmtp_store::PeerStore;
 use tokio::sync::mpsc;
 
 use crate::config::Federation;
+use crate::live::Live;
 pub use keys::KeyCache;
 pub use note::QueueNote;
 pub use peer::{MailVerdict, Peer, PeerError, PeerTimeouts};
@@ -122,10 +123,10 @@ pub fn check_pin<P: PeerStore>(
 
 /// The relay policy and its shared parts.
 pub struct Relay {
-    /// The `[federation]` settings.
-    pub config: Federation,
-    /// Where domains' servers are.
-    pub router: Router,
+    /// The `[federation]` settings (replaced on SIGHUP).
+    pub config: Live<Federation>,
+    /// Where domains' servers are (rebuilt on SIGHUP: routes, DNS).
+    pub router: Live<Router>,
     /// Relayed keys of other domains' users.
     pub keys: KeyCache,
     /// Counters.
@@ -141,8 +142,8 @@ impl Relay {
         let (tx, rx) = mpsc::unbounded_channel();
         Ok((
             Relay {
-                config,
-                router,
+                config: Live::new(config),
+                router: Live::new(router),
                 keys,
                 metrics: RelayMetrics::default(),
                 queued: tx,
@@ -151,9 +152,22 @@ impl Relay {
         ))
     }
 
+    /// Applies a reloaded `[federation]`: routes and the resolver are rebuilt (a
+    /// resolver that cannot be made leaves the old router and is the error).
+    pub fn reload(&self, config: Federation) -> Result<(), String> {
+        let router = Router::new(&config)?;
+        self.router.store(router);
+        self.config.store(config);
+        Ok(())
+    }
+
     /// Whether plain MAIL from `ip` may be relayed (`trusted_networks`).
     pub fn trusts(&self, ip: IpAddr) -> bool {
-        self.config.trusted_networks.iter().any(|n| n.contains(&ip))
+        self.config
+            .load()
+            .trusted_networks
+            .iter()
+            .any(|n| n.contains(&ip))
     }
 
     /// Hands a newly queued message to the outbound scheduler.
@@ -167,8 +181,8 @@ impl Relay {
     /// Timeouts of outgoing connections.
     pub fn timeouts(&self) -> PeerTimeouts {
         PeerTimeouts {
-            connect: std::time::Duration::from_secs(self.config.connect_timeout_secs),
-            reply: std::time::Duration::from_secs(self.config.reply_timeout_secs),
+            connect: std::time::Duration::from_secs(self.config.load().connect_timeout_secs),
+            reply: std::time::Duration::from_secs(self.config.load().reply_timeout_secs),
         }
     }
 
@@ -181,7 +195,7 @@ impl Relay {
             return hit;
         }
         self.metrics.key_lookups.fetch_add(1, Relaxed);
-        let limit = std::time::Duration::from_secs(self.config.key_timeout_secs);
+        let limit = std::time::Duration::from_secs(self.config.load().key_timeout_secs);
         let asked = tokio::time::timeout(limit, self.ask_key(peers, user, &domain)).await;
         match asked {
             Ok(Ok(answer)) => {
@@ -207,6 +221,7 @@ impl Relay {
     ) -> Result<Option<[u8; 32]>, String> {
         let addrs = self
             .router
+            .load()
             .resolve(domain)
             .await
             .map_err(|e| e.to_string())?;

@@ -71,8 +71,15 @@ fn local_mailbox<S: Backend>(sh: &Shared<S>, env: &Envelope) -> Result<String, R
         // The server's own mailbox (postmaster).
         return Ok(String::new());
     }
-    match sh.store.public_key(&env.dest_account) {
-        Ok(Some(_)) => Ok(env.dest_account.clone()),
+    // postmaster@ (RFC 5321): the mapped account, else an account of that name, else
+    // the server's own mailbox.
+    let alias = sh.postmaster_alias(&env.dest_account);
+    let name = alias.as_deref().unwrap_or(&env.dest_account);
+    match sh.resolve(name, |n| sh.store.public_key(n)) {
+        Ok(Some((mailbox, _))) => Ok(mailbox),
+        Ok(None) if cmtp_proto::fold(&env.dest_account) == crate::shared::POSTMASTER => {
+            Ok(String::new())
+        }
         Ok(None) => Err(Refusal::Delivery(None)),
         Err(e) => Err(Refusal::Internal(format!("user store failed on MAIL: {e}"))),
     }
@@ -107,8 +114,8 @@ fn check_proof<S: Backend>(sh: &Shared<S>, env: &Envelope, p: &mut Proof) -> Res
     if now.abs_diff(p.req.timestamp) > cmtp_proto::submit::TIMESTAMP_WINDOW_SECS {
         return Err(denied());
     }
-    let key = match sh.store.public_key(&env.src_account) {
-        Ok(Some(k)) => k,
+    let key = match sh.resolve(&env.src_account, |n| sh.store.public_key(n)) {
+        Ok(Some((_, k))) => k,
         Ok(None) => return Err(denied()),
         Err(e) => {
             return Err(Refusal::Internal(format!(
@@ -128,7 +135,8 @@ fn admit<S: Backend>(sh: &Shared<S>, mailbox: &str, env: &Envelope) -> Result<Qu
         tracing::debug!(mailbox, "mailbox over its MAIL rate");
         return Err(Refusal::TryLater(FailureReason::MailboxRate));
     }
-    let l = &sh.config.limits;
+    let cfg = sh.config.load();
+    let l = &cfg.limits;
     let quota = Quota {
         messages: l.max_mailbox_messages,
         bytes: l.max_mailbox_bytes,
@@ -162,13 +170,13 @@ async fn admit_relay<S: Backend>(
     // Only what is known at once is refused now (spec §5.5): a domain without a server is
     // permanent; DNS trouble is not, the queue retries it.
     if let Err(e @ cmtp_client::RouteError::Permanent { .. }) =
-        relay.router.resolve(&env.dest_domain).await
+        relay.router.load().resolve(&env.dest_domain).await
     {
         tracing::debug!(error = %e, "no route");
         return Err(Refusal::Delivery(Some(FailureReason::NoRoute)));
     }
     let quota = Quota {
-        messages: relay.config.max_queue_messages,
+        messages: relay.config.load().max_queue_messages,
         bytes: u64::MAX,
     };
     sh.quotas

@@ -37,6 +37,56 @@ impl LogTap {
     }
 }
 
+/// What the per-message log line tells of a message once its envelope is known.
+struct Summary {
+    from: String,
+    to: String,
+    size: u64,
+}
+
+/// Where a message went: its id in the mailbox or the relay queue.
+enum Outcome {
+    Stored(u64),
+    Queued(u64),
+}
+
+/// The one info line per MAIL/SUBMIT (as Postfix logs one per message): command, id,
+/// from, to, size, result, peer and time taken. Addresses as `log_addresses` says.
+fn log_message<S: Backend>(
+    c: &Conn<S>,
+    command: &'static str,
+    start: Instant,
+    summary: Option<&Summary>,
+    id: Option<u64>,
+    result: &str,
+) {
+    let (from, to, size) = summary.map_or(("-", "-", 0), |s| (&*s.from, &*s.to, s.size));
+    let id = id.map_or_else(|| "-".to_owned(), |i| i.to_string());
+    tracing::info!(
+        target: "cmtpd::message",
+        command = %command,
+        id = %id,
+        from = %from,
+        to = %to,
+        size,
+        result = %result,
+        peer = %c.peer(),
+        ms = start.elapsed().as_millis() as u64,
+        "message"
+    );
+}
+
+/// The `result` field of a refusal.
+fn refusal_text(r: &Refusal) -> String {
+    match r {
+        Refusal::Delivery(None) => "refused: no such account".to_owned(),
+        Refusal::Delivery(Some(reason)) => format!("refused: {}", reason.label()),
+        Refusal::TryLater(reason) => format!("deferred: {}", reason.label()),
+        Refusal::Internal(why) => format!("failed: {why}"),
+        Refusal::Duplicate => "duplicate: already received".to_owned(),
+    }
+}
+
 /// Receives one message (after `MAIL\0`, or after `SUBMIT\0…` with its `submit` proof).
 /// Framing errors and limit violations answer FAILURE and close; a refused destination
 /// is read to its end and answered DELIVERYFAILURE.
@@ -45,7 +95,10 @@ pub(super) async fn mail<S: Backend>(
     submit: Option<SubmitRequest>,
 ) -> Result<Flow, ConnError> {
     let sh = c.shared().clone();
-    let l = &sh.config.limits;
+    let command = if submit.is_some() { "SUBMIT" } else { "MAIL" };
+    let mut summary: Option<Summary> = None;
+    let cfg = sh.config.load();
+    let l = &cfg.limits;
     let mut dec = MessageDecoder::new(MessageLimits {
         max_total: l.max_message_size,
         max_attachments: l.max_attachments,
@@ -81,6 +134,14 @@ pub(super) async fn mail<S: Backend>(
             },
             Err(e) => {
                 tracing::debug!(peer = %c.peer(), error = %e, "message refused");
+                log_message(
+                    c,
+                    command,
+                    start,
+                    summary.as_ref(),
+                    None,
+                    &format!("refused: {e}"),
+                );
                 let reason = match e {
                     MessageError::TooLarge { .. }
                     | MessageError::TooManyAttachments { .. }
@@ -101,6 +162,11 @@ pub(super) async fn mail<S: Backend>(
             Sink::Undecided(head) => {
                 head.extend_from_slice(bytes);
                 if let Some(env) = envelope {
+                    summary = Some(Summary {
+                        from: sh.log_address(&env.src_account, &env.src_domain),
+                        to: sh.log_address(&env.dest_account, &env.dest_domain),
+                        size: env.body_end(),
+                    });
                     log.len = Some(env.log_length);
                     let head = std::mem::take(head);
                     sink = decide(c, &env, head, proof.as_mut()).await;
@@ -141,7 +207,17 @@ pub(super) async fn mail<S: Backend>(
                 start + grace.max(on_time)
             }));
             // Dropping `sink` on error aborts the delivery: nothing is stored.
-            c.fill().await?;
+            if let Err(e) = c.fill().await {
+                log_message(
+                    c,
+                    command,
+                    start,
+                    summary.as_ref(),
+                    None,
+                    &format!("aborted: {e}"),
+                );
+                return Err(e);
+            }
         }
     }
     c.set_deadline(None);
@@ -153,12 +229,25 @@ pub(super) async fn mail<S: Backend>(
         sink = Sink::Discard(Refusal::Delivery(Some(FailureReason::RelayDenied)));
     }
     let refusal = match finish(&sh, sink).await {
-        Ok(()) => {
+        Ok(outcome) => {
+            let (id, result) = match outcome {
+                Outcome::Stored(id) => (id, "stored"),
+                Outcome::Queued(id) => (id, "queued"),
+            };
+            log_message(c, command, start, summary.as_ref(), Some(id), result);
             c.reply(&sh.signer.success);
             return Ok(Flow::Continue);
         }
         Err(r) => r,
     };
+    log_message(
+        c,
+        command,
+        start,
+        summary.as_ref(),
+        None,
+        &refusal_text(&refusal),
+    );
     if let Refusal::Duplicate = refusal {
         sh.relay.metrics.duplicates.fetch_add(1, Relaxed);
         tracing::debug!(peer = %c.peer(), "message already received (relay id seen)");
@@ -210,7 +299,7 @@ async fn log_complete<S: Backend>(
             Sink::Deliver(d, meta, hold)
         }
         Sink::Relay(mut r) => {
-            if cmtp_proto::log::count_entries(log) >= sh.relay.config.max_hops {
+            if cmtp_proto::log::count_entries(log) >= sh.relay.config.load().max_hops {
                 tracing::info!(peer = %c.peer(), to = %r.note.recipient(), "hop limit reached: not relayed");
                 return Sink::Discard(Refusal::Delivery(Some(FailureReason::HopLimit)));
             }
@@ -231,7 +320,7 @@ async fn log_complete<S: Backend>(
             // allows) are shown with `_` so the entry stays parseable.
             let plain = |s: &str| s.replace(|c: char| c.is_whitespace() || c.is_control(), "_");
             let entry = cmtp_proto::log::RelayEntry {
-                by: plain(sh.config.primary_domain()),
+                by: plain(sh.config.load().primary_domain()),
                 from: c.peer().ip().to_string(),
                 at: crate::unix_now(),
                 id,
@@ -270,7 +359,7 @@ fn proof_holds(p: Proof) -> bool {
 }
 
 /// Commits the message where it goes; `Err` is the refusal to answer.
-async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<(), Refusal> {
+async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<Outcome, Refusal> {
     match sink {
         Sink::Deliver(d, meta, hold) => {
             let committed = d.commit(meta).await;
@@ -279,8 +368,7 @@ async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<(
             match committed {
                 Ok(id) => {
                     sh.metrics.deliveries_ok.fetch_add(1, Relaxed);
-                    tracing::debug!(id, "message stored");
-                    Ok(())
+                    Ok(Outcome::Stored(id))
                 }
                 Err(e) => Err(Refusal::Internal(format!("store commit failed: {e}"))),
             }
@@ -308,14 +396,14 @@ async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<(
             match committed {
                 Ok(id) => {
                     sh.metrics.deliveries_ok.fetch_add(1, Relaxed);
-                    tracing::info!(id, to = %note.recipient(), "message queued for relay");
+                    tracing::debug!(id, to = %note.recipient(), "message queued for relay");
                     sh.relay.queued(Queued {
                         id,
                         note,
                         src_account: env.src_account,
                         src_domain: env.src_domain,
                     });
-                    Ok(())
+                    Ok(Outcome::Queued(id))
                 }
                 Err(e) => Err(Refusal::Internal(format!("queue commit failed: {e}"))),
             }

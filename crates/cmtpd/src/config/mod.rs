@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod federation;
+pub use federation::Federation;
+
 /// The example configuration shipped with the server (every key with its default).
-pub const EXAMPLE_CONFIG: &str = include_str!("../../../cmtpd.example.toml");
+pub const EXAMPLE_CONFIG: &str = include_str!("../../../../cmtpd.example.toml");
 
 /// Environment variable that replaces the default data directory (`./cmtp-data`).
 pub const DATA_DIR_ENV: &str = "CMTPD_DATA_DIR";
@@ -51,6 +54,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// How addresses appear in the per-message log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogAddresses {
+    /// `alice@example.org`.
+    #[default]
+    Plain,
+    /// `h:` and 16 hex digits of a keyed BLAKE2b of the folded address.
+    Hashed,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,6 +85,14 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// How many signatures of user keys are remembered (KEYREQUEST speed).
     pub key_signature_cache: usize,
+    /// The account `postmaster@<any local domain>` reaches (RFC 5321 §4.5.1), e.g.
+    /// `"alice"`; unset: an account named `postmaster` if there is one, else the server's
+    /// own mailbox (`cmtpd mailbox list`).
+    pub postmaster: Option<String>,
+    /// How the per-message log line shows addresses: `plain`, or `hashed` (a keyed
+    /// BLAKE2b of the address, the key kept in the data directory, so one address always
+    /// gives the same token on this server and nothing elsewhere can recompute it).
+    pub log_addresses: LogAddresses,
     /// Size and connection limits.
     pub limits: Limits,
     /// Per-IP rate limits (token buckets).
@@ -79,77 +101,6 @@ pub struct Config {
     pub http: HttpLimits,
     /// Relaying to other domains: routes, DNS, the queue's retry schedule, trust.
     pub federation: Federation,
-}
-
-/// Relaying to and from other domains (docs/federation.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Federation {
-    /// Static routes, domain → `host:port`; they win over DNS (private networks, tests).
-    pub routes: std::collections::BTreeMap<String, String>,
-    /// The DNS resolver to ask (`IP:PORT`, UDP and TCP); default: the system's
-    /// (`/etc/resolv.conf`).
-    pub dns: Option<SocketAddr>,
-    /// Port MX hosts are contacted on: 25, the port CMTP shares with SMTP (spec §1).
-    /// Private networks and tests, which cannot bind 25, may change it.
-    pub mx_port: u16,
-    /// Delays between delivery attempts, seconds; the last one repeats until
-    /// `max_queue_age_secs`.
-    pub retry_secs: Vec<u64>,
-    /// A message still undelivered this long after it was queued is bounced.
-    pub max_queue_age_secs: u64,
-    /// Client networks allowed to relay with plain MAIL (no signed submission). Default:
-    /// none — only a submission signed by a local account is relayed.
-    pub trusted_networks: Vec<ipnet::IpNet>,
-    /// A message whose log already has this many entries is not relayed again (loops).
-    pub max_hops: usize,
-    /// Most outgoing connections in total.
-    pub max_connections: usize,
-    /// Most outgoing connections to one domain.
-    pub max_connections_per_domain: usize,
-    /// Most MAILs sent on one connection before their replies are read (pipelining).
-    pub pipeline: usize,
-    /// Seconds to connect to a remote server (each address).
-    pub connect_timeout_secs: u64,
-    /// Seconds a remote server may take for a reply (or to read one message).
-    pub reply_timeout_secs: u64,
-    /// Seconds a DNS lookup may take before the attempt counts as a temporary failure.
-    pub dns_timeout_secs: u64,
-    /// Most messages in the relay queue; a submission beyond it gets a temporary FAILURE.
-    /// Each queued message costs about 1.2 KiB of memory (its index entries).
-    pub max_queue_messages: u64,
-    /// Seconds a relayed key (KEYREQUEST for another domain) is remembered.
-    pub key_cache_secs: u64,
-    /// Seconds a relayed "no such key" is remembered.
-    pub key_negative_cache_secs: u64,
-    /// Seconds a relayed KEYREQUEST may take before we answer KEYNOTAVAILABLE.
-    pub key_timeout_secs: u64,
-}
-
-impl Default for Federation {
-    fn default() -> Self {
-        Self {
-            routes: Default::default(),
-            dns: None,
-            mx_port: 25,
-            // Stalwart's schedule (2m … 3d); with the 5-day age limit the last delay
-            // repeats once more (RFC 5321 §4.5.4.1: give up after 4–5 days).
-            retry_secs: vec![120, 300, 600, 900, 1800, 3600, 7200, 86_400, 3 * 86_400],
-            max_queue_age_secs: 5 * 86_400,
-            trusted_networks: Vec::new(),
-            max_hops: 25,
-            max_connections: 64,
-            max_connections_per_domain: 8,
-            pipeline: 64,
-            connect_timeout_secs: 10,
-            reply_timeout_secs: 60,
-            dns_timeout_secs: 5,
-            max_queue_messages: 250_000,
-            key_cache_secs: 3600,
-            key_negative_cache_secs: 300,
-            key_timeout_secs: 10,
-        }
-    }
 }
 
 /// Limits of the metrics/health HTTP endpoint, so held-open sockets cannot blind
@@ -254,6 +205,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_grace_secs: 10,
             key_signature_cache: 65_536,
+            postmaster: None,
+            log_addresses: LogAddresses::Plain,
             limits: Limits::default(),
             rate: RateLimits::default(),
             http: HttpLimits::default(),
@@ -401,7 +354,8 @@ impl Config {
         if self.domains.is_empty() {
             return Err(ConfigError::Invalid("at least one domain is needed".into()));
         }
-        // Names are compared byte for byte (docs/protocol.md §4): kept as configured.
+        // Domains are compared case-insensitively (docs/protocol.md §4); kept as
+        // configured (the primary one is the greeting's).
         for d in &self.domains {
             if d.is_empty()
                 || d.len() > 255
@@ -412,6 +366,11 @@ impl Config {
             {
                 return Err(ConfigError::Invalid(format!("bad domain name {d:?}")));
             }
+        }
+        if let Some(p) = &self.postmaster {
+            let canonical = cmtp_proto::canonical_account(p)
+                .map_err(|e| ConfigError::Invalid(format!("postmaster = {p:?}: {e}")))?;
+            self.postmaster = Some(canonical);
         }
         if self.listen.is_empty() {
             return Err(ConfigError::Invalid(
@@ -437,49 +396,68 @@ impl Config {
     }
 }
 
-impl Federation {
-    /// Checks the relay settings; lower-cases route domains (DNS names are
-    /// case-insensitive).
-    pub fn validate(&mut self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        let routes = std::mem::take(&mut self.routes);
-        for (domain, target) in routes {
-            if domain.is_empty() || domain.contains(['/', '\\', '\0', ' ']) {
-                return bad(format!("[federation] routes: bad domain {domain:?}"));
-            }
-            if parse_host_port(&target).is_none() {
-                return bad(format!(
-                    "[federation] routes: {domain} = {target:?} is not HOST:PORT"
-                ));
-            }
-            self.routes.insert(domain.to_ascii_lowercase(), target);
-        }
-        if self.retry_secs.is_empty() || self.retry_secs.contains(&0) {
-            return bad("[federation] retry_secs needs at least one delay, each at least 1".into());
-        }
-        if self.max_hops == 0
-            || self.max_connections == 0
-            || self.max_connections_per_domain == 0
-            || self.pipeline == 0
-        {
-            return bad(
-                "[federation] max_hops, max_connections, max_connections_per_domain and \
-                 pipeline must be at least 1"
-                    .into(),
-            );
-        }
-        if self.connect_timeout_secs == 0
-            || self.reply_timeout_secs == 0
-            || self.dns_timeout_secs == 0
-            || self.key_timeout_secs == 0
-        {
-            return bad("[federation] timeouts must be at least 1 second".into());
-        }
-        Ok(())
+/// Settings a SIGHUP cannot change (read once at start): their names, and a function
+/// that copies the running value into the reloaded configuration.
+type Fixed = (&'static str, fn(&mut Config, &Config) -> bool);
+
+const RESTART_ONLY: &[Fixed] = &[
+    ("data_dir", |n, o| keep(&mut n.data_dir, &o.data_dir)),
+    ("domains", |n, o| keep(&mut n.domains, &o.domains)),
+    ("listen", |n, o| keep(&mut n.listen, &o.listen)),
+    ("metrics_listen", |n, o| {
+        keep(&mut n.metrics_listen, &o.metrics_listen)
+    }),
+    ("metrics_enabled", |n, o| {
+        keep(&mut n.metrics_enabled, &o.metrics_enabled)
+    }),
+    ("log_format", |n, o| keep(&mut n.log_format, &o.log_format)),
+    ("key_signature_cache", |n, o| {
+        keep(&mut n.key_signature_cache, &o.key_signature_cache)
+    }),
+    ("limits.max_connections", |n, o| {
+        keep(&mut n.limits.max_connections, &o.limits.max_connections)
+    }),
+    ("limits.max_tracked_ips", |n, o| {
+        keep(&mut n.limits.max_tracked_ips, &o.limits.max_tracked_ips)
+    }),
+    ("http", |n, o| keep(&mut n.http, &o.http)),
+    ("federation.key_cache_secs", |n, o| {
+        keep(
+            &mut n.federation.key_cache_secs,
+            &o.federation.key_cache_secs,
+        )
+    }),
+    ("federation.key_negative_cache_secs", |n, o| {
+        keep(
+            &mut n.federation.key_negative_cache_secs,
+            &o.federation.key_negative_cache_secs,
+        )
+    }),
+];
+
+/// Puts `old` back into `new`; true when they differed.
+fn keep<T: PartialEq + Clone>(new: &mut T, old: &T) -> bool {
+    let differs = new != old;
+    if differs {
+        *new = old.clone();
     }
+    differs
 }
 
 impl Config {
+    /// The configuration a SIGHUP puts in force: `self` (freshly loaded and validated)
+    /// with every restart-only setting kept at its `running` value. Returns it and the
+    /// names of the restart-only settings that differed (to log).
+    pub fn for_reload(mut self, running: &Config) -> (Config, Vec<&'static str>) {
+        let mut kept = Vec::new();
+        for (name, restore) in RESTART_ONLY {
+            if restore(&mut self, running) {
+                kept.push(*name);
+            }
+        }
+        (self, kept)
+    }
+
     /// The primary domain (the first).
     pub fn primary_domain(&self) -> &str {
         &self.domains[0]
@@ -524,6 +502,34 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(parsed, def);
+    }
+
+    #[test]
+    fn reload_keeps_restart_only_settings() {
+        let running = Config::default();
+        let mut new = Config::from_toml(
+            "domains = [\"other.example\"]\n[limits]\nmax_message_size = 10\nmax_connections = 3\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        new.validate().unwrap();
+        let (effective, kept) = new.for_reload(&running);
+        assert_eq!(effective.limits.max_message_size, 10);
+        assert_eq!(effective.domains, running.domains);
+        assert_eq!(
+            effective.limits.max_connections,
+            running.limits.max_connections
+        );
+        assert_eq!(kept, ["domains", "limits.max_connections"]);
+    }
+
+    #[test]
+    fn postmaster_is_canonical() {
+        let mut c = Config::from_toml("postmaster = \"Alice\"\n", Path::new("x")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.postmaster.as_deref(), Some("alice"));
+        let mut c = Config::from_toml("postmaster = \"a b\"\n", Path::new("x")).unwrap();
+        assert!(c.validate().is_err());
     }
 
     #[test]
