@@ -89,8 +89,8 @@ fn mail(to: (&str, &str), from: (&str, &str), body: &[u8]) -> Vec<u8> {
     message(1, to, from, b"\0", body, &[])
 }
 
-/// A log as a.test leaves it when it relays a message to `to` with relay id `id`.
-fn relayed_log(id: [u8; 16], to: (&str, &str)) -> Vec<u8> {
+/// A message from alice@a.test to `to` as a.test relays it, with relay id `id`.
+fn relayed_message(id: [u8; 16], to: (&str, &str)) -> Vec<u8> {
     let entry = cmtp_proto::log::RelayEntry {
         by: "a.test".into(),
         from: "127.0.0.1".into(),
@@ -101,7 +101,7 @@ fn relayed_log(id: [u8; 16], to: (&str, &str)) -> Vec<u8> {
     };
     let mut log = Vec::new();
     cmtp_proto::log::append_entry(b"\0", &entry.encode().unwrap(), &mut log);
-    log
+    message(1, to, ("alice", "a.test"), &log, b"once", &[])
 }
 
 /// Messages in `mailbox` of the server's store (admin, read-only).
@@ -437,15 +437,7 @@ fn a_routing_loop_is_stopped_by_the_hop_limit() {
 fn a_repeated_relay_id_is_stored_once() {
     let mut b = server("b.test", free_addr(), config(&[], ""));
     b.add_user("bob", "pw");
-    let log = relayed_log([7; 16], ("bob", "b.test"));
-    let msg = message(
-        1,
-        ("bob", "b.test"),
-        ("alice", "a.test"),
-        &log,
-        b"once",
-        &[],
-    );
+    let msg = relayed_message([7; 16], ("bob", "b.test"));
     let mut c = b.client();
     assert_eq!(c.mail(&msg), "SUCCESS");
     assert_eq!(c.mail(&msg), "SUCCESS", "a repeat is acknowledged");
@@ -467,15 +459,7 @@ fn a_relay_queues_a_repeated_relay_id_once() {
             "trusted_networks = [\"127.0.0.0/8\"]\n",
         ),
     );
-    let log = relayed_log([9; 16], ("carol", "c.test"));
-    let msg = message(
-        1,
-        ("carol", "c.test"),
-        ("alice", "a.test"),
-        &log,
-        b"once",
-        &[],
-    );
+    let msg = relayed_message([9; 16], ("carol", "c.test"));
     let mut c = b.client();
     assert_eq!(c.mail(&msg), "SUCCESS");
     assert_eq!(c.mail(&msg), "SUCCESS");

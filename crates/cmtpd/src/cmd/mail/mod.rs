@@ -288,14 +288,19 @@ async fn log_complete<S: Backend>(
     log: &[u8],
 ) -> Sink<S::Delivery> {
     let sh = c.shared();
+    // The previous hop's relay id: a repeat of a message already stored or queued here
+    // (that hop lost our SUCCESS) is acknowledged, not kept twice. (A message seen before
+    // had this same log, so it was under the hop limit then too.)
+    let prev = cmtp_proto::log::last_relay_entry(log).map(|e| e.id);
+    if prev.is_some_and(|id| sh.store.seen_relay_id(&id)) {
+        return match sink {
+            Sink::Deliver(..) | Sink::Relay(_) => Sink::Discard(Refusal::Duplicate),
+            other => other,
+        };
+    }
     match sink {
         Sink::Deliver(d, mut meta, hold) => {
-            if let Some(entry) = cmtp_proto::log::last_relay_entry(log) {
-                if sh.store.seen_relay_id(&entry.id) {
-                    return Sink::Discard(Refusal::Duplicate);
-                }
-                meta.relay_id = Some(entry.id);
-            }
+            meta.relay_id = prev;
             Sink::Deliver(d, meta, hold)
         }
         Sink::Relay(mut r) => {
@@ -303,14 +308,7 @@ async fn log_complete<S: Backend>(
                 tracing::info!(peer = %c.peer(), to = %r.note.recipient(), "hop limit reached: not relayed");
                 return Sink::Discard(Refusal::Delivery(Some(FailureReason::HopLimit)));
             }
-            // A repeat of a message we already queued (the previous hop lost our SUCCESS)
-            // is acknowledged, not queued twice.
-            if let Some(prev) = cmtp_proto::log::last_relay_entry(log) {
-                if sh.store.seen_relay_id(&prev.id) {
-                    return Sink::Discard(Refusal::Duplicate);
-                }
-                r.relay_id = Some(prev.id);
-            }
+            r.relay_id = prev;
             r.note.bounce = cmtp_proto::log::is_bounce(log);
             let mut id = [0u8; 16];
             if let Err(e) = cmtp_crypto::random_bytes(&mut id) {
