@@ -119,8 +119,10 @@ pub struct MessageMeta {
 /// A stored message's listing entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
-    /// Message id: unique in the store, never reused, ascending in arrival (log) order: a
-    /// message committed after another always has a larger id.
+    /// Message id in its mailbox's own sequence (1, 2, 3, … per mailbox): unique in the
+    /// mailbox, never reused there (even after deletion), ascending in arrival order: a
+    /// message committed to a mailbox after another always has a larger id. Ids of
+    /// different mailboxes are unrelated, so a user's ids reveal nothing of others' mail.
     pub id: u64,
     /// Commit time, Unix seconds.
     pub received: u64,

@@ -67,26 +67,28 @@ fn child(dir: &str) {
                     };
                     let mb = meta.mailbox.clone();
                     let id = d.commit(meta).await.unwrap();
-                    println!("ACK {id} {mb}");
+                    // Ids are per mailbox: a message is known by both.
+                    let key = format!("{mb}:{id}");
+                    println!("ACK {key}");
                     if s % 3 == 0 {
                         // Two notes in turn: after a crash the last acknowledged one
                         // (or the one in flight) is there.
                         for k in 1..=2 {
                             let note = format!("{t}-{s}-{k}");
-                            println!("NOTING {id} {note}");
+                            println!("NOTING {key} {note}");
                             assert!(
                                 store
                                     .set_note(&mb, id, note.clone().into_bytes())
                                     .await
                                     .unwrap()
                             );
-                            println!("NOTED {id} {note}");
+                            println!("NOTED {key} {note}");
                         }
                     }
                     if s % 5 == 4 {
-                        println!("DELETING {id}");
+                        println!("DELETING {key}");
                         assert!(store.delete(&mb, id).await.unwrap());
-                        println!("DEL {id}");
+                        println!("DEL {key}");
                     }
                     s += 1;
                 }
@@ -105,13 +107,14 @@ fn sigkill_loses_no_acknowledged_message() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut acked: HashMap<u64, String> = HashMap::new();
-    let mut deleted: HashSet<u64> = HashSet::new();
+    // Messages are known as "mailbox:id" (ids are per mailbox).
+    let mut acked: HashSet<String> = HashSet::new();
+    let mut deleted: HashSet<String> = HashSet::new();
     // Deletes begun but maybe not acknowledged: either outcome is correct.
-    let mut deleting: HashSet<u64> = HashSet::new();
+    let mut deleting: HashSet<String> = HashSet::new();
     // Per message: the last acknowledged note, and one begun but maybe not acknowledged.
-    let mut noted: HashMap<u64, String> = HashMap::new();
-    let mut noting: HashMap<u64, String> = HashMap::new();
+    let mut noted: HashMap<String, String> = HashMap::new();
+    let mut noting: HashMap<String, String> = HashMap::new();
     for round in 0..4u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
@@ -128,21 +131,21 @@ fn sigkill_loses_no_acknowledged_message() {
             let line = line.unwrap();
             let mut w = line.split_whitespace();
             match (w.next(), w.next(), w.next()) {
-                (Some("ACK"), Some(id), Some(mb)) => {
-                    acked.insert(id.parse().unwrap(), mb.to_owned());
+                (Some("ACK"), Some(key), None) => {
+                    acked.insert(key.to_owned());
                     seen += 1;
                 }
-                (Some("DELETING"), Some(id), None) => {
-                    deleting.insert(id.parse().unwrap());
+                (Some("DELETING"), Some(key), None) => {
+                    deleting.insert(key.to_owned());
                 }
-                (Some("DEL"), Some(id), None) => {
-                    deleted.insert(id.parse().unwrap());
+                (Some("DEL"), Some(key), None) => {
+                    deleted.insert(key.to_owned());
                 }
-                (Some("NOTING"), Some(id), Some(note)) => {
-                    noting.insert(id.parse().unwrap(), note.to_owned());
+                (Some("NOTING"), Some(key), Some(note)) => {
+                    noting.insert(key.to_owned(), note.to_owned());
                 }
-                (Some("NOTED"), Some(id), Some(note)) => {
-                    noted.insert(id.parse().unwrap(), note.to_owned());
+                (Some("NOTED"), Some(key), Some(note)) => {
+                    noted.insert(key.to_owned(), note.to_owned());
                 }
                 _ => {}
             }
@@ -163,14 +166,14 @@ fn sigkill_loses_no_acknowledged_message() {
             let mut present = HashSet::new();
             for mb in ["box0", "box1", "box2"] {
                 for info in store.list(mb).await.unwrap() {
-                    present.insert(info.id);
+                    let key = format!("{mb}:{}", info.id);
+                    present.insert(key.clone());
                     // The last acknowledged note, or the one in flight at the kill.
                     let note = String::from_utf8(info.meta.note.clone()).unwrap();
-                    let acked_note = noted.get(&info.id).map_or("", |n| n.as_str());
+                    let acked_note = noted.get(&key).map_or("", |n| n.as_str());
                     assert!(
-                        note == acked_note || noting.get(&info.id) == Some(&note),
-                        "message {} has note {note:?}, acknowledged {acked_note:?} (round {round})",
-                        info.id
+                        note == acked_note || noting.get(&key) == Some(&note),
+                        "message {key} has note {note:?}, acknowledged {acked_note:?} (round {round})"
                     );
                     let (_, mut r) = store.open(mb, info.id).await.unwrap().unwrap();
                     let mut data = Vec::new();
@@ -184,19 +187,19 @@ fn sigkill_loses_no_acknowledged_message() {
                     .to_string();
                     let mut h = head.split(' ').map(|x| x.parse::<u64>().unwrap());
                     let (t, s) = (h.next().unwrap(), h.next().unwrap());
-                    assert_eq!(data, content(t, s), "message {} in {mb}", info.id);
+                    assert_eq!(data, content(t, s), "message {key}");
                 }
             }
-            for (id, mb) in &acked {
-                if deleted.contains(id) {
+            for key in &acked {
+                if deleted.contains(key) {
                     assert!(
-                        !present.contains(id),
-                        "acknowledged delete of {id} lost (round {round})"
+                        !present.contains(key),
+                        "acknowledged delete of {key} lost (round {round})"
                     );
-                } else if !deleting.contains(id) {
+                } else if !deleting.contains(key) {
                     assert!(
-                        present.contains(id),
-                        "acknowledged message {id} in {mb} lost (round {round})"
+                        present.contains(key),
+                        "acknowledged message {key} lost (round {round})"
                     );
                 }
             }

@@ -65,8 +65,8 @@ fn data(id_seed: u64, size: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Acknowledged messages: id → (mailbox, bytes, note).
-type Model = BTreeMap<u64, (String, Vec<u8>, Vec<u8>)>;
+/// Acknowledged messages: (mailbox, id) → (bytes, note). Ids are per mailbox.
+type Model = BTreeMap<(String, u64), (Vec<u8>, Vec<u8>)>;
 
 /// A relay id per message, derived from its seed.
 fn relay_id(seed: u64) -> [u8; 16] {
@@ -84,7 +84,7 @@ async fn check(store: &LogMail, model: &Model, relayed: &BTreeSet<u64>) {
             while let Some(c) = r.read_chunk(1000).await.unwrap() {
                 got.extend_from_slice(&c);
             }
-            seen.insert(info.id, (mb.to_owned(), got, info.meta.note));
+            seen.insert((mb.to_owned(), info.id), (got, info.meta.note));
         }
     }
     assert_eq!(seen.len(), model.len());
@@ -115,6 +115,8 @@ proptest! {
             let mut model = Model::new();
             let mut relayed = BTreeSet::new();
             let mut seed = 0u64;
+            // Per mailbox, the last id given: each mailbox counts 1, 2, 3, … on its own.
+            let mut last_ids: BTreeMap<String, u64> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Deliver { mailbox, size, chunk } => {
@@ -139,27 +141,29 @@ proptest! {
                         let note = meta.note.clone();
                         let id = d.commit(meta).await.unwrap();
                         relayed.insert(seed);
-                        assert!(model.insert(id, (mb, bytes, note)).is_none(), "id reused");
+                        let last = last_ids.entry(mb.clone()).or_default();
+                        assert_eq!(id, *last + 1, "mailbox {mb:?}: not the next id of its own sequence");
+                        *last = id;
+                        assert!(model.insert((mb, id), (bytes, note)).is_none(), "id reused");
                     }
                     Op::Delete { pick } => {
                         if model.is_empty() {
                             continue;
                         }
-                        let id = *model.keys().nth(pick % model.len()).unwrap();
-                        let mb = model[&id].0.clone();
-                        assert!(store.as_ref().unwrap().delete(&mb, id).await.unwrap());
-                        model.remove(&id);
+                        let key = model.keys().nth(pick % model.len()).unwrap().clone();
+                        assert!(store.as_ref().unwrap().delete(&key.0, key.1).await.unwrap());
+                        model.remove(&key);
                     }
                     Op::Note { pick, len } => {
                         if model.is_empty() {
                             continue;
                         }
-                        let id = *model.keys().nth(pick % model.len()).unwrap();
+                        let key = model.keys().nth(pick % model.len()).unwrap().clone();
                         seed += 1;
                         let note = data(seed, len);
                         let s = store.as_ref().unwrap();
-                        assert!(s.set_note(&model[&id].0, id, note.clone()).await.unwrap());
-                        model.get_mut(&id).unwrap().2 = note;
+                        assert!(s.set_note(&key.0, key.1, note.clone()).await.unwrap());
+                        model.get_mut(&key).unwrap().1 = note;
                     }
                     Op::Reopen => {
                         drop(store.take()); // joins the writer, releases the lock

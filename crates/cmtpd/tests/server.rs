@@ -501,6 +501,50 @@ fn mailbox_auth_window_keys_users_domains() {
     assert_eq!(c.general(), "SUCCESS");
 }
 
+/// Each mailbox has its own id sequence (issue 9): mail to hal and ivy interleaved gives
+/// each 1, 2, 3 (on the old store-wide counter hal saw 1, 3, 5: ivy's traffic in the
+/// gaps), and a deleted newest id is not given again.
+#[test]
+fn each_mailbox_lists_its_own_id_sequence() {
+    let srv = TestServer::start_with(Opts {
+        config: "domains = [\"a.example\"]\n".into(),
+        ..Default::default()
+    });
+    let hal = srv.add_user("hal", "pw");
+    let ivy = srv.add_user("ivy", "pw");
+    let dom = "a.example";
+    let mut c = srv.client();
+    for _ in 0..3 {
+        for to in ["hal", "ivy"] {
+            let m = message(0, (to, dom), ("gus", "x.example"), b"", b"hi", &[]);
+            assert_eq!(c.mail(&m), "SUCCESS");
+        }
+    }
+    let ids = |c: &mut Client, user: &str, key| {
+        let l = c
+            .mbox(MboxKind::List, MboxRequest::list(user, now()), key, dom)
+            .unwrap();
+        cmtp_proto::mbox::decode_list(&l, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&mut c, "hal", &hal), [1, 2, 3]);
+    assert_eq!(ids(&mut c, "ivy", &ivy), [1, 2, 3]);
+    let r = c.mbox(
+        MboxKind::Delete,
+        MboxRequest::delete("ivy", now(), 3),
+        &ivy,
+        dom,
+    );
+    assert_eq!(r, Ok(vec![]));
+    let m = message(0, ("ivy", dom), ("gus", "x.example"), b"", b"again", &[]);
+    assert_eq!(c.mail(&m), "SUCCESS");
+    assert_eq!(ids(&mut c, "ivy", &ivy), [1, 2, 4]);
+    assert_eq!(ids(&mut c, "hal", &hal), [1, 2, 3]);
+}
+
 #[test]
 fn login_rate_limit_answers_failure_and_keeps_the_connection() {
     let srv = TestServer::start_with(Opts {

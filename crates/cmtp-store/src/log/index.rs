@@ -106,8 +106,10 @@ pub(super) struct Mailbox {
 #[derive(Debug, Default)]
 pub(super) struct Index {
     pub(super) mailboxes: HashMap<Arc<str>, Mailbox>,
-    /// Largest id seen in any record (messages and tombstones): ids are never reused.
-    pub(super) max_id: u64,
+    /// Per mailbox, the largest id seen in any of its records (messages and tombstones),
+    /// kept after the mailbox empties: each mailbox has its own id sequence and an id is
+    /// never reused in it.
+    pub(super) last_ids: HashMap<Arc<str>, u64>,
     /// Segment number → bytes known valid (scanned or written).
     pub(super) segments: BTreeMap<u64, u64>,
     pub(super) live_bytes: u64,
@@ -131,8 +133,18 @@ impl Index {
         }
     }
 
+    /// Raises `mailbox`'s last used id to `id`.
+    fn saw_id(&mut self, mailbox: &str, id: u64) {
+        match self.last_ids.get_mut(mailbox) {
+            Some(last) => *last = (*last).max(id),
+            None => {
+                self.last_ids.insert(Arc::from(mailbox), id);
+            }
+        }
+    }
+
     pub(super) fn apply_message(&mut self, info: MessageInfo, loc: Loc, rec_len: u64) {
-        self.max_id = self.max_id.max(info.id);
+        self.saw_id(&info.meta.mailbox, info.id);
         if let Some(r) = info.meta.relay_id {
             self.relay_ids.insert(r, info.received);
         }
@@ -165,7 +177,7 @@ impl Index {
 
     /// Applies a tombstone; returns the removed entry, if it was live.
     pub(super) fn apply_delete(&mut self, id: u64, mailbox: &str, rec_len: u64) -> Option<Entry> {
-        self.max_id = self.max_id.max(id);
+        self.saw_id(mailbox, id);
         self.dead_bytes += rec_len;
         let mb = self.mailboxes.get_mut(mailbox)?;
         let e = mb.messages.remove(&id)?;
@@ -277,7 +289,11 @@ mod tests {
         assert_eq!(index.blobs, 49);
         assert!(index.apply_delete(51, "carol", 30).is_some());
         assert!(!index.mailboxes.contains_key("carol"));
-        assert_eq!(index.max_id, 51);
+        assert_eq!(index.last_ids["bob"], 50);
+        assert_eq!(
+            index.last_ids["carol"], 51,
+            "an emptied mailbox keeps its last id"
+        );
     }
 
     /// Live and dead bytes always add up to the records applied: a Note makes the one it

@@ -2,7 +2,7 @@
 //! truncate a torn tail), [`sweep_blobs`] (temporaries and orphans), and
 //! [`spawn_writer`] (the writer, syncer and preallocator threads).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -168,7 +168,7 @@ pub(super) fn spawn_writer(
     shared: &Arc<Shared>,
     segment: u64,
     pos: u64,
-    next_id: u64,
+    last_ids: HashMap<String, u64>,
     opts: &Options,
 ) -> Result<(mpsc::Sender<Req>, JoinHandle<()>)> {
     let path = shared.segment_path(segment);
@@ -217,7 +217,7 @@ pub(super) fn spawn_writer(
     let writer = Writer {
         shared: shared.clone(),
         rx,
-        next_id,
+        last_ids,
         file,
         segment,
         pos,

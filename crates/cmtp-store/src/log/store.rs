@@ -52,11 +52,15 @@ impl LogMail {
         let max_blob = sweep_blobs(&sh, &index)?;
         sh.next_blob.store(max_blob + 1, Ordering::Relaxed);
         let pos = index.segments[&segment];
-        // Tombstones keep the highest id ever used, so ids are never reused.
-        let next_id = index.max_id + 1;
+        // Tombstones keep each mailbox's highest id ever used, so ids are never reused.
+        let last_ids = index
+            .last_ids
+            .iter()
+            .map(|(m, id)| (m.to_string(), *id))
+            .collect();
         *sh.index.lock() = index;
         let shared = Arc::new(sh);
-        let (tx, thread) = spawn_writer(&shared, segment, pos, next_id, &opts)?;
+        let (tx, thread) = spawn_writer(&shared, segment, pos, last_ids, &opts)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,

@@ -1,6 +1,7 @@
 //! The writer thread: takes requests, assigns ids, writes batches into the page cache
 //! and hands them to the syncer; rotates segments.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -79,8 +80,9 @@ pub(super) struct Req {
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) rx: mpsc::Receiver<Req>,
-    /// Id of the next message record written.
-    pub(super) next_id: u64,
+    /// Per mailbox, the id of the last message record written: each
+    /// mailbox has its own sequence, so a user's ids say nothing of others' traffic.
+    pub(super) last_ids: HashMap<String, u64>,
     pub(super) file: Arc<File>,
     pub(super) segment: u64,
     pub(super) pos: u64,
@@ -350,6 +352,16 @@ impl Writer {
         Ok(())
     }
 
+    /// The next id in `mailbox`'s sequence (1 for a new mailbox), now taken.
+    fn next_id(&mut self, mailbox: &str) -> u64 {
+        let last = match self.last_ids.get_mut(mailbox) {
+            Some(last) => last,
+            None => self.last_ids.entry(mailbox.to_owned()).or_insert(0),
+        };
+        *last += 1;
+        *last
+    }
+
     /// Assigns the messages' ids (in log order) and writes the batch into the page cache;
     /// returns each record's file offset. Durability is the syncer's job.
     pub(super) fn write_batch(&mut self, batch: &mut [Req], bytes: u64) -> io::Result<Vec<u64>> {
@@ -372,8 +384,7 @@ impl Writer {
                     data,
                     ..
                 } => {
-                    info.id = self.next_id;
-                    self.next_id += 1;
+                    info.id = self.next_id(&info.meta.mailbox);
                     let at = self.buf.len();
                     let size = data.len() as u64;
                     record::encode_message_head_into(&mut self.buf, KIND_MESSAGE2, info, size, crc);
@@ -394,8 +405,7 @@ impl Writer {
                     file,
                     len,
                 } => {
-                    info.id = self.next_id;
-                    self.next_id += 1;
+                    info.id = self.next_id(&info.meta.mailbox);
                     let at = self.buf.len();
                     record::encode_blob_ref_into(&mut self.buf, info, *blob_crc, *file);
                     debug_assert_eq!(self.buf.len() - at, *len);
