@@ -164,11 +164,40 @@ pub enum OhaiAnswer {
     Legacy2016,
 }
 
-/// Appends `OHAI CMTP/1 <software>\0` (D1), e.g. software = `cmtpd/0.1.0`.
-pub fn encode_ohai(software: &str, out: &mut Vec<u8>) {
+/// Appends `OHAI CMTP/1 <software>[ <capability>…]\0` (D1, D6), e.g. software =
+/// `cmtpd/0.1.0` and no capabilities. Capabilities are the extensions this server
+/// offers, each one word from [`is_capability`]; a CMTP/1 client that knows none of them
+/// ignores the whole text.
+pub fn encode_ohai(software: &str, capabilities: &[&str], out: &mut Vec<u8>) {
     out.extend_from_slice(b"OHAI CMTP/1 ");
     out.extend_from_slice(software.as_bytes());
+    for c in capabilities {
+        debug_assert!(is_capability(c), "not a capability word: {c:?}");
+        out.push(b' ');
+        out.extend_from_slice(c.as_bytes());
+    }
     out.push(0);
+}
+
+/// Whether `word` has the form of a capability in the OHAI answer: 1 to 32 of `A`–`Z`,
+/// `0`–`9`, `-`, starting with a letter (D6).
+pub fn is_capability(word: &str) -> bool {
+    (1..=32).contains(&word.len())
+        && word.starts_with(|c: char| c.is_ascii_uppercase())
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The capabilities an OHAI answer text offers (D6): the words after `OHAI CMTP/1
+/// <software>` that have the form of one ([`is_capability`]); anything else there is
+/// ignored, so an unknown or odd server text offers nothing rather than failing.
+pub fn ohai_capabilities(text: &str) -> Vec<&str> {
+    let mut words = text.split(' ');
+    if words.next() != Some("OHAI") || words.next() != Some("CMTP/1") {
+        return Vec::new();
+    }
+    words.skip(1).filter(|w| is_capability(w)).collect()
 }
 
 /// Reads the answer to OHAI. Fails as soon as the first bytes can be neither `OHAI`
@@ -668,7 +697,7 @@ pub(crate) mod tests {
     #[test]
     fn ohai() {
         let mut b = Vec::new();
-        encode_ohai("cmtpd/0.1.0", &mut b);
+        encode_ohai("cmtpd/0.1.0", &[], &mut b);
         assert_eq!(b, b"OHAI CMTP/1 cmtpd/0.1.0\0");
         all_prefixes_need_more(&b, decode_ohai);
         assert_eq!(
@@ -684,6 +713,29 @@ pub(crate) mod tests {
             decode_ohai(b"HAI!!! :3\nx\0"),
             Err(ReplyError::NotCmtp(_))
         ));
+    }
+
+    /// Capabilities ride after the software word and read back; odd words and other
+    /// texts offer nothing.
+    #[test]
+    fn ohai_capabilities_round_trip() {
+        let mut b = Vec::new();
+        encode_ohai("cmtpd/0.2.0", &["TLS", "OPAQUE-1"], &mut b);
+        assert_eq!(b, b"OHAI CMTP/1 cmtpd/0.2.0 TLS OPAQUE-1\0");
+        let Some((OhaiAnswer::Cmtp(text), _)) = decode_ohai(&b).unwrap() else {
+            panic!("not a CMTP answer");
+        };
+        assert_eq!(ohai_capabilities(&text), ["TLS", "OPAQUE-1"]);
+        assert!(ohai_capabilities("OHAI CMTP/1 cmtpd/0.1.0").is_empty());
+        assert_eq!(
+            ohai_capabilities("OHAI CMTP/1 x/1 tls TLS 9X  -A OPAQUE"),
+            ["TLS", "OPAQUE"]
+        );
+        assert!(ohai_capabilities("OHAI CMTP/2 x TLS").is_empty());
+        assert!(ohai_capabilities("HAI!!! :3").is_empty());
+        assert!(is_capability("A"));
+        assert!(!is_capability(&"A".repeat(33)));
+        assert!(!is_capability(""));
     }
 
     #[test]

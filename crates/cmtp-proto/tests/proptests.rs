@@ -386,7 +386,7 @@ proptest! {
         prop_assert_eq!(reply::decode_mbox_reply(&b, 400).unwrap(), Some((MboxReply::Ok { payload, sig: s }, b.len())));
 
         let mut b = Vec::new();
-        reply::encode_ohai(&text.replace('\0', ""), &mut b);
+        reply::encode_ohai(&text.replace('\0', ""), &[], &mut b);
         let (o, n) = reply::decode_ohai(&b).unwrap().unwrap();
         prop_assert_eq!(n, b.len());
         prop_assert_eq!(o, OhaiAnswer::Cmtp(format!("OHAI CMTP/1 {text}")));

@@ -204,7 +204,11 @@ impl<S: Backend> Server<S> {
         let mut greeting = Vec::new();
         cmtp_proto::reply::encode_greeting(config.primary_domain(), &mut greeting);
         let mut ohai = Vec::new();
-        cmtp_proto::reply::encode_ohai(concat!("cmtpd/", env!("CARGO_PKG_VERSION")), &mut ohai);
+        cmtp_proto::reply::encode_ohai(
+            concat!("cmtpd/", env!("CARGO_PKG_VERSION")),
+            &[],
+            &mut ohai,
+        );
         let limiter = Limiter::new(
             config.rate.clone(),
             config.limits.max_connections_per_ip,
