@@ -13,9 +13,11 @@
 //! Comparing names (docs/protocol.md §4): [`fold`] is the form two names are compared
 //! in (Unicode NFC, then lower case), so `Alice` and `alice` are one account and
 //! `bob@EXAMPLE.NET` is `bob@example.net`. A new account is created under
-//! [`canonical_account`], which also refuses whitespace and invisible characters.
+//! [`canonical_account`], which also refuses whitespace, invisible characters and
+//! mixed-script look-alikes.
 
 use unicode_normalization::UnicodeNormalization;
+use unicode_script::{Script, ScriptExtension, UnicodeScript};
 
 use crate::limits::MAX_PARAM;
 
@@ -41,6 +43,12 @@ pub enum NameError {
     /// would make two different names look the same.
     #[error("invisible character U+{:04X} in an account name", u32::from(*.0))]
     Invisible(char),
+    /// Letters of scripts that are not used together (Latin `a` beside Cyrillic `а`): the
+    /// name could pass for another one.
+    #[error(
+        "an account name mixes scripts ({0}): it could pass for another name; use letters of one script"
+    )]
+    MixedScript(String),
 }
 
 /// The form names are compared in: Unicode NFC, then the Unicode lower-case mapping
@@ -78,9 +86,55 @@ fn invisible(c: char) -> bool {
         | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
+/// The script sets a name may mix (UTS #39 §5.2, "highly restrictive"): Japanese, Chinese
+/// with Bopomofo, and Korean writing each combine Han with other scripts and with Latin.
+fn cjk_sets() -> [ScriptExtension; 3] {
+    let set = |scripts: &[Script]| {
+        scripts
+            .iter()
+            .fold(ScriptExtension::from(Script::Latin), |acc, &s| {
+                acc.union(ScriptExtension::from(s))
+            })
+    };
+    [
+        set(&[Script::Han, Script::Hiragana, Script::Katakana]),
+        set(&[Script::Han, Script::Bopomofo]),
+        set(&[Script::Han, Script::Hangul]),
+    ]
+}
+
+/// Whether a name keeps to one script (digits and punctuation, Unicode's Common and
+/// Inherited, go with any), or to one of the CJK combinations UTS #39's "highly
+/// restrictive" profile allows. Cheap, and it stops the classic look-alike (`pаypal` with a
+/// Cyrillic `а`); single-script confusables (Cyrillic `асе` for Latin `ace`) need the
+/// confusables tables and are not caught.
+fn single_script(name: &str) -> bool {
+    if !ScriptExtension::for_str(name).is_empty() {
+        return true;
+    }
+    cjk_sets().iter().any(|&set| {
+        name.chars()
+            .all(|c| !c.script_extension().intersection(set).is_empty())
+    })
+}
+
+/// The scripts of a name's letters, for the error message (`Cyrillic, Latin`).
+fn scripts_of(name: &str) -> String {
+    let mut names: Vec<&str> = name
+        .chars()
+        .map(|c| c.script())
+        .filter(|s| !matches!(s, Script::Common | Script::Inherited))
+        .map(|s| s.full_name())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(", ")
+}
+
 /// The name a new account is stored under: [`fold`]ed, and refused if it breaks the
-/// name rule or holds whitespace or an invisible character. `Alice` becomes `alice`, so
-/// `Alice` cannot be created beside `alice`.
+/// name rule or holds whitespace, an invisible character or letters of scripts that are
+/// not used together. `Alice` becomes `alice`, so `Alice` cannot be created beside
+/// `alice`.
 pub fn canonical_account(name: &str) -> Result<String, NameError> {
     validate_name(name)?;
     if let Some(c) = name.chars().find(|c| c.is_whitespace()) {
@@ -88,6 +142,9 @@ pub fn canonical_account(name: &str) -> Result<String, NameError> {
     }
     if let Some(c) = name.chars().find(|&c| invisible(c)) {
         return Err(NameError::Invisible(c));
+    }
+    if !single_script(name) {
+        return Err(NameError::MixedScript(scripts_of(name)));
     }
     let folded = fold(name);
     validate_name(&folded)?;
@@ -187,7 +244,7 @@ mod tests {
         // "é" decomposed (e + U+0301) and upper case both land on the composed lower case.
         assert_eq!(canonical_account("Re\u{301}mi").unwrap(), "rémi");
         assert_eq!(canonical_account("RÉMI").unwrap(), "rémi");
-        assert_eq!(canonical_account("Ωmega").unwrap(), "ωmega");
+        assert_eq!(canonical_account("ΩΜΕΓΑ").unwrap(), "ωμεγα");
         assert_eq!(fold("Bob@EXAMPLE.NET"), "bob@example.net");
         assert!(same_domain("EXAMPLE.net", "example.NET"));
         assert!(same_domain("ÉCOLE.fr", "école.fr"));
@@ -215,6 +272,41 @@ mod tests {
         assert_eq!(canonical_account("a/b"), Err(NameError::ForbiddenChar('/')));
         // Still a valid name on the wire (old accounts may have one): only creation refuses.
         assert_eq!(validate_name("x y"), Ok(()));
+    }
+
+    /// Letters of one script (with digits and punctuation), or a CJK combination, are
+    /// accepted; a Latin name with a Cyrillic or Greek letter in it is refused.
+    #[test]
+    fn new_accounts_refuse_mixed_script_look_alikes() {
+        for ok in [
+            "alice",
+            "bob.smith-2",
+            "алиса",
+            "ελένη",
+            "山田taro",
+            "やまだ太郎",
+            "ヤマダ_2",
+            "김민준kim",
+            "王小明ㄅ",
+            "rémi",
+        ] {
+            assert!(canonical_account(ok).is_ok(), "{ok:?}");
+        }
+        for (bad, scripts) in [
+            ("p\u{0430}ypal", "Cyrillic, Latin"),
+            ("\u{0430}lice", "Cyrillic, Latin"),
+            ("\u{03B1}lpha", "Greek, Latin"),
+            ("алиса\u{03B1}", "Cyrillic, Greek"),
+            ("やまだ김", "Hangul, Hiragana"),
+        ] {
+            assert_eq!(
+                canonical_account(bad),
+                Err(NameError::MixedScript(scripts.into())),
+                "{bad:?}"
+            );
+        }
+        // Only creation refuses: an existing mixed name is still a valid name on the wire.
+        assert_eq!(validate_name("p\u{0430}ypal"), Ok(()));
     }
 
     #[test]

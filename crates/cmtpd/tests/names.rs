@@ -67,7 +67,8 @@ fn domains_and_accounts_are_case_insensitive() {
     );
 }
 
-/// Whitespace and invisible characters are refused at creation, with the reason.
+/// Whitespace, invisible characters and mixed-script look-alikes are refused at creation,
+/// with the reason.
 #[test]
 fn new_account_names_refuse_blanks_and_invisibles() {
     let srv = TestServer::start();
@@ -76,6 +77,7 @@ fn new_account_names_refuse_blanks_and_invisibles() {
         ("al\u{00A0}ice", "whitespace"),
         ("al\u{200B}ice", "invisible"),
         ("\u{FEFF}alice", "invisible"),
+        ("p\u{0430}ypal", "mixes scripts (Cyrillic, Latin)"),
     ] {
         let out = srv.admin(
             &["user", "add", name, "--password-stdin"],
