@@ -9,6 +9,8 @@
 //!   each bounded by a deadline.
 //! - [`PgCluster`]: a private PostgreSQL cluster (initdb in a temporary directory, run
 //!   unprivileged, on a free loopback port), one database per test.
+//! - [`store_suite`] (feature `store-suite`): the behavioural checks every storage
+//!   backend passes.
 //! - [`dns`] (feature `dns`): a real DNS server (hickory-server) on 127.0.0.1.
 //! - Fixtures: [`vectors_dir`], [`noise`], [`message`], [`poll`] / [`wait_until`].
 //!
@@ -32,6 +34,8 @@ mod tmpfs;
 
 #[cfg(feature = "dns")]
 pub mod dns;
+#[cfg(feature = "store-suite")]
+pub mod store_suite;
 
 pub use bins::{bin_dir, cmtp_bin, cmtpd_bin};
 pub use cli::{cmtp, cmtp_cmd, login};
