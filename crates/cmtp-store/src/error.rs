@@ -35,6 +35,10 @@ pub enum StoreError {
     /// is not what was sent: it can be neither continued nor committed.
     #[error("an earlier write of this delivery did not complete")]
     DeliveryIncomplete,
+    /// A database backend (PostgreSQL) failed: unreachable, connection lost, a statement
+    /// refused. Nothing of the failed call is acknowledged; the backend reconnects.
+    #[error("database: {0}")]
+    Database(String),
     /// A blocking task of the store panicked or was cancelled.
     #[error("a store task failed: {0}")]
     TaskFailed(String),

@@ -32,6 +32,24 @@ pub use path_safe::ensure_path_safe;
 pub use peers::{FsPeers, PeerKey, PeerStore};
 pub use users::FsUsers;
 
+/// Checks that message metadata fits every backend: each string at most 255 bytes, the
+/// note at most [`MAX_NOTE`] bytes, the mailbox `""` or path-safe. A failure is
+/// [`StoreError::InvalidMeta`] or [`StoreError::InvalidName`].
+pub fn validate_meta(meta: &MessageMeta) -> Result<()> {
+    record::check_meta(meta)
+}
+
+/// Checks a mailbox name as [`validate_meta`] does: `""` (the postmaster's) or
+/// path-safe.
+pub fn validate_mailbox(mailbox: &str) -> Result<()> {
+    record::check_mailbox(mailbox)
+}
+
+/// Checks a note's length (at most [`MAX_NOTE`] bytes) as [`MailStore::set_note`] does.
+pub fn validate_note(note: &[u8]) -> Result<()> {
+    record::check_note(note)
+}
+
 /// One user account as stored: the account name, its Ed25519 public key, the xzibit
 /// (the encrypted private key blob, opaque to the store) and its creation time.
 #[derive(Clone, PartialEq, Eq)]

@@ -7,6 +7,10 @@
 //!   verifies every server signature.
 //! - [`cmtp`], [`cmtp_cmd`], [`admin`], [`run`]: the real binaries as child processes,
 //!   each bounded by a deadline.
+//! - [`PgCluster`]: a private PostgreSQL cluster (initdb in a temporary directory, run
+//!   unprivileged, on a free loopback port), one database per test.
+//! - [`store_suite`] (feature `store-suite`): the behavioural checks every storage
+//!   backend passes.
 //! - [`dns`] (feature `dns`): a real DNS server (hickory-server) on 127.0.0.1.
 //! - Fixtures: [`vectors_dir`], [`noise`], [`message`], [`poll`] / [`wait_until`].
 //!
@@ -23,17 +27,21 @@ mod bins;
 mod cli;
 mod client;
 mod fixtures;
+mod pg;
 mod process;
 mod server;
 mod tmpfs;
 
 #[cfg(feature = "dns")]
 pub mod dns;
+#[cfg(feature = "store-suite")]
+pub mod store_suite;
 
 pub use bins::{bin_dir, cmtp_bin, cmtpd_bin};
 pub use cli::{cmtp, cmtp_cmd, login};
 pub use client::Client;
 pub use fixtures::{IO_TIMEOUT, message, noise, now, poll, vectors_dir, wait_until};
+pub use pg::{PG_USER, PgCluster, pg_bin_dir};
 pub use process::{Out, add_user, admin, run, seed_user, server_public_key};
 pub use server::{NO_DNS, Opts, TestServer};
 pub use tmpfs::{Tmpfs, on_tmpfs};

@@ -101,6 +101,9 @@ pub enum Command {
     /// Other domains: the pinned keys of their servers.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// The PostgreSQL database of `[store] backend = "postgres"`.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -289,6 +292,14 @@ pub enum UserCommand {
         /// Account name.
         name: String,
     },
+}
+
+/// `cmtpd db ...`
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create or upgrade the database schema (`[store] url` or `$CMTPD_DATABASE_URL`) to
+    /// the version this cmtpd needs. Idempotent; several nodes may run it at once.
+    Migrate,
 }
 
 /// `cmtpd key ...`

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use cmtpd::cli::{
-    Cli, Command, ConfigCommand, DomainCommand, KeyCommand, LOCAL_CONFIG, MailboxCommand,
-    QueueCommand, ServeArgs, UserCommand, render_error,
+    Cli, Command, ConfigCommand, DbCommand, DomainCommand, KeyCommand, LOCAL_CONFIG,
+    MailboxCommand, QueueCommand, ServeArgs, UserCommand, render_error,
 };
-use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat, Overrides};
-use cmtpd::{Server, admin};
+use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat, Overrides, StoreBackend};
+use cmtpd::{Backend, Server, admin};
 use tracing_subscriber::EnvFilter;
 
 /// How often the trimmer runs. A spike's memory is back with the OS within this period
@@ -112,6 +112,7 @@ fn run(cli: Cli) -> Result<()> {
     let data = cfg.data_dir.clone();
     match cli.command {
         Command::Serve(args) => return serve(cfg, path, overrides, args),
+        Command::Db(DbCommand::Migrate) => return db_migrate(&cfg),
         Command::Init => {
             let out = admin::init(&data)?;
             print!("{out}");
@@ -121,6 +122,14 @@ fn run(cli: Cli) -> Result<()> {
         // run from the wrong folder must not report success into a directory no server
         // uses.
         _ => admin::require_data_dir(&data, path.as_deref())?,
+    }
+    if cfg.store.backend == StoreBackend::Postgres && !matches!(cli.command, Command::Key(_)) {
+        // The admin commands read and write the data directory's embedded store: on a
+        // postgres node they would report success about data no server uses.
+        bail!(
+            "this admin command works on the embedded store only, and [store] backend is \
+             \"postgres\": not supported there yet (docs/storage.md, \"PostgreSQL backend\")"
+        );
     }
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -132,6 +141,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(_)
         | Command::Init
         | Command::Config(_)
+        | Command::Db(_)
         | Command::Completions { .. }
         | Command::Man => unreachable!("handled above"),
         Command::Key(KeyCommand::Show { json }) => admin::key_show(&data, json)?,
@@ -220,43 +230,85 @@ fn serve(cfg: Config, path: Option<PathBuf>, overrides: Overrides, args: ServeAr
         let shutdown = shutdown_signal()?;
         // Installed before the ready file is written: SIGHUP's default action is to
         // terminate, so a reload asked for as soon as the server is ready must find it.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
-        let server = Server::bind(cfg.clone()).context("starting the server")?;
-        let domains = cfg.domains.join(", ");
-        for a in server.local_addrs() {
-            tracing::info!(
-                addr = %a,
-                domain = cfg.primary_domain(),
-                domains = %domains,
-                "CMTP listening; the local domains share one account space (alice@ any of them is the same account)"
-            );
-        }
-        if let Some(m) = server.metrics_addr() {
-            tracing::info!(addr = %m, "metrics listening");
-        }
-        tracing::info!(
-            public_key = %server.shared().signer.public().to_hex(),
-            data_dir = %cfg.data_dir.display(),
-            "server ready"
-        );
-        if let Some(p) = &args.ready_file {
-            server.write_ready_file(p)?;
-        }
-        let shared = server.shared();
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                reload(&shared, path.as_deref(), &overrides);
+        match cfg.store.backend {
+            StoreBackend::Embedded => {
+                let server = Server::bind(cfg.clone()).context("starting the server")?;
+                run_server(server, cfg, path, overrides, args, shutdown, hup).await
             }
-        });
-        server.run(shutdown).await;
-        Ok(())
+            StoreBackend::Postgres => {
+                let server = Server::bind_postgres(cfg.clone()).context("starting the server")?;
+                run_server(server, cfg, path, overrides, args, shutdown, hup).await
+            }
+        }
     })
+}
+
+/// `cmtpd db migrate`: the schema of the configured PostgreSQL database.
+fn db_migrate(cfg: &Config) -> Result<()> {
+    let url = cfg.store.database_url().with_context(|| {
+        format!(
+            "no database: set [store] url or {}",
+            cmtpd::config::DATABASE_URL_ENV
+        )
+    })?;
+    let r = cmtp_store_pg::migrate(&url).context("migrating the database")?;
+    if r.from == r.to {
+        println!("database schema already at version {}", r.to);
+    } else {
+        println!(
+            "database schema migrated from version {} to {}",
+            r.from, r.to
+        );
+    }
+    Ok(())
+}
+
+/// Serves until a shutdown signal, whatever the backend.
+async fn run_server<S: Backend>(
+    server: Server<S>,
+    cfg: Config,
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut hup: tokio::signal::unix::Signal,
+) -> Result<()> {
+    let domains = cfg.domains.join(", ");
+    for a in server.local_addrs() {
+        tracing::info!(
+            addr = %a,
+            domain = cfg.primary_domain(),
+            domains = %domains,
+            "CMTP listening; the local domains share one account space (alice@ any of them is the same account)"
+        );
+    }
+    if let Some(m) = server.metrics_addr() {
+        tracing::info!(addr = %m, "metrics listening");
+    }
+    tracing::info!(
+        public_key = %server.shared().signer.public().to_hex(),
+        data_dir = %cfg.data_dir.display(),
+        store = ?cfg.store.backend,
+        "server ready"
+    );
+    if let Some(p) = &args.ready_file {
+        server.write_ready_file(p)?;
+    }
+    let shared = server.shared();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload(&shared, path.as_deref(), &overrides);
+        }
+    });
+    server.run(shutdown).await;
+    Ok(())
 }
 
 /// SIGHUP: reads the configuration again (same file, same flags) and applies what can
 /// change live; a file that does not load leaves the running configuration as it was.
-fn reload(shared: &cmtpd::Shared<cmtp_store::EmbeddedStore>, path: Option<&Path>, o: &Overrides) {
+fn reload<S: Backend>(shared: &cmtpd::Shared<S>, path: Option<&Path>, o: &Overrides) {
     let from = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
     tracing::info!(config = %from, "SIGHUP received: reloading the configuration");
     match Config::load(path, o) {

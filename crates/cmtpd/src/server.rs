@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cmtp_store::{EmbeddedStore, Options};
+use cmtp_store_pg::{PgOptions, PgStore};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -49,6 +50,9 @@ pub enum ServerError {
         /// The error underneath.
         source: cmtp_store::StoreError,
     },
+    /// The PostgreSQL store could not be opened (unreachable, no or unknown schema).
+    #[error("cannot open the PostgreSQL store: {0}")]
+    Database(#[from] cmtp_store_pg::PgError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -120,33 +124,58 @@ impl Server<EmbeddedStore> {
         // and a fresh key behind (nobody would ever pin that key).
         let sockets = Sockets::bind(&config)?;
         let data = config.data_dir.clone();
-        keys::ensure_data_dir(&data).map_err(|source| ServerError::DataDir {
-            path: data.clone(),
-            source,
-        })?;
-        match keys::data_dir_too_open(&data) {
-            Ok(Some(mode)) => tracing::warn!(
-                path = %data.display(),
-                mode = format!("{mode:o}"),
-                "the data directory is accessible to group or others (it holds the server \
-                 key and the mail): chmod 700 it"
-            ),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(path = %data.display(), error = %e, "cannot stat the data directory")
-            }
-        }
-        let (kp, created) = keys::load_or_create(&data)?;
-        if created {
-            tracing::info!(public_key = %kp.public().to_hex(), "generated a new server key");
-        }
-        let log_key = keys::load_or_create_log_key(&data)?;
+        let (kp, log_key) = prepare_data_dir(&data)?;
         let store = EmbeddedStore::open(&data, Options::default()).map_err(|source| {
             ServerError::Store {
                 path: data.clone(),
                 source,
             }
         })?;
+        Server::assemble(config, kp, store, sockets, log_key)
+    }
+}
+
+/// Creates the data directory and the server key if needed (warning when the directory
+/// is open to others); the key pair and the log-address key.
+fn prepare_data_dir(data: &Path) -> Result<(cmtp_crypto::KeyPair, [u8; 32]), ServerError> {
+    keys::ensure_data_dir(data).map_err(|source| ServerError::DataDir {
+        path: data.to_owned(),
+        source,
+    })?;
+    match keys::data_dir_too_open(data) {
+        Ok(Some(mode)) => tracing::warn!(
+            path = %data.display(),
+            mode = format!("{mode:o}"),
+            "the data directory is accessible to group or others (it holds the server \
+             key and the mail): chmod 700 it"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(path = %data.display(), error = %e, "cannot stat the data directory")
+        }
+    }
+    let (kp, created) = keys::load_or_create(data)?;
+    if created {
+        tracing::info!(public_key = %kp.public().to_hex(), "generated a new server key");
+    }
+    let log_key = keys::load_or_create_log_key(data)?;
+    Ok((kp, log_key))
+}
+
+impl Server<PgStore> {
+    /// Like [`Server::bind`], over the PostgreSQL database of `[store]`: the data
+    /// directory holds only the server key (shared by every node of the domain). Refuses
+    /// to start when the database is unreachable or its schema is missing or unknown
+    /// (`cmtpd db migrate` creates it). Must run inside a tokio runtime.
+    pub fn bind_postgres(mut config: Config) -> Result<Self, ServerError> {
+        config.validate()?;
+        let url = config.store.database_url().ok_or_else(|| {
+            crate::config::ConfigError::Invalid("[store] has no database url".into())
+        })?;
+        raise_fd_limit();
+        let sockets = Sockets::bind(&config)?;
+        let (kp, log_key) = prepare_data_dir(&config.data_dir)?;
+        let store = PgStore::connect(&url, PgOptions::default())?;
         Server::assemble(config, kp, store, sockets, log_key)
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod federation;
+mod store;
 pub use federation::Federation;
+pub use store::{DATABASE_URL_ENV, Store, StoreBackend};
 
 /// The example configuration shipped with the server (every key with its default).
 pub const EXAMPLE_CONFIG: &str = include_str!("../../../../cmtpd.example.toml");
@@ -101,6 +103,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// Relaying to other domains: routes, DNS, the queue's retry schedule, trust.
     pub federation: Federation,
+    /// The storage backend (`embedded` or `postgres`).
+    pub store: Store,
 }
 
 /// Limits of the metrics/health HTTP endpoint, so held-open sockets cannot blind
@@ -211,6 +215,7 @@ impl Default for Config {
             rate: RateLimits::default(),
             http: HttpLimits::default(),
             federation: Federation::default(),
+            store: Store::default(),
         }
     }
 }
@@ -392,6 +397,7 @@ impl Config {
                 "idle_timeout_secs must be at least 1".into(),
             ));
         }
+        self.store.validate()?;
         self.federation.validate()
     }
 }
@@ -402,6 +408,7 @@ type Fixed = (&'static str, fn(&mut Config, &Config) -> bool);
 
 const RESTART_ONLY: &[Fixed] = &[
     ("data_dir", |n, o| keep(&mut n.data_dir, &o.data_dir)),
+    ("store", |n, o| keep(&mut n.store, &o.store)),
     ("domains", |n, o| keep(&mut n.domains, &o.domains)),
     ("listen", |n, o| keep(&mut n.listen, &o.listen)),
     ("metrics_listen", |n, o| {

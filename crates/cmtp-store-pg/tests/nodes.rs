@@ -1,0 +1,199 @@
+//! Two store instances ("nodes") on one database: what one commits the other lists,
+//! reads and deletes at once; ids stay unique and ascending per mailbox under
+//! concurrent commits from both; quotas and relay ids agree across nodes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cmtp_store::{Delivery, MailStore, StoreHealth};
+use cmtp_store_pg::{PgOptions, PgStore, migrate};
+use cmtp_testkit::store_suite::{deliver, deliver_meta, listed_ids, meta, read_all};
+use cmtp_testkit::{PgCluster, noise, wait_until};
+
+fn two_nodes(name: &str) -> (String, PgStore, PgStore) {
+    let url = PgCluster::shared().database(name);
+    migrate(&url).unwrap();
+    let a = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let b = PgStore::connect(&url, PgOptions::default()).unwrap();
+    (url, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_node_commits_the_other_serves_at_once() {
+    let (_, a, b) = two_nodes("serve across");
+    let big = noise(900_000, 1);
+    let x = deliver(&a, "bob", b"hello from a", 5).await;
+    let y = deliver(&a, "bob", &big, 100_000).await;
+    // No cache to wait for: the next call on b sees the commit.
+    assert_eq!(listed_ids(&b, "bob").await, [x, y]);
+    assert_eq!(read_all(&b, "bob", y).await.unwrap(), big);
+    assert_eq!(b.mailbox_usage("bob").unwrap(), (2, 12 + 900_000));
+    assert!(b.delete("bob", x).await.unwrap());
+    assert!(!a.delete("bob", x).await.unwrap(), "deleted twice");
+    assert_eq!(listed_ids(&a, "bob").await, [y]);
+    assert_eq!(a.mailbox_usage("bob").unwrap(), (1, 900_000));
+    // The next id on either node goes on after the highest, never reusing x.
+    assert_eq!(deliver(&b, "bob", b"z", 1).await, y + 1);
+
+    let mut m = meta("\\queue");
+    m.relay_id = Some([9; 16]);
+    deliver_meta(&a, m, b"relayed", 3).await;
+    assert!(b.seen_relay_id(&[9; 16]));
+    assert!(!b.seen_relay_id(&[8; 16]));
+    assert_eq!(a.health(), StoreHealth::Ok);
+    assert_eq!(b.health(), StoreHealth::Ok);
+}
+
+/// Both nodes commit concurrently into the same mailboxes. Per mailbox the ids are
+/// exactly 1..=n (unique, no gaps), each node's own ids ascend in its commit order,
+/// and the listing on either node is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_unique_and_ascending_under_concurrent_commits_from_both() {
+    let (_, a, b) = two_nodes("ids across");
+    let nodes = [Arc::new(a), Arc::new(b)];
+    const PER_TASK: u64 = 40;
+    let boxes = ["bob", "carol", "dave"];
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for t in 0..6u64 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..PER_TASK {
+                    let mb = boxes[((t + i) % 3) as usize];
+                    let data = noise(64 + i as usize, (n as u64) << 32 | t << 16 | i);
+                    let id = deliver(&*node, mb, &data, 17).await;
+                    got.push((mb, id, data));
+                }
+                got
+            }));
+        }
+    }
+    let mut per_box: BTreeMap<&str, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        // One task commits one after another: its ids in each mailbox ascend.
+        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+        for (mb, id, data) in got {
+            let prev = last.insert(mb, id).unwrap_or(0);
+            assert!(id > prev, "{mb}: id {id} after {prev}");
+            per_box.entry(mb).or_default().push((id, data));
+        }
+    }
+    for (mb, mut msgs) in per_box {
+        msgs.sort_by_key(|m| m.0);
+        let ids: Vec<u64> = msgs.iter().map(|m| m.0).collect();
+        let expect: Vec<u64> = (1..=ids.len() as u64).collect();
+        assert_eq!(ids, expect, "{mb}: ids not exactly 1..=n");
+        assert_eq!(listed_ids(&*nodes[0], mb).await, ids);
+        assert_eq!(listed_ids(&*nodes[1], mb).await, ids);
+        for (id, data) in msgs.iter().step_by(7) {
+            assert_eq!(&read_all(&*nodes[1], mb, *id).await.unwrap(), data);
+        }
+        let bytes: u64 = msgs.iter().map(|m| m.1.len() as u64).sum();
+        let usage = (ids.len() as u64, bytes);
+        assert_eq!(nodes[0].mailbox_usage(mb).unwrap(), usage);
+        assert_eq!(nodes[1].mailbox_usage(mb).unwrap(), usage);
+    }
+    // Group commit happened on the nodes (fewer transactions than messages).
+    for n in &nodes {
+        let m = n.metrics();
+        assert!(m.batches < m.records, "{m:?}");
+    }
+}
+
+/// Deletes on one node and deliveries on the other at the same time keep the quota
+/// totals exact on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_agree_across_nodes_under_concurrent_deletes() {
+    let (_, a, b) = two_nodes("quota across");
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut first = Vec::new();
+    for i in 0..50u64 {
+        first.push(deliver(&*a, "bob", &noise(100, i), 100).await);
+    }
+    let deleter = {
+        let b = b.clone();
+        let ids = first.clone();
+        tokio::spawn(async move {
+            for id in ids.iter().step_by(2) {
+                assert!(b.delete("bob", *id).await.unwrap());
+            }
+        })
+    };
+    let adder = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0..30u64 {
+                deliver(&*a, "bob", &noise(1000, 100 + i), 1000).await;
+            }
+        })
+    };
+    deleter.await.unwrap();
+    adder.await.unwrap();
+    let expect = (25 + 30, 25 * 100 + 30 * 1000);
+    assert_eq!(a.mailbox_usage("bob").unwrap(), expect);
+    assert_eq!(b.mailbox_usage("bob").unwrap(), expect);
+    let listed = b.list("bob").await.unwrap();
+    assert_eq!(listed.len() as u64, expect.0);
+    assert_eq!(listed.iter().map(|i| i.size).sum::<u64>(), expect.1);
+}
+
+/// A large delivery dropped before its commit leaves no chunk and no upload row behind
+/// (the cleanup runs in the background: polled with a deadline); a delivery of a node
+/// that died (its upload row left) is removed by the sweep once old enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_and_abandoned_uploads_leave_nothing() {
+    let c = PgCluster::shared();
+    let url = c.database("uploads");
+    migrate(&url).unwrap();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let store = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let mut d = store.begin();
+    d.write(&noise(1_000_000, 1)).await.unwrap();
+    assert_eq!(c.psql(&db, "SELECT count(*) FROM uploads"), "1");
+    assert_ne!(c.psql(&db, "SELECT count(*) FROM message_chunks"), "0");
+    drop(d);
+    wait_until(
+        "the aborted upload's removal",
+        Duration::from_secs(10),
+        || {
+            c.psql(&db, "SELECT count(*) FROM message_chunks") == "0"
+                && c.psql(&db, "SELECT count(*) FROM uploads") == "0"
+        },
+    );
+
+    // A node "dies" mid-delivery: the delivery is leaked, never dropped.
+    let mut d = store.begin();
+    d.write(&noise(600_000, 2)).await.unwrap();
+    std::mem::forget(d);
+    assert_eq!(store.sweep().unwrap(), 0, "a fresh upload was swept");
+    // `started < now - 0` needs the clock to move past the upload's second.
+    wait_until("the upload to age", Duration::from_secs(5), || {
+        c.psql(
+            &db,
+            "SELECT count(*) FROM uploads WHERE started < floor(extract(epoch FROM now()))::bigint",
+        ) == "1"
+    });
+    // A node whose abandonment age is 0 s: its sweeper (at start, then hourly) or an
+    // explicit sweep removes the upload, chunks and all.
+    let aged = PgStore::connect(
+        &url,
+        PgOptions {
+            abandoned_upload_secs: 0,
+            ..PgOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(aged.sweep().unwrap() <= 1);
+    assert_eq!(c.psql(&db, "SELECT count(*) FROM uploads"), "0");
+    assert_eq!(c.psql(&db, "SELECT count(*) FROM message_chunks"), "0");
+    // A committed message is never swept.
+    let id = deliver(&store, "bob", &noise(600_000, 3), 50_000).await;
+    assert_eq!(aged.sweep().unwrap(), 0);
+    assert_eq!(
+        read_all(&store, "bob", id).await.unwrap(),
+        noise(600_000, 3)
+    );
+}
