@@ -35,6 +35,9 @@ pub enum StoreError {
     /// is not what was sent: it can be neither continued nor committed.
     #[error("an earlier write of this delivery did not complete")]
     DeliveryIncomplete,
+    /// The backend does not implement this (optional) operation.
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
     /// A blocking task of the store panicked or was cancelled.
     #[error("a store task failed: {0}")]
     TaskFailed(String),
