@@ -442,7 +442,7 @@ mod tests {
         let b = register_signing_bytes(WORD_REG2, &auth(), "example.org", &[b"x"]);
         let c = register_signing_bytes(WORD_REG1, &auth(), "example.net", &[b"x"]);
         assert!(a != b && a != c && b != c);
-        assert!(a.starts_with(b"CMTP-OPAQUE/1\0OPAQUEREG1\0alice\0example.org\01700000000\0"));
+        assert!(a.starts_with(b"CMTP-OPAQUE/1\0OPAQUEREG1\0alice\0example.org\x001700000000\0"));
         assert!(
             login1_reply_signing_bytes("a", b"1", b"2")
                 != reg1_reply_signing_bytes("a", b"1", b"2")
