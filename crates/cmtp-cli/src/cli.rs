@@ -103,6 +103,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change your password (servers that offer the OPAQUE login, docs/protocol.md D8).
+    ///
+    /// Asks for the current password, then the new one (twice). With --password-stdin
+    /// the first line is the current password and the second the new one. The key pair
+    /// stays the same; the server stores it under the new password.
+    Password {
+        /// Accept a new password the strength estimate (zxcvbn) calls weak.
+        #[arg(long)]
+        allow_weak_password: bool,
+    },
     /// Forget the remembered secret key (the profile and pins stay).
     Logout,
     /// Show your address, server and key.

@@ -33,6 +33,57 @@ pub fn password(from_stdin: bool, prompt: &str) -> Result<Zeroizing<String>> {
         .context("reading the password from the terminal (use --password-stdin or CMTP_PASSWORD)")
 }
 
+/// The least zxcvbn score (0–4) of a new password, as `cmtpd user add` asks: the
+/// server's stored xzibit can still be attacked offline by whoever steals its database.
+pub const MIN_PASSWORD_SCORE: u8 = 3;
+
+/// A new password: the next line of standard input with `--password-stdin`, else asked
+/// twice on the terminal (never from the environment, which holds the current one).
+pub fn new_password(from_stdin: bool) -> Result<Zeroizing<String>> {
+    if from_stdin {
+        return password(true, "");
+    }
+    if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+        bail!("a new password is needed: use --password-stdin (second line)");
+    }
+    let a = cmtp_client::terminal::prompt_password("New password: ")
+        .context("reading the new password from the terminal")?;
+    let b = cmtp_client::terminal::prompt_password("New password again: ")
+        .context("reading the new password from the terminal")?;
+    if *a != *b {
+        bail!("the two new passwords differ");
+    }
+    Ok(a)
+}
+
+/// Refuses a password zxcvbn scores below [`MIN_PASSWORD_SCORE`], with its advice.
+pub fn check_strength(password: &str, account: &str) -> Result<()> {
+    if password.is_empty() {
+        bail!("the new password is empty");
+    }
+    let est = zxcvbn::zxcvbn(password, &[account]);
+    let score = u8::from(est.score());
+    if score >= MIN_PASSWORD_SCORE {
+        return Ok(());
+    }
+    let mut advice = Vec::new();
+    if let Some(f) = est.feedback() {
+        if let Some(w) = f.warning() {
+            advice.push(w.to_string());
+        }
+        advice.extend(f.suggestions().iter().map(ToString::to_string));
+    }
+    bail!(
+        "the new password is too weak (strength {score} of 4, at least {MIN_PASSWORD_SCORE} \
+         needed){}; use --allow-weak-password to keep it anyway",
+        if advice.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", advice.join(" "))
+        }
+    )
+}
+
 /// The message text: `--body-file` (`-` = standard input), else standard input when it
 /// is not a terminal, else an editor.
 pub fn body(file: Option<&Path>) -> Result<String> {

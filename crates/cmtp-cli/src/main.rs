@@ -135,6 +135,24 @@ async fn run(cli: Cli) -> Result<u8> {
             output::login(&info, &dir, json);
             Ok(exit::OK)
         }
+        Command::Password {
+            allow_weak_password,
+        } => {
+            let s = Session::open(Profile::open(&dir)?, &opts).await?;
+            closing(s, async |s| {
+                let prompt = format!("Current password for {}: ", s.address());
+                let old = input::password(g.password_stdin, &prompt)?;
+                let new = input::new_password(g.password_stdin)?;
+                if !allow_weak_password {
+                    input::check_strength(&new, &s.address().account)?;
+                }
+                s.change_password(old.as_bytes(), new.as_bytes()).await?;
+                Ok(())
+            })
+            .await?;
+            println!("password changed");
+            Ok(exit::OK)
+        }
         Command::Logout => {
             let profile = Profile::open(&dir)?;
             profile.forget_secret()?;

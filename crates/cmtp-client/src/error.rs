@@ -291,6 +291,23 @@ pub enum ClientError {
         /// host:port of the server.
         server: String,
     },
+    /// The server no longer offers the OPAQUE login (docs/protocol.md D8) although this
+    /// account logged in with it before: the offer is in the unsigned OHAI answer, so
+    /// someone on the path may have removed it.
+    #[error(
+        "the server {server} no longer offers the OPAQUE login, but this account used it \
+         before: someone on the network may be forcing a downgrade to the CMTP/1 LOGIN. \
+         Nothing was sent. If the server's operator really turned OPAQUE off, log in \
+         again with a new profile"
+    )]
+    OpaqueDowngrade {
+        /// host:port of the server.
+        server: String,
+    },
+    /// The server refused an OPAQUE registration (AUTHFAILURE: a bad signature, a stale
+    /// timestamp, or a malformed record).
+    #[error("the server refused the OPAQUE registration (AUTHFAILURE); check the clock")]
+    RegistrationRefused,
     /// Not supported by the server dialect in use.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -310,9 +327,10 @@ impl ClientError {
             | E::Closed { .. }
             | E::Protocol { .. }
             | E::BadSignature { .. }
-            | E::Downgrade { .. } => ErrorKind::Protocol,
+            | E::Downgrade { .. }
+            | E::OpaqueDowngrade { .. } => ErrorKind::Protocol,
             E::NotCmtp { .. } => ErrorKind::NotCmtp,
-            E::ServerFailure { .. } => ErrorKind::Other,
+            E::ServerFailure { .. } | E::RegistrationRefused => ErrorKind::Other,
             E::ServerKeyChanged { .. }
             | E::UserKeyChanged { .. }
             | E::FingerprintMismatch { .. } => ErrorKind::KeyChanged,

@@ -102,6 +102,12 @@ pub struct ProfileConfig {
     /// profiles written before it was recorded (no check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialect: Option<Compat>,
+    /// This account logs in with OPAQUE on this server (docs/protocol.md D8; recorded,
+    /// not a setting): from then on a failed OPAQUE login is a wrong password (never a
+    /// fallback to LOGIN), and a server that stops offering OPAQUE is refused as a
+    /// possible downgrade.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub opaque: bool,
 }
 
 /// Trust-on-first-use pins (`pins.toml`).
@@ -414,6 +420,7 @@ mod tests {
             compat: Compat::Cmtp1,
             timeouts: TimeoutConfig::default(),
             dialect: Some(Compat::Cmtp1),
+            opaque: false,
         });
         let other = KeyPair::generate().unwrap().public();
         assert_eq!(

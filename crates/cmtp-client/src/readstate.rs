@@ -126,6 +126,7 @@ mod tests {
             compat: Compat::Cmtp1,
             timeouts: TimeoutConfig::default(),
             dialect: None,
+            opaque: false,
         });
         p.save().unwrap();
         p

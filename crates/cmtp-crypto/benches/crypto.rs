@@ -50,5 +50,31 @@ fn xzibits(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sealed_boxes, signatures, xzibits);
+/// The server's side of OPAQUE1 (docs/protocol.md D8) for an account with a record and
+/// for a name with none (the fake response): the two must cost about the same, or the
+/// time of the answer would tell which names are accounts.
+fn opaque_login_start(c: &mut Criterion) {
+    use cmtp_crypto::opaque::{ClientLoginState, ClientRegistrationState, ServerSetup};
+    let setup = ServerSetup::generate();
+    let (st, req) = ClientRegistrationState::start(b"pw").unwrap();
+    let resp = setup.registration_response(&req, b"alice").unwrap();
+    let record = st.finish(b"pw", &resp).unwrap();
+    let (_, ke1) = ClientLoginState::start(b"guess").unwrap();
+    let mut g = c.benchmark_group("opaque_login_start");
+    g.bench_function("known account", |b| {
+        b.iter(|| setup.login_start(Some(&record), &ke1, b"alice").unwrap())
+    });
+    g.bench_function("unknown name (fake record)", |b| {
+        b.iter(|| setup.login_start(None, &ke1, b"nobody").unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    sealed_boxes,
+    signatures,
+    xzibits,
+    opaque_login_start
+);
 criterion_main!(benches);

@@ -11,6 +11,7 @@
 mod error;
 mod hash;
 mod keys;
+pub mod opaque;
 mod sealed;
 mod xzibit;
 

@@ -9,6 +9,7 @@
 
 use crate::limits::{MAX_COMMAND_WORD, MAX_PARAM};
 use crate::mbox::{FetchPart, MboxKind, MboxRequest};
+use crate::opaque::OpaqueCommand;
 use crate::submit::SubmitRequest;
 use crate::text::{parse_decimal, parse_hex, push_hex};
 
@@ -58,6 +59,8 @@ pub enum Command {
     /// An SMTP verb (upper-cased) ended by a space, CR or LF (D1). Only the verb and
     /// its terminator are consumed: the server refuses and closes.
     Smtp(String),
+    /// A command of the OPAQUE login extension (docs/protocol.md D8).
+    Opaque(OpaqueCommand),
 }
 
 /// Why the bytes are not a valid command. Every variant means the stream can no
@@ -106,14 +109,24 @@ fn scan_word(buf: &[u8]) -> Result<Option<(&[u8], WordEnd)>, CommandError> {
 }
 
 /// Incremental reader of NUL-terminated parameters.
-struct Params<'a> {
+pub(crate) struct Params<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Params<'a> {
+    /// The bytes after the current position (for binary fields).
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Moves past `n` bytes of [`Params::rest`].
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.pos += n;
+    }
+
     /// Next parameter as raw bytes; Ok(None) = need more.
-    fn raw(&mut self) -> Result<Option<&'a [u8]>, CommandError> {
+    pub(crate) fn raw(&mut self) -> Result<Option<&'a [u8]>, CommandError> {
         let rest = &self.buf[self.pos..];
         let window = &rest[..rest.len().min(MAX_PARAM + 1)];
         match window.iter().position(|&b| b == 0) {
@@ -126,7 +139,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn string(&mut self) -> Result<Option<String>, CommandError> {
+    pub(crate) fn string(&mut self) -> Result<Option<String>, CommandError> {
         match self.raw()? {
             Some(b) => std::str::from_utf8(b)
                 .map(|s| Some(s.to_owned()))
@@ -135,7 +148,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn number(&mut self, what: &'static str) -> Result<Option<u64>, CommandError> {
+    pub(crate) fn number(&mut self, what: &'static str) -> Result<Option<u64>, CommandError> {
         match self.raw()? {
             Some(b) => parse_decimal(b)
                 .map(Some)
@@ -199,6 +212,9 @@ impl Command {
             b"MBOXFETCH" => Command::MboxFetch(need!(parse_mbox(&mut p, MboxKind::Fetch))),
             b"MBOXDEL" => Command::MboxDelete(need!(parse_mbox(&mut p, MboxKind::Delete))),
             b"SUBMIT" => Command::Submit(need!(parse_submit(&mut p))),
+            b"OPAQUE1" | b"OPAQUE2" | b"OPAQUEREG1" | b"OPAQUEREG2" => {
+                Command::Opaque(need!(crate::opaque::parse(word, &mut p)))
+            }
             other => {
                 return Err(CommandError::UnknownCommand(
                     String::from_utf8_lossy(other).into_owned(),
@@ -244,6 +260,7 @@ impl Command {
                 out.extend_from_slice(verb.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
+            Command::Opaque(c) => c.encode(out),
         }
     }
 

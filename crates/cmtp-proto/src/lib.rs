@@ -19,6 +19,7 @@ pub mod log;
 pub mod mbox;
 pub mod message;
 pub mod name;
+pub mod opaque;
 pub mod reply;
 pub mod submit;
 mod text;

@@ -177,6 +177,12 @@ impl UserStore for PgStore {
     fn list_users(&self) -> Result<Vec<UserRecord>> {
         users::list(self)
     }
+    fn opaque_login(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        users::opaque_login(self, name)
+    }
+    fn set_opaque_login(&self, name: &str, login: &[u8], xzibit: Option<&[u8]>) -> Result<bool> {
+        users::set_opaque_login(self, name, login, xzibit)
+    }
 }
 
 impl PeerStore for PgStore {

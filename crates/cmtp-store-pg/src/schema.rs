@@ -7,7 +7,10 @@ use crate::PgError;
 use crate::state::{chain, unix_now};
 
 /// The migrations, in order; version N is the N-th (1-based).
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_opaque_login.sql"),
+];
 
 /// The schema version this build reads and writes.
 pub const LATEST_VERSION: i32 = MIGRATIONS.len() as i32;

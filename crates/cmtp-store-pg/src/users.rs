@@ -130,3 +130,41 @@ pub(crate) fn list(s: &PgStore) -> Result<Vec<UserRecord>> {
             .collect()
     })
 }
+
+pub(crate) fn opaque_login(s: &PgStore, name: &str) -> Result<Option<Vec<u8>>> {
+    ensure_path_safe(name)?;
+    let (sh, name) = (s.shared.clone(), name.to_owned());
+    s.bridge.block_store(async move {
+        let c = sh.conn("reading an OPAQUE login").await?;
+        let row = c
+            .query_opt("SELECT opaque_login FROM users WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| sh.pg("reading an OPAQUE login", e))?;
+        Ok(row.and_then(|r| r.get(0)))
+    })
+}
+
+/// One UPDATE: the record and (on a password change) the xzibit change together.
+pub(crate) fn set_opaque_login(
+    s: &PgStore,
+    name: &str,
+    login: &[u8],
+    xzibit: Option<&[u8]>,
+) -> Result<bool> {
+    ensure_path_safe(name)?;
+    let (sh, name) = (s.shared.clone(), name.to_owned());
+    let (login, xzibit) = (login.to_vec(), xzibit.map(<[u8]>::to_vec));
+    s.bridge.block_store(async move {
+        let c = sh.conn("storing an OPAQUE login").await?;
+        let n = c
+            .execute(
+                "UPDATE users SET opaque_login = $2, xzibit = COALESCE($3, xzibit) \
+                 WHERE name = $1",
+                &[&name, &login, &xzibit],
+            )
+            .await
+            .map_err(|e| sh.pg("storing an OPAQUE login", e))?;
+        sh.mark_ok();
+        Ok(n > 0)
+    })
+}

@@ -58,6 +58,12 @@ impl UserStore for EmbeddedStore {
     fn list_users(&self) -> Result<Vec<UserRecord>> {
         self.users.list_users()
     }
+    fn opaque_login(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.users.opaque_login(name)
+    }
+    fn set_opaque_login(&self, name: &str, login: &[u8], xzibit: Option<&[u8]>) -> Result<bool> {
+        self.users.set_opaque_login(name, login, xzibit)
+    }
 }
 
 impl MailStore for EmbeddedStore {

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// refused. Nothing of the failed call is acknowledged; the backend reconnects.
     #[error("database: {0}")]
     Database(String),
+    /// The backend does not implement this (optional) operation.
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
     /// A blocking task of the store panicked or was cancelled.
     #[error("a store task failed: {0}")]
     TaskFailed(String),

@@ -94,6 +94,24 @@ pub trait UserStore: Send + Sync + 'static {
     fn remove(&self, name: &str) -> Result<bool>;
     /// All users, sorted by name.
     fn list_users(&self) -> Result<Vec<UserRecord>>;
+
+    /// The user's OPAQUE login (docs/protocol.md D8): bytes opaque to the store (the
+    /// server keeps the registration record and its time there), `None` when the user
+    /// has none or does not exist. Optional: a backend without it has no OPAQUE logins,
+    /// and every account logs in the CMTP/1 way.
+    fn opaque_login(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Replaces the user's OPAQUE login, and its xzibit too when `xzibit` is given (a
+    /// password change), durably and both at once: a crash leaves the old pair or the
+    /// new one, never a mix (which would lock the user out). `false` if there is no
+    /// such user. The default refuses ([`StoreError::Unsupported`]).
+    fn set_opaque_login(&self, name: &str, login: &[u8], xzibit: Option<&[u8]>) -> Result<bool> {
+        let _ = (name, login, xzibit);
+        Err(StoreError::Unsupported("OPAQUE logins"))
+    }
 }
 
 /// Largest [`MessageMeta::note`], in bytes.

@@ -1,4 +1,5 @@
-//! Users as one directory each: `<data>/users/<name>/{public.key,xzibit,created}`.
+//! Users as one directory each: `<data>/users/<name>/{public.key,xzibit,created}`, plus
+//! `opaque` once the user has an OPAQUE login (docs/protocol.md D8).
 //!
 //! Written in `<data>/tmp/`, fsync'd, then renamed into place without replacing, so a
 //! user directory is always complete; read from disk on every call so the admin CLI's
@@ -138,7 +139,78 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// `renameat2(RENAME_EXCHANGE)`: swaps two existing directories atomically.
+fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// File of the OPAQUE login inside a user's directory.
+const OPAQUE_FILE: &str = "opaque";
+
 impl UserStore for FsUsers {
+    fn opaque_login(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        read_opt(&self.dir(name)?.join(OPAQUE_FILE))
+    }
+
+    fn set_opaque_login(&self, name: &str, login: &[u8], xzibit: Option<&[u8]>) -> Result<bool> {
+        let target = self.dir(name)?;
+        let Some(current) = self.get(name)? else {
+            return Ok(false);
+        };
+        create_dirs_synced(&self.tmp)?;
+        let tmp = self.unique_tmp("user");
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new().mode(DIR_MODE).create(&tmp)?;
+        }
+        // A complete new directory, then one atomic swap: the xzibit and the OPAQUE
+        // record change together or not at all.
+        let result = (|| -> Result<bool> {
+            write_synced(&tmp.join("public.key"), &current.public_key)?;
+            write_synced(
+                &tmp.join("xzibit"),
+                xzibit.unwrap_or(current.xzibit.as_slice()),
+            )?;
+            if target.join("created").exists() {
+                write_synced(&tmp.join("created"), current.created.to_string().as_bytes())?;
+            }
+            write_synced(&tmp.join(OPAQUE_FILE), login)?;
+            sync_dir(&tmp)?;
+            match rename_exchange(&tmp, &target) {
+                Ok(()) => {}
+                // Removed meanwhile: nothing to update.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+            sync_dir(&self.users)?;
+            Ok(true)
+        })();
+        // After a swap `tmp` holds the old directory; otherwise the unused new one.
+        let _ = fs::remove_dir_all(&tmp);
+        result
+    }
+
     fn get(&self, name: &str) -> Result<Option<UserRecord>> {
         let dir = self.dir(name)?;
         let key_path = dir.join("public.key");

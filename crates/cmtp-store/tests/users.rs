@@ -57,6 +57,15 @@ fn another_process_view_sees_changes_at_once() {
     let cli = FsUsers::open(dir.path()).unwrap();
     cli.add(&user("carol", 3)).unwrap();
     assert_eq!(server.public_key("carol").unwrap(), Some([3; 32]));
+    // The admin tool's OPAQUE login is the server's at once, and the other way round.
+    cli.set_opaque_login("carol", b"rec", None).unwrap();
+    assert_eq!(server.opaque_login("carol").unwrap().unwrap(), b"rec");
+    assert!(
+        server
+            .set_opaque_login("carol", b"rec-2", Some(b"x"))
+            .unwrap()
+    );
+    assert_eq!(cli.opaque_login("carol").unwrap().unwrap(), b"rec-2");
     cli.remove("carol").unwrap();
     assert_eq!(server.public_key("carol").unwrap(), None);
 }
@@ -143,4 +152,40 @@ proptest::proptest! {
             proptest::prop_assert!(matches!(comps[0], std::path::Component::Normal(_)));
         }
     }
+}
+
+#[test]
+fn opaque_login_is_set_with_the_xzibit_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = FsUsers::open(dir.path()).unwrap();
+    assert_eq!(users.opaque_login("bob").unwrap(), None);
+    assert!(
+        !users.set_opaque_login("bob", b"rec", None).unwrap(),
+        "no such user"
+    );
+    users.add(&user("bob", 7)).unwrap();
+    assert_eq!(users.opaque_login("bob").unwrap(), None);
+
+    // The record alone: the xzibit and the rest stay.
+    assert!(users.set_opaque_login("bob", b"rec-1", None).unwrap());
+    assert_eq!(users.opaque_login("bob").unwrap().unwrap(), b"rec-1");
+    assert_eq!(users.get("bob").unwrap().unwrap(), user("bob", 7));
+
+    // Record and xzibit together (a password change).
+    assert!(
+        users
+            .set_opaque_login("bob", b"rec-2", Some(b"new xzibit"))
+            .unwrap()
+    );
+    assert_eq!(users.opaque_login("bob").unwrap().unwrap(), b"rec-2");
+    let u = users.get("bob").unwrap().unwrap();
+    assert_eq!(u.xzibit, b"new xzibit");
+    assert_eq!((u.public_key, u.created), ([7; 32], 1_700_000_007));
+    // Private files, and nothing left behind in tmp/.
+    use std::os::unix::fs::PermissionsExt;
+    let m = fs::metadata(dir.path().join("users/bob/opaque")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(users.remove("bob").unwrap());
+    assert_eq!(users.opaque_login("bob").unwrap(), None);
 }

@@ -481,6 +481,29 @@ pub fn users<S: UserStore>(open: impl Fn() -> S) {
         assert!(matches!(users.get(bad), Err(StoreError::InvalidName(_))));
         assert!(matches!(users.remove(bad), Err(StoreError::InvalidName(_))));
     }
+    // OPAQUE logins (D8): none at first; set alone, then with a new xzibit (a password
+    // change: both at once); none for a user that does not exist; gone with the user.
+    assert!(users.opaque_login("carol").unwrap().is_none());
+    assert!(!users.set_opaque_login("dave", b"rec", None).unwrap());
+    assert!(users.set_opaque_login("carol", b"rec-1", None).unwrap());
+    assert_eq!(
+        other.opaque_login("carol").unwrap(),
+        Some(b"rec-1".to_vec())
+    );
+    assert_eq!(other.xzibit("carol").unwrap(), Some(vec![3; 103]));
+    assert!(
+        users
+            .set_opaque_login("carol", b"rec-2", Some(b"new xzibit"))
+            .unwrap()
+    );
+    assert_eq!(
+        other.opaque_login("carol").unwrap(),
+        Some(b"rec-2".to_vec())
+    );
+    assert_eq!(other.xzibit("carol").unwrap(), Some(b"new xzibit".to_vec()));
+    assert_eq!(other.public_key("carol").unwrap(), Some([3; 32]));
+    assert!(other.remove("carol").unwrap());
+    assert!(users.opaque_login("carol").unwrap().is_none());
 }
 
 /// Peer keys: pin, offer (kept beside the pin), re-pin clears the offer; domains are

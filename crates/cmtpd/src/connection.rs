@@ -83,6 +83,19 @@ pub struct Conn<S> {
     deadline: Option<Instant>,
     /// Bytes the last read returned: a small one means a burst is over.
     last_read: usize,
+    /// The OPAQUE login this connection started (OPAQUE1) and has not finished: the
+    /// one piece of per-connection protocol state (docs/protocol.md D8).
+    opaque_pending: Option<PendingLogin>,
+}
+
+/// An OPAQUE login between KE2 and KE3.
+#[derive(Debug)]
+pub struct PendingLogin {
+    /// What checks KE3.
+    pub state: cmtp_crypto::opaque::ServerLoginState,
+    /// The stored account name when the account has a record (else the login cannot
+    /// succeed: KE2 was a fake).
+    pub account: Option<String>,
 }
 
 impl<S> Conn<S> {
@@ -99,7 +112,18 @@ impl<S> Conn<S> {
             slot,
             deadline: None,
             last_read: 0,
+            opaque_pending: None,
         }
+    }
+
+    /// Remembers an OPAQUE login started on this connection (replacing any other).
+    pub fn set_opaque_pending(&mut self, pending: PendingLogin) {
+        self.opaque_pending = Some(pending);
+    }
+
+    /// Takes the OPAQUE login started on this connection, if any: a KE3 is checked once.
+    pub fn take_opaque_pending(&mut self) -> Option<PendingLogin> {
+        self.opaque_pending.take()
     }
 
     /// What the connections of this server share.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use cmtp_crypto::opaque::ServerSetup;
 use cmtp_crypto::{KeyPair, PublicKey};
 use cmtp_proto::reply;
 
@@ -164,6 +165,61 @@ pub fn load_or_create_log_key(data_dir: &Path) -> Result<[u8; 32], KeyError> {
     }
 }
 
+/// The OPAQUE secrets (docs/protocol.md D8): OPRF seed and the server's AKE key pair.
+pub const OPAQUE_SETUP_FILE: &str = "opaque.key";
+
+/// Loads `<data>/opaque.key` without creating it (the admin tools beside a running
+/// server); `None` when it does not exist. The bytes read are wiped.
+pub fn load_opaque_setup(data_dir: &Path) -> Result<Option<ServerSetup>, KeyError> {
+    let path = data_dir.join(OPAQUE_SETUP_FILE);
+    match fs::read(&path) {
+        Ok(b) => {
+            let b = zeroize::Zeroizing::new(b);
+            ServerSetup::from_bytes(&b)
+                .map(Some)
+                .map_err(|source| KeyError::Invalid { path, source })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(KeyError::Io { path, source }),
+    }
+}
+
+/// Loads `<data>/opaque.key`, creating it (fresh secrets, mode 0600, fsync'd) when
+/// missing: made once, at `init` or first start, and kept, since every OPAQUE record
+/// depends on it.
+pub fn load_or_create_opaque_setup(data_dir: &Path) -> Result<ServerSetup, KeyError> {
+    if let Some(s) = load_opaque_setup(data_dir)? {
+        return Ok(s);
+    }
+    let path = data_dir.join(OPAQUE_SETUP_FILE);
+    let setup = ServerSetup::generate();
+    let bytes = setup.to_bytes();
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| {
+            f.write_all(&bytes)?;
+            f.sync_all()
+        });
+    match written {
+        Ok(()) => {
+            if let Ok(d) = fs::File::open(data_dir) {
+                let _ = d.sync_all();
+            }
+            Ok(setup)
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_or_create_opaque_setup(data_dir),
+        Err(source) => {
+            // A partial file would be read as invalid next time: remove it.
+            let _ = fs::remove_file(&path);
+            Err(KeyError::Io { path, source })
+        }
+    }
+}
+
 /// Creates the data directory (and parents) if missing, mode 0700: it holds the server
 /// key, the xzibits and the mail.
 pub fn ensure_data_dir(path: &Path) -> io::Result<()> {
@@ -294,6 +350,14 @@ impl Signer {
     /// The server's public key.
     pub fn public(&self) -> PublicKey {
         self.kp.public()
+    }
+
+    /// Opens a sealed box addressed to the server key (OPAQUEREG2's new xzibit).
+    pub fn open_sealed(
+        &self,
+        ct: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, cmtp_crypto::CryptoError> {
+        self.kp.open_sealed(ct)
     }
 
     /// Signs arbitrary bytes with the server key.

@@ -25,6 +25,7 @@ pub mod http;
 pub mod keys;
 pub mod live;
 pub mod metrics;
+pub mod opaque;
 pub mod outbound;
 pub mod quota;
 pub mod ratelimit;

@@ -33,10 +33,18 @@ pub enum CommandKind {
     Smtp,
     /// A lone NUL.
     Empty,
+    /// `OPAQUE1` (D8).
+    Opaque1,
+    /// `OPAQUE2` (D8).
+    Opaque2,
+    /// `OPAQUEREG1` (D8).
+    OpaqueReg1,
+    /// `OPAQUEREG2` (D8).
+    OpaqueReg2,
 }
 
 impl CommandKind {
-    const ALL: [CommandKind; 13] = [
+    const ALL: [CommandKind; 17] = [
         Self::Ohai,
         Self::Noop,
         Self::KeyRequest,
@@ -50,6 +58,10 @@ impl CommandKind {
         Self::MboxDel,
         Self::Smtp,
         Self::Empty,
+        Self::Opaque1,
+        Self::Opaque2,
+        Self::OpaqueReg1,
+        Self::OpaqueReg2,
     ];
 
     /// The label used in metrics.
@@ -68,6 +80,10 @@ impl CommandKind {
             Self::MboxDel => "MBOXDEL",
             Self::Smtp => "SMTP",
             Self::Empty => "EMPTY",
+            Self::Opaque1 => "OPAQUE1",
+            Self::Opaque2 => "OPAQUE2",
+            Self::OpaqueReg1 => "OPAQUEREG1",
+            Self::OpaqueReg2 => "OPAQUEREG2",
         }
     }
 }
@@ -108,10 +124,14 @@ pub enum FailureReason {
     NoRoute,
     /// Mail for another domain while the relay queue is full.
     QueueFull,
+    /// An OPAQUE login or registration refused (AUTHFAILURE, D8).
+    OpaqueAuth,
+    /// Plain LOGIN refused by `legacy_login` (or for an account with an OPAQUE login).
+    LegacyLoginRefused,
 }
 
 impl FailureReason {
-    const ALL: [FailureReason; 16] = [
+    const ALL: [FailureReason; 18] = [
         Self::Framing,
         Self::Smtp,
         Self::BadMessage,
@@ -128,6 +148,8 @@ impl FailureReason {
         Self::HopLimit,
         Self::NoRoute,
         Self::QueueFull,
+        Self::OpaqueAuth,
+        Self::LegacyLoginRefused,
     ];
 
     /// The label used in metrics.
@@ -149,6 +171,8 @@ impl FailureReason {
             Self::HopLimit => "hop_limit",
             Self::NoRoute => "no_route",
             Self::QueueFull => "queue_full",
+            Self::OpaqueAuth => "opaque_auth",
+            Self::LegacyLoginRefused => "legacy_login_refused",
         }
     }
 }

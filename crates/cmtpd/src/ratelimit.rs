@@ -39,6 +39,8 @@ pub enum Class {
     KeyRequest,
     /// MAIL.
     Mail,
+    /// OPAQUE1 (the start of an OPAQUE login).
+    Opaque,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,8 +58,12 @@ impl Bucket {
     }
 
     fn refill(&mut self, rate: u32, burst: u32, now: Instant) {
+        self.refill_per_sec(f64::from(rate), burst, now);
+    }
+
+    fn refill_per_sec(&mut self, rate: f64, burst: u32, now: Instant) {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * f64::from(rate)).min(f64::from(burst.max(1)));
+        self.tokens = (self.tokens + dt * rate).min(f64::from(burst.max(1)));
         self.last = now;
     }
 
@@ -90,6 +96,7 @@ struct IpState {
     key: Bucket,
     mail: Bucket,
     mbox_fail: Bucket,
+    opaque: Bucket,
 }
 
 /// One client IP's shared state (held by each of its connections).
@@ -116,6 +123,7 @@ impl IpEntry {
             Class::Login => s.login.take(r.login_per_sec, r.login_burst, now),
             Class::KeyRequest => s.key.take(r.keyrequest_per_sec, r.keyrequest_burst, now),
             Class::Mail => s.mail.take(r.mail_per_sec, r.mail_burst, now),
+            Class::Opaque => s.opaque.take(r.opaque_per_sec, r.opaque_burst, now),
         }
     }
 }
@@ -282,6 +290,7 @@ impl Limiter {
                         && s.login.is_full(r.login_per_sec, r.login_burst, now)
                         && s.key.is_full(r.keyrequest_per_sec, r.keyrequest_burst, now)
                         && s.mail.is_full(r.mail_per_sec, r.mail_burst, now)
+                        && s.opaque.is_full(r.opaque_per_sec, r.opaque_burst, now)
                         && s.mbox_fail.is_full(
                             r.mbox_auth_failures_per_sec,
                             r.mbox_auth_failures_burst,
@@ -304,6 +313,7 @@ impl Limiter {
                         key: Bucket::full(r.keyrequest_burst, now),
                         mail: Bucket::full(r.mail_burst, now),
                         mbox_fail: Bucket::full(r.mbox_auth_failures_burst, now),
+                        opaque: Bucket::full(r.opaque_burst, now),
                     }),
                     rates: self.rates.clone(),
                 })
@@ -378,9 +388,68 @@ impl MailboxLimiter {
     }
 }
 
+/// Most account names tracked by the [`AccountLimiter`]; beyond it, names whose
+/// buckets are full are forgotten first (which loses nothing).
+const MAX_TRACKED_ACCOUNTS: usize = 65_536;
+
+/// Per-account-name buckets for the OPAQUE login (`opaque_account_per_min`): a guesser
+/// spread over many addresses is slowed per account. Keyed by the folded name, whether
+/// or not it is an account, so the limit does not reveal which names exist.
+#[derive(Debug, Default)]
+pub struct AccountLimiter {
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl AccountLimiter {
+    /// Takes a token for one login attempt at `account` (folded), `per_min` attempts a
+    /// minute in bursts of `burst`; a rate of 0 disables it. false = over the limit.
+    pub fn allow(&self, account: &str, per_min: u32, burst: u32) -> bool {
+        if per_min == 0 {
+            return true;
+        }
+        let rate = f64::from(per_min) / 60.0;
+        let now = Instant::now();
+        let Ok(mut map) = self.buckets.lock() else {
+            return true;
+        };
+        if map.len() >= MAX_TRACKED_ACCOUNTS && !map.contains_key(account) {
+            map.retain(|_, b| {
+                b.refill_per_sec(rate, burst, now);
+                b.tokens < f64::from(burst.max(1))
+            });
+            if map.len() >= MAX_TRACKED_ACCOUNTS {
+                // Every tracked name is being guessed at: the table cannot grow without
+                // bound, so the oldest state is dropped (a guesser regains a burst).
+                map.clear();
+            }
+        }
+        let b = map
+            .entry(account.to_owned())
+            .or_insert_with(|| Bucket::full(burst, now));
+        b.refill_per_sec(rate, burst, now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_limiter_counts_per_name_from_every_address() {
+        let l = AccountLimiter::default();
+        for _ in 0..3 {
+            assert!(l.allow("alice", 1, 3));
+        }
+        assert!(!l.allow("alice", 1, 3), "a fourth attempt within a minute");
+        assert!(l.allow("bob", 1, 3), "another name has its own bucket");
+        assert!(l.allow("alice", 0, 3), "rate 0 turns the limit off");
+    }
 
     #[test]
     fn per_ip_connections_are_capped_and_released() {

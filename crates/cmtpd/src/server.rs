@@ -125,13 +125,14 @@ impl Server<EmbeddedStore> {
         let sockets = Sockets::bind(&config)?;
         let data = config.data_dir.clone();
         let (kp, log_key) = prepare_data_dir(&data)?;
+        let opaque = keys::load_or_create_opaque_setup(&data)?;
         let store = EmbeddedStore::open(&data, Options::default()).map_err(|source| {
             ServerError::Store {
                 path: data.clone(),
                 source,
             }
         })?;
-        Server::assemble(config, kp, store, sockets, log_key)
+        Server::assemble(config, kp, store, sockets, log_key, Some(opaque))
     }
 }
 
@@ -175,8 +176,11 @@ impl Server<PgStore> {
         raise_fd_limit();
         let sockets = Sockets::bind(&config)?;
         let (kp, log_key) = prepare_data_dir(&config.data_dir)?;
+        // Shared by every node like the server key: an OPAQUE login registered through
+        // one node must open through the others.
+        let opaque = keys::load_or_create_opaque_setup(&config.data_dir)?;
         let store = PgStore::connect(&url, PgOptions::default())?;
-        Server::assemble(config, kp, store, sockets, log_key)
+        Server::assemble(config, kp, store, sockets, log_key, opaque)
     }
 }
 
@@ -215,7 +219,11 @@ impl<S: Backend> Server<S> {
         // process only.
         let mut log_key = [0u8; 32];
         cmtp_crypto::random_bytes(&mut log_key).map_err(KeyError::from)?;
-        Self::assemble(config, kp, store, sockets, log_key)
+        // OPAQUE only with the secrets every stored record depends on, which live in the
+        // data directory (`cmtpd init` makes them); never fresh ones that a restart
+        // would lose.
+        let opaque = keys::load_opaque_setup(&config.data_dir).ok().flatten();
+        Self::assemble(config, kp, store, sockets, log_key, opaque)
     }
 
     fn assemble(
@@ -224,6 +232,7 @@ impl<S: Backend> Server<S> {
         store: S,
         sockets: Sockets,
         log_key: [u8; 32],
+        opaque: Option<cmtp_crypto::opaque::ServerSetup>,
     ) -> Result<Self, ServerError> {
         let Sockets {
             listeners,
@@ -233,9 +242,14 @@ impl<S: Backend> Server<S> {
         let mut greeting = Vec::new();
         cmtp_proto::reply::encode_greeting(config.primary_domain(), &mut greeting);
         let mut ohai = Vec::new();
+        let caps: &[&str] = if opaque.is_some() {
+            &[cmtp_proto::opaque::CAPABILITY]
+        } else {
+            &[]
+        };
         cmtp_proto::reply::encode_ohai(
             concat!("cmtpd/", env!("CARGO_PKG_VERSION")),
-            &[],
+            caps,
             &mut ohai,
         );
         let limiter = Limiter::new(
@@ -263,6 +277,8 @@ impl<S: Backend> Server<S> {
                 ohai: Bytes::from(ohai),
                 config: crate::live::Live::new(config),
                 log_key,
+                opaque,
+                account_rates: crate::ratelimit::AccountLimiter::default(),
             }),
             listeners,
             metrics_listener,

@@ -45,6 +45,10 @@ pub struct Shared<S> {
     pub greeting: Bytes,
     /// The OHAI answer, encoded once.
     pub ohai: Bytes,
+    /// The OPAQUE secrets (docs/protocol.md D8); `None`: the extension is off.
+    pub opaque: Option<cmtp_crypto::opaque::ServerSetup>,
+    /// Per-account-name buckets of the OPAQUE login.
+    pub account_rates: crate::ratelimit::AccountLimiter,
 }
 
 /// The account that receives `postmaster@<local domain>`.

@@ -43,8 +43,15 @@ fn domains_and_accounts_are_case_insensitive() {
     let k = key_of(&mut c, "alice", "example.net").expect("alice's key");
     assert_eq!(key_of(&mut c, "ALICE", "EXAMPLE.NET"), Some(k));
     assert_eq!(key_of(&mut c, "Alice", "Example.Net"), Some(k));
+    // `user add` gave alice an OPAQUE login, so plain LOGIN is refused for her
+    // (docs/protocol.md D8); the refusal counted as such shows LOGIN ALICE found alice.
     c.send(b"LOGIN\0ALICE\0");
-    let xz = c.login_reply().expect("alice's xzibit");
+    assert_eq!(c.login_reply(), None);
+    assert_eq!(
+        srv.metric("cmtpd_failures_total{reason=\"legacy_login_refused\"}"),
+        1
+    );
+    let xz = std::fs::read(srv.data.join("users/alice/xzibit")).unwrap();
     Xzibit::parse(&xz)
         .unwrap()
         .open(b"tulip marble quarry 42")

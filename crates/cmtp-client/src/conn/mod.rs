@@ -25,9 +25,11 @@ use crate::error::{ClientError, Result};
 
 mod mail;
 mod mbox;
+mod opaque;
 
 pub use mail::{MailHead, MailOutcome, sign_submit, submit_digest};
 pub use mbox::sign_mbox;
+pub use opaque::OpaqueOutcome;
 
 /// Timeouts of network steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,8 @@ pub struct Connection {
     dialect: Dialect,
     server_key: Option<PublicKey>,
     max_payload: u64,
+    /// The capability words of the OHAI answer (D6), once OHAI was said.
+    capabilities: Vec<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -163,6 +167,7 @@ impl Connection {
             dialect: Dialect::Cmtp1,
             server_key: None,
             max_payload: 64 * 1024 * 1024 + 1024 * 1024,
+            capabilities: Vec::new(),
         };
         // A line without terminator within the limit is no CMTP greeting.
         let g = c
@@ -255,7 +260,13 @@ impl Connection {
                 self.dialect = Dialect::Legacy2016;
                 Ok(reply::LEGACY_OHAI.trim_end().to_owned())
             }
-            OhaiAnswer::Cmtp(text) => Ok(text),
+            OhaiAnswer::Cmtp(text) => {
+                self.capabilities = reply::ohai_capabilities(&text)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                Ok(text)
+            }
         }
     }
 

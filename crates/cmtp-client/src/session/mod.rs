@@ -2,13 +2,16 @@
 //! The `cmtp` binary is a thin layer over this; a webmail can use it the same way.
 //! Logging in and opening live here; sending in `send`, the mailbox in `mailbox`.
 
+mod keys;
 mod mailbox;
 mod send;
+
+use keys::obtain_keys;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
+use cmtp_crypto::{KeyPair, PublicKey};
 use cmtp_proto::{Body, FetchPart, InternalBody, MboxKind, MboxRequest, SubmitRequest};
 use zeroize::Zeroizing;
 
@@ -209,51 +212,6 @@ fn check_downgrade(
     Ok(())
 }
 
-/// Fetches `address`'s xzibit with LOGIN, opens it with `password`, and checks that its
-/// public key is the one the server publishes for the same user.
-async fn fetch_keys(conn: &mut Connection, address: &Address, password: &[u8]) -> Result<KeyPair> {
-    let xz = conn.login(&address.account).await.map_err(|e| match e {
-        ClientError::UnknownUser { .. } => ClientError::UnknownUser {
-            address: address.to_string(),
-        },
-        e => e,
-    })?;
-    let xz = Xzibit::parse(&xz).map_err(|e| ClientError::Protocol {
-        step: "reading the xzibit",
-        peer: conn.peer(),
-        detail: e.to_string(),
-    })?;
-    let password = password.to_vec();
-    let password = Zeroizing::new(password);
-    // The KDF is deliberately slow (scrypt / Argon2id): keep it off the async threads.
-    let keys = tokio::task::spawn_blocking(move || xz.open(&password))
-        .await
-        .map_err(|e| ClientError::Task {
-            what: "password KDF",
-            detail: e.to_string(),
-        })?
-        .map_err(|e| match e {
-            cmtp_crypto::CryptoError::WrongPassword => ClientError::WrongPassword {
-                address: address.to_string(),
-            },
-            e => ClientError::Crypto(e),
-        })?;
-    let published = conn
-        .key_request(&address.account, &address.domain)
-        .await?
-        .ok_or_else(|| ClientError::UnknownUser {
-            address: address.to_string(),
-        })?;
-    if published != keys.public() {
-        return Err(ClientError::XzibitKeyMismatch {
-            address: address.to_string(),
-            xzibit: keys.public().fingerprint(),
-            published: published.fingerprint(),
-        });
-    }
-    Ok(keys)
-}
-
 /// Normalises a fingerprint or hex key for comparison: lower-case hex digits only.
 fn norm_hex(s: &str) -> String {
     s.chars()
@@ -309,7 +267,13 @@ impl Session {
         for cand in candidates {
             match connect_verified(profile, &cand, timeouts, true, explicit_2016).await {
                 Ok((mut conn, server_key, status)) => {
-                    let keys = match fetch_keys(&mut conn, address, password).await {
+                    // The profile's OPAQUE pin counts only for the same account on the
+                    // same server.
+                    let pinned_opaque = profile.config.as_ref().is_some_and(|c| {
+                        c.opaque && c.server == cand && c.address == address.to_string()
+                    });
+                    let got = obtain_keys(&mut conn, &cand, address, password, pinned_opaque).await;
+                    let (keys, opaque) = match got {
                         Ok(k) => k,
                         Err(e) => {
                             conn.close(Some(&e)).await;
@@ -335,6 +299,7 @@ impl Session {
                             Dialect::Cmtp1 => Compat::Cmtp1,
                             Dialect::Legacy2016 => Compat::Legacy2016,
                         }),
+                        opaque,
                     });
                     // My own key is pinned like any other user's.
                     profile.pins.pin_user(&address.to_string(), &keys.public());
@@ -502,12 +467,22 @@ impl Session {
         r
     }
 
-    /// Fetches the xzibit again with LOGIN and opens it with `password`.
+    /// Fetches the xzibit again (OPAQUE when the server offers it, else LOGIN) and
+    /// opens it with `password`. An account logging in the CMTP/1 way on a server that
+    /// offers OPAQUE is upgraded on the way (and the profile remembers it).
     pub async fn unlock(&mut self, password: &[u8]) -> Result<()> {
         let address = self.address.clone();
+        let cfg = self.profile.require_config()?.clone();
         let conn = self.conn().await?;
-        let r = fetch_keys(conn, &address, password).await;
-        let keys = self.after(r).await?;
+        let r = obtain_keys(conn, &cfg.server, &address, password, cfg.opaque).await;
+        let (keys, opaque) = self.after(r).await?;
+        if opaque
+            && !cfg.opaque
+            && let Some(c) = self.profile.config.as_mut()
+        {
+            c.opaque = true;
+            self.profile.save()?;
+        }
         if keys.public() != self.profile.public_key()? {
             return Err(ClientError::Profile {
                 path: self.profile.dir().display().to_string(),

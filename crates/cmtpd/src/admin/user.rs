@@ -24,6 +24,8 @@ pub fn init(data_dir: &Path) -> Result<String> {
         source,
     })?;
     let (kp, created) = keys::load_or_create(data_dir)?;
+    // The OPAQUE secrets belong with the server key: made once, here or at first start.
+    keys::load_or_create_opaque_setup(data_dir)?;
     let pk = kp.public();
     Ok(format!(
         "{} {}\nfingerprint: {}\npublic key:  {}\n",
@@ -140,8 +142,9 @@ pub struct Added {
 }
 
 /// `user add`: a fresh key pair sealed in a version-2 xzibit under `password`, stored
-/// under the canonical form of `name`. A password the strength estimate calls weak is
-/// refused unless `allow_weak`.
+/// under the canonical form of `name`, with its OPAQUE login (docs/protocol.md D8; the
+/// server's OPAQUE secrets are created in the data directory if they are not there yet).
+/// A password the strength estimate calls weak is refused unless `allow_weak`.
 pub fn user_add(data_dir: &Path, name: &str, password: &[u8], allow_weak: bool) -> Result<Added> {
     let canonical = canonical(name)?;
     if password.is_empty() {
@@ -153,15 +156,21 @@ pub fn user_add(data_dir: &Path, name: &str, password: &[u8], allow_weak: bool) 
     ensure_free(data_dir, &canonical)?;
     let kp = KeyPair::generate()?;
     let xz = Xzibit::create_v2(&kp, password)?;
+    let setup = keys::load_or_create_opaque_setup(data_dir)?;
+    let now = crate::unix_now();
+    let login = crate::opaque::register_locally(&setup, &canonical, password, now)?;
     add_record(
         data_dir,
         &UserRecord {
             name: canonical.clone(),
             public_key: *kp.public().as_bytes(),
             xzibit: xz.into_bytes(),
-            created: crate::unix_now(),
+            created: now,
         },
     )?;
+    // Added first, then given its login: a crash in between leaves an account without
+    // one, which upgrades at its first `cmtp login` like any CMTP/1 account.
+    FsUsers::open(data_dir)?.set_opaque_login(&canonical, &login.to_bytes(), None)?;
     Ok(Added {
         name: canonical,
         key: kp.public(),

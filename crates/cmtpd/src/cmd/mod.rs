@@ -8,7 +8,9 @@ mod keyrequest;
 mod login;
 mod mail;
 mod mbox;
+mod opaque;
 
+use cmtp_proto::opaque::OpaqueCommand;
 use cmtp_proto::{Command, MboxKind};
 
 use crate::connection::{Conn, ConnError, Flow};
@@ -35,6 +37,12 @@ fn classify(command: &Command) -> (CommandKind, Option<Class>) {
         Command::MboxList(_) => (CommandKind::MboxList, Some(Class::Any)),
         Command::MboxFetch(_) => (CommandKind::MboxFetch, Some(Class::Any)),
         Command::MboxDelete(_) => (CommandKind::MboxDel, Some(Class::Any)),
+        Command::Opaque(c) => match c {
+            OpaqueCommand::Login1 { .. } => (CommandKind::Opaque1, Some(Class::Opaque)),
+            OpaqueCommand::Login2 { .. } => (CommandKind::Opaque2, Some(Class::Any)),
+            OpaqueCommand::Register1 { .. } => (CommandKind::OpaqueReg1, Some(Class::Any)),
+            OpaqueCommand::Register2 { .. } => (CommandKind::OpaqueReg2, Some(Class::Any)),
+        },
     }
 }
 
@@ -43,6 +51,12 @@ fn classify(command: &Command) -> (CommandKind, Option<Class>) {
 pub async fn dispatch<S: Backend>(c: &mut Conn<S>, command: Command) -> Result<Flow, ConnError> {
     let (kind, class) = classify(&command);
     let sh = c.shared().clone();
+    if matches!(command, Command::Opaque(_)) && sh.opaque.is_none() {
+        // The extension is off: its words are unknown commands, as on any CMTP/1 server.
+        sh.metrics.failure(FailureReason::Framing);
+        c.reply_failure();
+        return Ok(Flow::Close);
+    }
     sh.metrics.command(kind);
     if let Some(class) = class
         && !c.limits().allow(class)
@@ -78,6 +92,7 @@ pub async fn dispatch<S: Backend>(c: &mut Conn<S>, command: Command) -> Result<F
         Command::MboxList(r) => return mbox::mbox(c, MboxKind::List, r).await,
         Command::MboxFetch(r) => return mbox::mbox(c, MboxKind::Fetch, r).await,
         Command::MboxDelete(r) => return mbox::mbox(c, MboxKind::Delete, r).await,
+        Command::Opaque(o) => opaque::opaque(c, o),
     }
     Ok(Flow::Continue)
 }

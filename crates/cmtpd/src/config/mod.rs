@@ -67,6 +67,17 @@ pub enum LogAddresses {
     Hashed,
 }
 
+/// Whether plain LOGIN is served (`legacy_login`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LegacyLogin {
+    /// For accounts that have no OPAQUE login yet (never for those that have one).
+    #[default]
+    Allow,
+    /// For no account.
+    Deny,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,6 +106,10 @@ pub struct Config {
     /// BLAKE2b of the address, the key kept in the data directory, so one address always
     /// gives the same token on this server and nothing elsewhere can recompute it).
     pub log_addresses: LogAddresses,
+    /// Plain LOGIN (which hands out the xzibit to anyone): `allow` serves it for accounts
+    /// without an OPAQUE login and refuses it for those with one; `deny` refuses it for
+    /// every account (docs/protocol.md D8).
+    pub legacy_login: LegacyLogin,
     /// Size and connection limits.
     pub limits: Limits,
     /// Per-IP rate limits (token buckets).
@@ -196,6 +211,17 @@ pub struct RateLimits {
     pub mailbox_mail_per_sec: u32,
     /// Burst for `mailbox_mail_per_sec`.
     pub mailbox_mail_burst: u32,
+    /// OPAQUE logins (OPAQUE1) from one IP.
+    pub opaque_per_sec: u32,
+    /// Burst for `opaque_per_sec`.
+    pub opaque_burst: u32,
+    /// OPAQUE logins (OPAQUE1) for one account name, from all addresses together
+    /// (exempt networks included), per minute: what bounds online password guessing by
+    /// a guesser spread over many addresses. Names that are not accounts are limited the
+    /// same way, so the limit does not tell them apart.
+    pub opaque_account_per_min: u32,
+    /// Burst for `opaque_account_per_min`.
+    pub opaque_account_burst: u32,
 }
 
 impl Default for Config {
@@ -211,6 +237,7 @@ impl Default for Config {
             key_signature_cache: 65_536,
             postmaster: None,
             log_addresses: LogAddresses::Plain,
+            legacy_login: LegacyLogin::Allow,
             limits: Limits::default(),
             rate: RateLimits::default(),
             http: HttpLimits::default(),
@@ -264,6 +291,10 @@ impl Default for RateLimits {
             mail_burst: 2_000,
             mailbox_mail_per_sec: 100,
             mailbox_mail_burst: 2_000,
+            opaque_per_sec: 5,
+            opaque_burst: 30,
+            opaque_account_per_min: 10,
+            opaque_account_burst: 20,
         }
     }
 }
