@@ -291,6 +291,27 @@ pub enum ClientError {
         /// host:port of the server.
         server: String,
     },
+    /// The TLS handshake failed (docs/protocol.md D7). Nothing was sent over it.
+    #[error("TLS with {peer} failed: {detail}")]
+    Tls {
+        /// The server's address.
+        peer: SocketAddr,
+        /// What went wrong (rustls' words).
+        detail: String,
+    },
+    /// The server did not offer TLS although it is required: it offered TLS before
+    /// (the profile recorded it), or `--require-tls` was given. The offer is in the
+    /// unsigned OHAI answer, so someone on the path may be stripping it.
+    #[error(
+        "the server {server} did not offer TLS{why}: someone on the network may be \
+         stripping it to read the connection. Nothing was sent"
+    )]
+    TlsDowngrade {
+        /// host:port of the server.
+        server: String,
+        /// Why TLS was expected (" although it did when you logged in", " (--require-tls)").
+        why: &'static str,
+    },
     /// Not supported by the server dialect in use.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -310,7 +331,9 @@ impl ClientError {
             | E::Closed { .. }
             | E::Protocol { .. }
             | E::BadSignature { .. }
-            | E::Downgrade { .. } => ErrorKind::Protocol,
+            | E::Downgrade { .. }
+            | E::Tls { .. }
+            | E::TlsDowngrade { .. } => ErrorKind::Protocol,
             E::NotCmtp { .. } => ErrorKind::NotCmtp,
             E::ServerFailure { .. } => ErrorKind::Other,
             E::ServerKeyChanged { .. }

@@ -33,10 +33,12 @@ pub enum CommandKind {
     Smtp,
     /// A lone NUL.
     Empty,
+    /// `TLSSTART` (docs/protocol.md D7).
+    TlsStart,
 }
 
 impl CommandKind {
-    const ALL: [CommandKind; 13] = [
+    const ALL: [CommandKind; 14] = [
         Self::Ohai,
         Self::Noop,
         Self::KeyRequest,
@@ -50,6 +52,7 @@ impl CommandKind {
         Self::MboxDel,
         Self::Smtp,
         Self::Empty,
+        Self::TlsStart,
     ];
 
     /// The label used in metrics.
@@ -68,6 +71,7 @@ impl CommandKind {
             Self::MboxDel => "MBOXDEL",
             Self::Smtp => "SMTP",
             Self::Empty => "EMPTY",
+            Self::TlsStart => "TLSSTART",
         }
     }
 }
@@ -108,10 +112,15 @@ pub enum FailureReason {
     NoRoute,
     /// Mail for another domain while the relay queue is full.
     QueueFull,
+    /// LOGIN or a mailbox command without TLS where `[tls] require_for` names it; or
+    /// TLSSTART refused (not offered, already TLS, bytes pipelined after it).
+    TlsRefused,
+    /// A TLS handshake that failed (the connection closes without a reply).
+    TlsHandshake,
 }
 
 impl FailureReason {
-    const ALL: [FailureReason; 16] = [
+    const ALL: [FailureReason; 18] = [
         Self::Framing,
         Self::Smtp,
         Self::BadMessage,
@@ -128,6 +137,8 @@ impl FailureReason {
         Self::HopLimit,
         Self::NoRoute,
         Self::QueueFull,
+        Self::TlsRefused,
+        Self::TlsHandshake,
     ];
 
     /// The label used in metrics.
@@ -149,6 +160,8 @@ impl FailureReason {
             Self::HopLimit => "hop_limit",
             Self::NoRoute => "no_route",
             Self::QueueFull => "queue_full",
+            Self::TlsRefused => "tls_refused",
+            Self::TlsHandshake => "tls_handshake",
         }
     }
 }

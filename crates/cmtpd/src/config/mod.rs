@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod federation;
+mod tls;
 pub use federation::Federation;
+pub use tls::{Protected, Tls};
 
 /// The example configuration shipped with the server (every key with its default).
 pub const EXAMPLE_CONFIG: &str = include_str!("../../../../cmtpd.example.toml");
@@ -101,6 +103,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// Relaying to other domains: routes, DNS, the queue's retry schedule, trust.
     pub federation: Federation,
+    /// Transport encryption (docs/protocol.md D7).
+    pub tls: Tls,
 }
 
 /// Limits of the metrics/health HTTP endpoint, so held-open sockets cannot blind
@@ -211,6 +215,7 @@ impl Default for Config {
             rate: RateLimits::default(),
             http: HttpLimits::default(),
             federation: Federation::default(),
+            tls: Tls::default(),
         }
     }
 }
