@@ -111,6 +111,9 @@ pub struct ServerArgs {
     /// The server's metrics address: report what changed in /metrics.
     #[arg(long)]
     pub metrics: Option<String>,
+    /// Upgrade every connection to TLS (TLSSTART, docs/protocol.md D7) before the load.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// How long a run lasts: exactly one of a count or a duration.
@@ -191,6 +194,10 @@ pub struct IdleArgs {
     /// Handshakes in flight at once while opening.
     #[arg(long, default_value_t = 128)]
     pub parallel: usize,
+    /// Upgrade every connection to TLS (TLSSTART) while opening: `connections /
+    /// open_seconds` is then TLS handshakes per second.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `big` options.
@@ -211,6 +218,9 @@ pub struct BigArgs {
     /// Destination domain (default: the server's own).
     #[arg(long, default_value = "")]
     pub domain: String,
+    /// Upgrade the connection to TLS (TLSSTART) before sending.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `limits` options.
@@ -261,6 +271,7 @@ fn target(s: &ServerArgs, allow_remote: bool, timeout: Duration) -> Result<Targe
         timeout,
         server: crate::resolve_target(&s.server, allow_remote)?,
         server_pid: s.server_pid,
+        tls: s.tls,
         metrics: s
             .metrics
             .as_deref()
@@ -307,8 +318,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Idle(a) => {
             let server = crate::resolve_target(&a.server, cli.allow_remote)?;
-            let r =
-                load::idle(server, a.connections, a.server_pid, a.parallel, cli.timeout).await?;
+            let r = load::idle(
+                server,
+                a.connections,
+                a.server_pid,
+                a.parallel,
+                cli.timeout,
+                a.tls,
+            )
+            .await?;
             print(cli.json, &r, || idle_table(&r))
         }
         Command::Big(a) => {
@@ -318,6 +336,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     server_pid: Some(a.server_pid),
                     metrics: None,
                     timeout: cli.timeout,
+                    tls: a.tls,
                 },
                 connections: 1,
                 size: a.size,

@@ -158,6 +158,8 @@ pub struct Target {
     pub metrics: Option<SocketAddr>,
     /// Longest wait for any one read or write to make progress.
     pub timeout: Duration,
+    /// Upgrade every connection with TLSSTART before the load (docs/protocol.md D7).
+    pub tls: bool,
 }
 
 /// `mail` options.
@@ -224,9 +226,12 @@ async fn early_reply(c: &mut Conn, write_error: anyhow::Error) -> Result<MailRep
     }
 }
 
-async fn ready(addr: SocketAddr, timeout: Duration) -> Result<Conn> {
+async fn ready(addr: SocketAddr, timeout: Duration, tls: bool) -> Result<Conn> {
     let mut c = Conn::connect(addr, timeout).await?;
     c.ohai().await?;
+    if tls {
+        c = c.start_tls().await?;
+    }
     Ok(c)
 }
 
@@ -329,6 +334,7 @@ pub async fn mail(cfg: &MailConfig) -> Result<LoadReport> {
     }
     let addr = cfg.target.server;
     let timeout = cfg.target.timeout;
+    let tls = cfg.target.tls;
     let (t, seconds, before, after) = run_workers(
         cfg.connections,
         cfg.stop,
@@ -342,7 +348,7 @@ pub async fn mail(cfg: &MailConfig) -> Result<LoadReport> {
                 let body_at = msg.len();
                 msg.resize(body_at + size, 0);
                 FillRng::new(i as u64 + 1).fill(&mut msg[body_at..]);
-                let conn = ready(addr, timeout).await;
+                let conn = ready(addr, timeout, tls).await;
                 connected.wait().await;
                 go.wait().await;
                 let mut conn = match conn {
@@ -392,7 +398,7 @@ pub async fn mail(cfg: &MailConfig) -> Result<LoadReport> {
                         break;
                     }
                     if reconnect {
-                        conn = match ready(addr, timeout).await {
+                        conn = match ready(addr, timeout, tls).await {
                             Ok(c) => Some(c),
                             Err(e) => {
                                 tally.error(e);
@@ -435,6 +441,7 @@ pub async fn keyrequest(cfg: &KeyConfig) -> Result<LoadReport> {
     let window = cfg.window;
     let addr = cfg.target.server;
     let timeout = cfg.target.timeout;
+    let tls = cfg.target.tls;
     let (t, seconds, before, after) = run_workers(
         cfg.connections,
         cfg.stop,
@@ -444,7 +451,7 @@ pub async fn keyrequest(cfg: &KeyConfig) -> Result<LoadReport> {
             let one_len = one.len();
             async move {
                 let mut tally = Tally::default();
-                let conn = ready(addr, timeout).await;
+                let conn = ready(addr, timeout, tls).await;
                 connected.wait().await;
                 go.wait().await;
                 let mut conn = match conn {
@@ -539,13 +546,16 @@ pub struct IdleReport {
     pub errors: Vec<String>,
 }
 
-/// `idle`: opens `n` connections (greeting + OHAI each), reads the server's RSS, closes.
+/// `idle`: opens `n` connections (greeting + OHAI each, and with `tls` TLSSTART, the
+/// handshake, greeting and OHAI again), reads the server's RSS, closes. `n /
+/// open_seconds` is the rate of connection setups (handshakes per second with `tls`).
 pub async fn idle(
     server: SocketAddr,
     n: usize,
     pid: u32,
     parallel: usize,
     timeout: Duration,
+    tls: bool,
 ) -> Result<IdleReport> {
     let nofile_limit = sys::raise_nofile_limit().context("raise RLIMIT_NOFILE")?;
     if (n as u64) + 64 > nofile_limit {
@@ -560,7 +570,7 @@ pub async fn idle(
     // At most `parallel` handshakes in flight, so the listen backlog never overflows.
     while launched < n || !set.is_empty() {
         while launched < n && set.len() < parallel.max(1) {
-            set.spawn(ready(server, timeout));
+            set.spawn(ready(server, timeout, tls));
             launched += 1;
         }
         if let Some(r) = set.join_next().await {
@@ -645,7 +655,7 @@ pub struct BigReport {
 /// `big`: one message of `size` body bytes, generated chunk by chunk (constant memory).
 pub async fn big(cfg: &MailConfig, pid: u32) -> Result<BigReport> {
     let addr = cfg.target.server;
-    let mut conn = ready(addr, cfg.target.timeout).await?;
+    let mut conn = ready(addr, cfg.target.timeout, cfg.target.tls).await?;
     let header = MailHeader {
         version: 1,
         body_length: cfg.size,

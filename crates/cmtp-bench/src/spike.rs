@@ -21,7 +21,6 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// What the connections of a spike do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,10 +197,10 @@ async fn open_all<F, Fut>(
     parallel: usize,
     errors: &mut Vec<String>,
     setup: F,
-) -> Result<Vec<TcpStream>>
+) -> Result<Vec<cmtp_client::tls::Stream>>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<TcpStream>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<cmtp_client::tls::Stream>> + Send + 'static,
 {
     let mut out = Vec::with_capacity(n);
     let mut set = tokio::task::JoinSet::new();

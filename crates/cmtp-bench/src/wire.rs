@@ -3,6 +3,7 @@
 //! and maps replies to what a load generator counts.
 
 use anyhow::{Context, Result, bail};
+use cmtp_client::tls::Stream;
 use cmtp_proto::reply::{self, OhaiAnswer, StatusReply};
 use cmtp_proto::{Command, Envelope};
 use std::net::SocketAddr;
@@ -111,7 +112,7 @@ pub fn encode_mail_head(h: &MailHeader, out: &mut Vec<u8>) -> Result<()> {
 
 /// One client connection with a read buffer.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     timeout: Duration,
     buf: Vec<u8>,
     start: usize,
@@ -128,7 +129,7 @@ impl Conn {
             .with_context(|| format!("connect {addr}"))?;
         stream.set_nodelay(true)?;
         let mut c = Conn {
-            stream,
+            stream: Stream::Plain(stream),
             timeout,
             buf: vec![0; 16 * 1024],
             start: 0,
@@ -153,15 +154,47 @@ impl Conn {
         }
     }
 
-    /// Gives up the read buffer and keeps only the socket (for connections that are
+    /// `TLSSTART` (docs/protocol.md D7), the handshake, the new greeting and OHAI again:
+    /// the connection is then encrypted. The server's key is taken as presented (the
+    /// tool measures, it does not pin).
+    pub async fn start_tls(mut self) -> Result<Conn> {
+        self.write_all(&Command::TlsStart.to_bytes()).await?;
+        let ok = self
+            .read_with(|b| Ok(reply::decode_general(b)?))
+            .await
+            .context("TLSSTART")?
+            .ok;
+        if !ok || self.end != self.start {
+            bail!("TLSSTART refused (is TLS offered? see [tls] offer)");
+        }
+        let Stream::Plain(tcp) = self.stream else {
+            bail!("already TLS");
+        };
+        let (stream, _key) = cmtp_client::tls::handshake(tcp, None, self.timeout)
+            .await
+            .context("TLS handshake")?;
+        self.stream = stream;
+        self.read_with(|b| Ok(reply::decode_greeting(b)?))
+            .await
+            .context("greeting inside TLS")?;
+        self.ohai().await?;
+        Ok(self)
+    }
+
+    /// Gives up the read buffer and keeps only the stream (for connections that are
     /// held open by the thousand and never read again).
-    pub fn into_stream(self) -> TcpStream {
+    pub fn into_stream(self) -> Stream {
         self.stream
     }
 
-    /// Writes all of `b`.
+    /// Writes all of `b` (flushed: TLS buffers what it encrypts).
     pub async fn write_all(&mut self, b: &[u8]) -> Result<()> {
-        tokio::time::timeout(self.timeout, self.stream.write_all(b))
+        let stream = &mut self.stream;
+        let write = async move {
+            stream.write_all(b).await?;
+            stream.flush().await
+        };
+        tokio::time::timeout(self.timeout, write)
             .await
             .map_err(|_| anyhow::anyhow!("write: no progress for {:?}", self.timeout))?
             .context("write")

@@ -50,6 +50,7 @@ impl Running {
             server_pid: Some(std::process::id()),
             metrics: self.metrics,
             timeout: Duration::from_secs(30),
+            tls: false,
         }
     }
 
@@ -123,11 +124,43 @@ async fn every_mode_against_cmtpd() {
         std::process::id(),
         32,
         Duration::from_secs(30),
+        false,
     )
     .await
     .unwrap();
     assert_eq!(r.opened, 200, "{:?}", r.errors);
     assert!(r.rss_idle > 0);
+
+    // The same over TLS (`--tls`): every connection upgraded with TLSSTART.
+    let r = load::idle(
+        srv.addr,
+        50,
+        std::process::id(),
+        8,
+        Duration::from_secs(30),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.opened, 50, "{:?}", r.errors);
+    let tls_mail = MailConfig {
+        target: Target {
+            tls: true,
+            ..srv.target()
+        },
+        stop: Stop::Count(40),
+        ..mail.clone()
+    };
+    let r = load::mail(&tls_mail).await.unwrap();
+    assert_eq!((r.ok, r.failures), (40, 0), "{:?}", r.errors);
+    // One upgrade per connection: the 50 idle ones and the 4 of the MAIL run.
+    let m = cmtp_bench::metrics::fetch(srv.metrics.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        m.get("cmtpd_commands_total{command=\"TLSSTART\"}"),
+        Some(&54.0)
+    );
 
     let big = MailConfig {
         size: 8 << 20,

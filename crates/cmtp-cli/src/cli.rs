@@ -44,8 +44,10 @@ password and the rest the text).
    8  message too large
    9  delivery failure (DELIVERYFAILURE: no such account there, relaying refused,
       recipient's domain unreachable)
-  10  protocol error, a server signature that does not verify, or a possible
-      downgrade (a 2016 answer from a server that spoke CMTP/1 at login)
+  10  protocol error, a server signature that does not verify, a failed TLS
+      handshake, or a possible downgrade (a 2016 answer from a server that spoke
+      CMTP/1 at login; no TLS offer from a server that offered it before, or with
+      --require-tls)
   11  a network step timed out
   12  mailbox refused the request (AUTHFAILURE) or no such message
   13  no usable profile (run `cmtp login` first)"
@@ -74,6 +76,10 @@ pub struct Global {
     /// Read the password from the first line of standard input.
     #[arg(long, global = true)]
     pub password_stdin: bool,
+    /// Refuse a server that does not offer TLS. Without it TLS is still used whenever
+    /// the server offers it, and required once a server has offered it.
+    #[arg(long, global = true, env = "CMTP_REQUIRE_TLS")]
+    pub require_tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -317,6 +323,9 @@ impl Global {
         if self.compat == Some(CompatArg::Legacy2016) {
             cmd.push_str(" --compat 2016");
         }
+        if self.require_tls {
+            cmd.push_str(" --require-tls");
+        }
         cmd
     }
 
@@ -340,6 +349,7 @@ impl Global {
                 CompatArg::Legacy2016 => Compat::Legacy2016,
             }),
             max_message: None,
+            require_tls: self.require_tls,
         })
     }
 }

@@ -308,6 +308,27 @@ pub enum ClientError {
     /// timestamp, or a malformed record).
     #[error("the server refused the OPAQUE registration (AUTHFAILURE); check the clock")]
     RegistrationRefused,
+    /// The TLS handshake failed (docs/protocol.md D7). Nothing was sent over it.
+    #[error("TLS with {peer} failed: {detail}")]
+    Tls {
+        /// The server's address.
+        peer: SocketAddr,
+        /// What went wrong (rustls' words).
+        detail: String,
+    },
+    /// The server did not offer TLS although it is required: it offered TLS before
+    /// (the profile recorded it), or `--require-tls` was given. The offer is in the
+    /// unsigned OHAI answer, so someone on the path may be stripping it.
+    #[error(
+        "the server {server} did not offer TLS{why}: someone on the network may be \
+         stripping it to read the connection. Nothing was sent"
+    )]
+    TlsDowngrade {
+        /// host:port of the server.
+        server: String,
+        /// Why TLS was expected (" although it did when you logged in", " (--require-tls)").
+        why: &'static str,
+    },
     /// Not supported by the server dialect in use.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -328,7 +349,9 @@ impl ClientError {
             | E::Protocol { .. }
             | E::BadSignature { .. }
             | E::Downgrade { .. }
-            | E::OpaqueDowngrade { .. } => ErrorKind::Protocol,
+            | E::OpaqueDowngrade { .. }
+            | E::Tls { .. }
+            | E::TlsDowngrade { .. } => ErrorKind::Protocol,
             E::NotCmtp { .. } => ErrorKind::NotCmtp,
             E::ServerFailure { .. } | E::RegistrationRefused => ErrorKind::Other,
             E::ServerKeyChanged { .. }

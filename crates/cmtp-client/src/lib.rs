@@ -55,6 +55,7 @@ mod profile;
 mod readstate;
 mod session;
 pub mod terminal;
+pub mod tls;
 
 /// The README's examples, compiled as documentation tests so they cannot rot.
 #[doc = include_str!("../README.md")]

@@ -4,7 +4,8 @@
 //! - `profile.toml` — address, home server (`host:port`), own public key, dialect,
 //!   timeouts. No secret.
 //! - `pins.toml` — trust-on-first-use pins: server keys by `host:port`, user keys by
-//!   address (hex).
+//!   address (hex), and the servers seen offering TLS (a later plaintext offer from one
+//!   is a downgrade).
 //! - `read.toml` — which messages were read (see [`Profile::read_ids`]).
 //! - `secret.key` — only after `login --remember`: the 64-byte Ed25519 secret key, hex,
 //!   mode 0600. Without it, commands that need the secret fetch the xzibit again with
@@ -15,7 +16,7 @@
 //! The folder is created mode 0700; a `secret.key` that group or others may read is
 //! refused rather than used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -119,6 +120,10 @@ pub struct Pins {
     /// User keys by address, hex.
     #[serde(default)]
     pub users: BTreeMap<String, String>,
+    /// Servers (`host:port`) seen offering TLS (docs/protocol.md D7): a later connection
+    /// where one does not is refused as a downgrade.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tls: BTreeSet<String>,
 }
 
 /// How a presented key compares with the pin.
@@ -154,6 +159,16 @@ impl Pins {
     /// Pins (or re-pins) a server key.
     pub fn pin_server(&mut self, server: &str, key: &PublicKey) {
         self.servers.insert(server.to_owned(), key.to_hex());
+    }
+
+    /// Records that `server` offered TLS; returns whether that is new.
+    pub fn pin_tls(&mut self, server: &str) -> bool {
+        self.tls.insert(server.to_owned())
+    }
+
+    /// Whether `server` was seen offering TLS.
+    pub fn tls_seen(&self, server: &str) -> bool {
+        self.tls.contains(server)
     }
 
     /// Pins (or re-pins) a user key.

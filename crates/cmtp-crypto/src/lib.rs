@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod der;
 mod error;
 mod hash;
 mod keys;
@@ -15,6 +16,7 @@ pub mod opaque;
 mod sealed;
 mod xzibit;
 
+pub use der::SPKI_DER_LEN;
 pub use error::CryptoError;
 pub use hash::{Blake2b, Blake2b256, blake2b_256, blake2b_256_keyed};
 pub use keys::{KeyPair, PublicKey, SECRET_KEY_LEN, SEED_LEN, Signature};

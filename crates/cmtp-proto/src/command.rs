@@ -50,6 +50,10 @@ pub enum Command {
     Obai,
     /// `HELP\0`
     Help,
+    /// `TLSSTART\0` (docs/protocol.md D7): after the server's signed SUCCESS the
+    /// connection becomes TLS 1.3 and the CMTP session starts again inside it. Offered
+    /// as the capability [`crate::reply::CAP_TLS`].
+    TlsStart,
     /// `MBOXLIST\0user\0timestamp\0sig-hex\0`
     MboxList(MboxRequest),
     /// `MBOXFETCH\0user\0timestamp\0id\0part\0sig-hex\0`
@@ -195,6 +199,7 @@ impl Command {
             b"MAIL" => Command::Mail,
             b"OBAI" => Command::Obai,
             b"HELP" => Command::Help,
+            b"TLSSTART" => Command::TlsStart,
             b"KEYREQUEST" => {
                 let user = need!(p.string());
                 let domain = if user.is_empty() {
@@ -241,6 +246,7 @@ impl Command {
             Command::Mail => out.extend_from_slice(b"MAIL\0"),
             Command::Obai => out.extend_from_slice(b"OBAI\0"),
             Command::Help => out.extend_from_slice(b"HELP\0"),
+            Command::TlsStart => out.extend_from_slice(b"TLSSTART\0"),
             Command::KeyRequest { user, domain } => {
                 out.extend_from_slice(b"KEYREQUEST\0");
                 param(out, user);
@@ -374,6 +380,12 @@ mod tests {
         assert_eq!(one(b"MAIL\0\0\0").unwrap(), Some((Command::Mail, 5)));
         assert_eq!(one(b"OBAI\0").unwrap(), Some((Command::Obai, 5)));
         assert_eq!(one(b"HELP\0").unwrap(), Some((Command::Help, 5)));
+        assert_eq!(one(b"TLSSTART\0").unwrap(), Some((Command::TlsStart, 9)));
+        // What is pipelined after it is the caller's to refuse (D7), not consumed here.
+        assert_eq!(
+            one(b"TLSSTART\0NOOP\0").unwrap(),
+            Some((Command::TlsStart, 9))
+        );
         assert_eq!(one(b"\0").unwrap(), Some((Command::Empty, 1)));
         assert_eq!(one(b"").unwrap(), None);
         assert_eq!(one(b"OHA").unwrap(), None);

@@ -27,6 +27,8 @@ pub const HELP_TEXT: &str =
 pub const SMTP_REFUSAL: &[u8] = b"554 5.5.1 this is a CMTP server; say OHAI\r\n";
 /// The 2016 server's answer to OHAI, without its NUL.
 pub const LEGACY_OHAI: &str = "HAI!!! :3\n";
+/// The capability word of transport encryption in the OHAI answer (D6, D7).
+pub const CAP_TLS: &str = "TLS";
 /// Longest greeting a client reads, terminator included.
 pub const MAX_GREETING: usize = 512;
 /// Longest OHAI answer a client reads, NUL included.

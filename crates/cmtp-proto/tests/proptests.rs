@@ -46,6 +46,7 @@ fn command() -> impl Strategy<Value = Command> {
         Just(Command::Mail),
         Just(Command::Obai),
         Just(Command::Help),
+        Just(Command::TlsStart),
         (nonempty_name(), name()).prop_map(|(user, domain)| Command::KeyRequest { user, domain }),
         Just(Command::KeyRequest {
             user: String::new(),

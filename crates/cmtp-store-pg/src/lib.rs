@@ -198,6 +198,12 @@ impl PeerStore for PgStore {
     fn list_peer_keys(&self) -> Result<Vec<PeerKey>> {
         peers::list(self)
     }
+    fn peer_tls(&self, domain: &str) -> Result<bool> {
+        peers::tls(self, domain)
+    }
+    fn set_peer_tls(&self, domain: &str) -> Result<()> {
+        peers::set_tls(self, domain)
+    }
 }
 
 impl MailStore for PgStore {

@@ -112,3 +112,31 @@ pub(crate) fn list(s: &PgStore) -> Result<Vec<PeerKey>> {
         Ok(out)
     })
 }
+
+pub(crate) fn tls(s: &PgStore, domain: &str) -> Result<bool> {
+    let (sh, d) = (s.shared.clone(), folded(domain)?);
+    s.bridge.block_store(async move {
+        let c = sh.conn("reading a peer's TLS record").await?;
+        let row = c
+            .query_opt("SELECT tls FROM peers WHERE domain = $1", &[&d])
+            .await
+            .map_err(|e| sh.pg("reading a peer's TLS record", e))?;
+        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+    })
+}
+
+pub(crate) fn set_tls(s: &PgStore, domain: &str) -> Result<()> {
+    let (sh, d) = (s.shared.clone(), folded(domain)?);
+    s.bridge.block_store(async move {
+        let c = sh.conn("recording a peer's TLS").await?;
+        c.execute(
+            "INSERT INTO peers (domain, tls) VALUES ($1, true)
+             ON CONFLICT (domain) DO UPDATE SET tls = true",
+            &[&d],
+        )
+        .await
+        .map_err(|e| sh.pg("recording a peer's TLS", e))?;
+        sh.mark_ok();
+        Ok(())
+    })
+}

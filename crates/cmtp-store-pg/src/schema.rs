@@ -9,7 +9,7 @@ use crate::state::{chain, unix_now};
 /// The migrations, in order; version N is the N-th (1-based).
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
-    include_str!("../migrations/0002_opaque_login.sql"),
+    include_str!("../migrations/0002_extensions.sql"),
 ];
 
 /// The schema version this build reads and writes.

@@ -122,4 +122,10 @@ impl PeerStore for EmbeddedStore {
     fn list_peer_keys(&self) -> Result<Vec<PeerKey>> {
         self.peers.list_peer_keys()
     }
+    fn peer_tls(&self, domain: &str) -> Result<bool> {
+        self.peers.peer_tls(domain)
+    }
+    fn set_peer_tls(&self, domain: &str) -> Result<()> {
+        self.peers.set_peer_tls(domain)
+    }
 }

@@ -1,4 +1,4 @@
-//! Pinned keys of remote servers (federation): `<data>/peers/<domain>/{key,pinned,offered}`.
+//! Pinned keys of remote servers (federation): `<data>/peers/<domain>/{key,pinned,offered,tls}`.
 //!
 //! Each file is replaced atomically (temporary, fsync, rename, directory fsync) and read
 //! on every call (no cache), so the admin CLI's `domain trust` is seen by the running
@@ -19,6 +19,8 @@ const KEY: &str = "key";
 const PINNED: &str = "pinned";
 /// The newest refused key: 32 raw bytes, then u64 LE Unix seconds.
 const OFFERED: &str = "offered";
+/// Present once the domain's server offered TLS (docs/protocol.md D7); content `1`.
+const TLS: &str = "tls";
 /// Largest file a peer directory holds (`offered`); anything longer is corrupt and is
 /// not read whole.
 const MAX_FILE: u64 = 40;
@@ -50,6 +52,11 @@ pub trait PeerStore: Send + Sync + 'static {
     fn offer_peer_key(&self, domain: &str, key: &[u8; 32]) -> Result<()>;
     /// All, sorted by domain.
     fn list_peer_keys(&self) -> Result<Vec<PeerKey>>;
+    /// Whether the domain's server was seen offering TLS (docs/protocol.md D7): a later
+    /// connection where it does not is refused as a downgrade.
+    fn peer_tls(&self, domain: &str) -> Result<bool>;
+    /// Records that the domain's server offered TLS (kept across key changes). Durable.
+    fn set_peer_tls(&self, domain: &str) -> Result<()>;
 }
 
 /// The embedded peer-key store over a data directory: one directory per domain.
@@ -185,6 +192,18 @@ impl PeerStore for FsPeers {
         b[..32].copy_from_slice(key);
         b[32..].copy_from_slice(&unix_now().to_le_bytes());
         write_atomic(&dir, OFFERED, &b)?;
+        Ok(())
+    }
+
+    fn peer_tls(&self, domain: &str) -> Result<bool> {
+        let (_, dir) = self.dir(domain)?;
+        Ok(read_small(&dir.join(TLS))?.is_some())
+    }
+
+    fn set_peer_tls(&self, domain: &str) -> Result<()> {
+        let (_, dir) = self.dir(domain)?;
+        create_dirs_synced(&dir)?;
+        write_atomic(&dir, TLS, b"1")?;
         Ok(())
     }
 

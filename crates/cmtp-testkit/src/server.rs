@@ -48,6 +48,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The metrics and health HTTP address.
     pub metrics: SocketAddr,
+    /// The first implicit-TLS address (`[tls] listen` in the configuration), if any.
+    pub tls_addr: Option<SocketAddr>,
     /// The server's public key (from the data directory).
     pub key: PublicKey,
     /// The process, while it runs.
@@ -93,6 +95,7 @@ impl TestServer {
             data,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_addr: None,
             key: PublicKey::from_array([0; 32]),
             child: None,
             config,
@@ -145,12 +148,14 @@ impl TestServer {
             // Written atomically (rename), so present means complete.
             std::fs::read_to_string(&ready).ok()
         });
+        self.tls_addr = None;
         for line in text.lines() {
             let (k, v) = line.split_once(' ').expect("a `kind ADDR` ready line");
             let addr = v.parse().expect("an address in the ready file");
             match k {
                 "cmtp" => self.addr = addr,
                 "metrics" => self.metrics = addr,
+                "cmtps" if self.tls_addr.is_none() => self.tls_addr = Some(addr),
                 _ => {}
             }
         }

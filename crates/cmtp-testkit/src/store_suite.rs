@@ -539,6 +539,17 @@ pub fn peers<S: PeerStore>(open: impl Fn() -> S) {
         .map(|k| k.domain)
         .collect();
     assert_eq!(domains, ["a.example", "b.example", "example.net"]);
+    // TLS seen (D7): not at first; recorded (domain case-folded), seen by another handle,
+    // kept across a re-pin; a domain with only the TLS mark has no pin.
+    assert!(!p.peer_tls("example.net").unwrap());
+    p.set_peer_tls("EXAMPLE.net").unwrap();
+    assert!(other.peer_tls("example.net").unwrap());
+    p.pin_peer_key("example.net", &[6; 32]).unwrap();
+    assert!(other.peer_tls("example.net").unwrap());
+    p.set_peer_tls("tls-only.example").unwrap();
+    assert!(other.peer_tls("tls-only.example").unwrap());
+    assert!(other.peer_key("tls-only.example").unwrap().is_none());
+    assert!(!other.peer_tls("a.example").unwrap());
     for bad in ["", "..", "a/b"] {
         assert!(
             matches!(p.peer_key(bad), Err(StoreError::InvalidName(_))),

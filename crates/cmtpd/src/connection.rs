@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use cmtp_proto::{Command, CommandError};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::metrics::FailureReason;
@@ -49,6 +49,10 @@ pub enum ConnError {
     /// flush attempt (it would only wait as long again).
     #[error("write stalled (peer not reading)")]
     WriteStall,
+    /// The TLS handshake failed or timed out: closed without a reply (after the go-ahead
+    /// nothing more is said in clear).
+    #[error("TLS handshake: {0}")]
+    Tls(String),
 }
 
 impl ConnError {
@@ -56,7 +60,7 @@ impl ConnError {
     pub fn peer_still_listening(&self) -> bool {
         !matches!(
             self,
-            ConnError::Io(_) | ConnError::Truncated | ConnError::WriteStall
+            ConnError::Io(_) | ConnError::Truncated | ConnError::WriteStall | ConnError::Tls(_)
         )
     }
 }
@@ -68,11 +72,32 @@ pub enum Flow {
     Continue,
     /// Flush what is pending and close.
     Close,
+    /// Flush what is pending (the go-ahead of TLSSTART), then the TLS handshake, then
+    /// the session starts again inside (docs/protocol.md D7).
+    StartTls,
+}
+
+/// The byte stream of a connection.
+enum Transport {
+    /// CMTP/1 over TCP.
+    Plain(TcpStream),
+    /// After a TLS handshake (boxed: the TLS state is large and most connections in a
+    /// load test are plain).
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Only while the handshake owns the socket.
+    Upgrading,
+}
+
+fn upgrading() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "TLS handshake in progress",
+    )
 }
 
 /// A connection's state. Fields are private: handlers use the methods.
 pub struct Conn<S> {
-    stream: TcpStream,
+    stream: Transport,
     inbuf: BytesMut,
     out: Vec<u8>,
     shared: Arc<Shared<S>>,
@@ -104,7 +129,7 @@ impl<S> Conn<S> {
         let mut out = Vec::with_capacity(IDLE_BUF);
         out.extend_from_slice(&shared.greeting);
         Self {
-            stream,
+            stream: Transport::Plain(stream),
             inbuf: BytesMut::with_capacity(IDLE_BUF),
             out,
             shared,
@@ -124,6 +149,41 @@ impl<S> Conn<S> {
     /// Takes the OPAQUE login started on this connection, if any: a KE3 is checked once.
     pub fn take_opaque_pending(&mut self) -> Option<PendingLogin> {
         self.opaque_pending.take()
+    }
+
+    /// Whether the connection is encrypted (TLS).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Transport::Tls(_))
+    }
+
+    /// The TLS handshake on this plain connection (TLSSTART's go-ahead flushed, or an
+    /// implicit-TLS listener before the greeting), bounded by the idle timeout. The
+    /// input must be empty: anything that came before the handshake is not part of the
+    /// encrypted session (docs/protocol.md D7). Pending output (an implicit listener's
+    /// greeting) is sent inside TLS afterwards.
+    pub async fn start_tls(
+        &mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> Result<(), ConnError> {
+        debug_assert!(
+            self.inbuf.is_empty(),
+            "input before the handshake is refused earlier"
+        );
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.stream, Transport::Upgrading)
+        else {
+            return Err(ConnError::Tls("the connection already uses TLS".into()));
+        };
+        let idle = self.shared.config.load().idle_timeout();
+        let tls = tokio::time::timeout(idle, acceptor.accept(tcp))
+            .await
+            .map_err(|_| ConnError::Tls("timed out".into()))?
+            .map_err(|e| ConnError::Tls(e.to_string()))?;
+        self.stream = Transport::Tls(Box::new(tls));
+        self.inbuf.clear();
+        self.deadline = None;
+        // The session restarts inside TLS (D7): nothing begun in clear carries over.
+        self.opaque_pending = None;
+        Ok(())
     }
 
     /// What the connections of this server share.
@@ -245,11 +305,34 @@ impl<S> Conn<S> {
     /// `READ_CHUNK` (thousands of stalled uploads pinned 66 KiB each; docs/performance.md
     /// "Memory after a spike").
     async fn read_buf(&mut self) -> std::io::Result<usize> {
+        let tls = match &mut self.stream {
+            Transport::Plain(_) => None,
+            Transport::Tls(s) => Some(s),
+            Transport::Upgrading => return Err(upgrading()),
+        };
+        if let Some(s) = tls {
+            // rustls may hold decrypted bytes while the socket is not readable, so the
+            // wait-then-allocate of plain TCP does not apply. Instead an idle connection
+            // (empty input, last read small) waits with a small buffer, and a busy one
+            // reads in large chunks.
+            let busy = self.last_read >= IDLE_BUF / 2;
+            if self.inbuf.is_empty() && !busy && self.inbuf.capacity() > IDLE_BUF {
+                self.inbuf = BytesMut::with_capacity(IDLE_BUF);
+            } else if self.inbuf.capacity() - self.inbuf.len()
+                < if busy { READ_CHUNK / 2 } else { IDLE_BUF / 2 }
+            {
+                self.inbuf.reserve(READ_CHUNK);
+            }
+            return s.read_buf(&mut self.inbuf).await;
+        }
+        let Transport::Plain(stream) = &mut self.stream else {
+            return Err(upgrading());
+        };
         loop {
             if self.inbuf.capacity() - self.inbuf.len() < IDLE_BUF / 2 {
                 self.inbuf.reserve(READ_CHUNK);
             }
-            match self.stream.try_read_buf(&mut self.inbuf) {
+            match stream.try_read_buf(&mut self.inbuf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -257,7 +340,7 @@ impl<S> Conn<S> {
             if self.inbuf.is_empty() && self.inbuf.capacity() > IDLE_BUF {
                 self.inbuf = BytesMut::new();
             }
-            self.stream.readable().await?;
+            stream.readable().await?;
         }
     }
 
@@ -279,7 +362,19 @@ impl<S> Conn<S> {
             return Ok(());
         }
         let timeout = self.shared.config.load().idle_timeout();
-        tokio::time::timeout(timeout, self.stream.write_all(&self.out))
+        let out = &self.out;
+        let write = async {
+            match &mut self.stream {
+                Transport::Plain(s) => s.write_all(out).await,
+                Transport::Tls(s) => {
+                    // The flush hands what rustls buffered to the socket.
+                    s.write_all(out).await?;
+                    s.flush().await
+                }
+                Transport::Upgrading => Err(upgrading()),
+            }
+        };
+        tokio::time::timeout(timeout, write)
             .await
             .map_err(|_| ConnError::WriteStall)??;
         self.shared
@@ -301,7 +396,12 @@ impl<S> Conn<S> {
         let idle = self.shared.config.load().idle_timeout();
         let _ = tokio::time::timeout(idle, async {
             let _ = self.flush().await;
-            let _ = self.stream.shutdown().await;
+            // TLS: close_notify first, so the peer can tell the end from a truncation.
+            let _ = match &mut self.stream {
+                Transport::Plain(s) => s.shutdown().await,
+                Transport::Tls(s) => s.shutdown().await,
+                Transport::Upgrading => Ok(()),
+            };
         })
         .await;
     }

@@ -14,16 +14,29 @@ use crate::shared::{Backend, Shared};
 use crate::shutdown::Shutdown;
 
 /// Serves one accepted connection until it closes (or shutdown at a command boundary).
+///
+/// With `implicit_tls` (a `[tls] listen` address) the TLS handshake comes first and the
+/// greeting is the first thing said inside it.
 pub async fn serve<S: Backend>(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared<S>>,
     slot: IpSlot,
     shutdown: Shutdown,
+    implicit_tls: bool,
 ) {
     let mut c = Conn::new(stream, peer, shared.clone(), slot);
-    tracing::debug!(%peer, "connection opened");
-    let result = run(&mut c, shutdown).await;
+    tracing::debug!(%peer, implicit_tls, "connection opened");
+    let result = match (&shared.tls, implicit_tls) {
+        (Some(acceptor), true) => match c.start_tls(acceptor).await {
+            Ok(()) => run(&mut c, shutdown).await,
+            Err(e) => Err(e),
+        },
+        _ => run(&mut c, shutdown).await,
+    };
+    if matches!(result, Err(ConnError::Tls(_))) {
+        shared.metrics.failure(FailureReason::TlsHandshake);
+    }
     // Whether a last FAILURE says why the connection closes.
     let say_failure = match &result {
         Ok(()) => false,
@@ -71,12 +84,20 @@ async fn run<S: Backend>(c: &mut Conn<S>, mut shutdown: Shutdown) -> Result<(), 
                 return Ok(());
             }
             match c.next_command() {
-                Ok(Some(command)) => {
-                    if cmd::dispatch(c, command).await? == Flow::Close {
-                        return Ok(());
+                Ok(Some(command)) => match cmd::dispatch(c, command).await? {
+                    Flow::Close => return Ok(()),
+                    Flow::Continue => c.backpressure().await?,
+                    Flow::StartTls => {
+                        c.flush().await?;
+                        let Some(acceptor) = c.shared().tls.clone() else {
+                            return Err(ConnError::Tls("not configured".into()));
+                        };
+                        c.start_tls(&acceptor).await?;
+                        // The session starts again inside: a new greeting, then commands.
+                        let greeting = c.shared().greeting.clone();
+                        c.reply(&greeting);
                     }
-                    c.backpressure().await?;
-                }
+                },
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(peer = %c.peer(), error = %e, "framing error");

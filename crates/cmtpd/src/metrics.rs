@@ -41,10 +41,12 @@ pub enum CommandKind {
     OpaqueReg1,
     /// `OPAQUEREG2` (D8).
     OpaqueReg2,
+    /// `TLSSTART` (docs/protocol.md D7).
+    TlsStart,
 }
 
 impl CommandKind {
-    const ALL: [CommandKind; 17] = [
+    const ALL: [CommandKind; 18] = [
         Self::Ohai,
         Self::Noop,
         Self::KeyRequest,
@@ -62,6 +64,7 @@ impl CommandKind {
         Self::Opaque2,
         Self::OpaqueReg1,
         Self::OpaqueReg2,
+        Self::TlsStart,
     ];
 
     /// The label used in metrics.
@@ -84,6 +87,7 @@ impl CommandKind {
             Self::Opaque2 => "OPAQUE2",
             Self::OpaqueReg1 => "OPAQUEREG1",
             Self::OpaqueReg2 => "OPAQUEREG2",
+            Self::TlsStart => "TLSSTART",
         }
     }
 }
@@ -128,10 +132,15 @@ pub enum FailureReason {
     OpaqueAuth,
     /// Plain LOGIN refused by `legacy_login` (or for an account with an OPAQUE login).
     LegacyLoginRefused,
+    /// LOGIN or a mailbox command without TLS where `[tls] require_for` names it; or
+    /// TLSSTART refused (not offered, already TLS, bytes pipelined after it).
+    TlsRefused,
+    /// A TLS handshake that failed (the connection closes without a reply).
+    TlsHandshake,
 }
 
 impl FailureReason {
-    const ALL: [FailureReason; 18] = [
+    const ALL: [FailureReason; 20] = [
         Self::Framing,
         Self::Smtp,
         Self::BadMessage,
@@ -150,6 +159,8 @@ impl FailureReason {
         Self::QueueFull,
         Self::OpaqueAuth,
         Self::LegacyLoginRefused,
+        Self::TlsRefused,
+        Self::TlsHandshake,
     ];
 
     /// The label used in metrics.
@@ -173,6 +184,8 @@ impl FailureReason {
             Self::QueueFull => "queue_full",
             Self::OpaqueAuth => "opaque_auth",
             Self::LegacyLoginRefused => "legacy_login_refused",
+            Self::TlsRefused => "tls_refused",
+            Self::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -61,6 +61,9 @@ pub enum ServerError {
         /// The error underneath.
         source: std::io::Error,
     },
+    /// The TLS configuration could not be built from the server key.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The federation settings are not usable (e.g. the DNS resolver).
     #[error("federation: {0}")]
     Federation(String),
@@ -78,6 +81,7 @@ pub enum ServerError {
 pub struct Server<S = EmbeddedStore> {
     shared: Arc<Shared<S>>,
     listeners: Vec<TcpListener>,
+    tls_listeners: Vec<TcpListener>,
     metrics_listener: Option<TcpListener>,
     queue_inbox: crate::relay::QueueInbox,
 }
@@ -180,13 +184,14 @@ impl Server<PgStore> {
         // one node must open through the others.
         let opaque = keys::load_or_create_opaque_setup(&config.data_dir)?;
         let store = PgStore::connect(&url, PgOptions::default())?;
-        Server::assemble(config, kp, store, sockets, log_key, opaque)
+        Server::assemble(config, kp, store, sockets, log_key, Some(opaque))
     }
 }
 
 /// The bound listeners of a configuration, before anything else is set up.
 struct Sockets {
     listeners: Vec<TcpListener>,
+    tls: Vec<TcpListener>,
     metrics: Option<TcpListener>,
 }
 
@@ -197,12 +202,22 @@ impl Sockets {
             .iter()
             .map(|a| bind(*a))
             .collect::<Result<Vec<_>, _>>()?;
+        let tls = config
+            .tls
+            .listen
+            .iter()
+            .map(|a| bind(*a))
+            .collect::<Result<Vec<_>, _>>()?;
         let metrics = if config.metrics_enabled {
             Some(bind(config.metrics_listen)?)
         } else {
             None
         };
-        Ok(Self { listeners, metrics })
+        Ok(Self {
+            listeners,
+            tls,
+            metrics,
+        })
     }
 }
 
@@ -236,22 +251,33 @@ impl<S: Backend> Server<S> {
     ) -> Result<Self, ServerError> {
         let Sockets {
             listeners,
+            tls: tls_listeners,
             metrics: metrics_listener,
         } = sockets;
+        let tls = if config.tls.offer || !config.tls.listen.is_empty() {
+            let tls_config = cmtp_client::tls::server_config(&kp)
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+            Some(tokio_rustls::TlsAcceptor::from(tls_config))
+        } else {
+            None
+        };
         let signer = Signer::new(kp, config.key_signature_cache);
         let mut greeting = Vec::new();
         cmtp_proto::reply::encode_greeting(config.primary_domain(), &mut greeting);
+        let software = concat!("cmtpd/", env!("CARGO_PKG_VERSION"));
         let mut ohai = Vec::new();
-        let caps: &[&str] = if opaque.is_some() {
-            &[cmtp_proto::opaque::CAPABILITY]
-        } else {
-            &[]
-        };
-        cmtp_proto::reply::encode_ohai(
-            concat!("cmtpd/", env!("CARGO_PKG_VERSION")),
-            caps,
-            &mut ohai,
-        );
+        let mut offered: Vec<&str> = Vec::new();
+        if config.tls.offer {
+            offered.push(cmtp_proto::reply::CAP_TLS);
+        }
+        if opaque.is_some() {
+            offered.push(cmtp_proto::opaque::CAPABILITY);
+        }
+        cmtp_proto::reply::encode_ohai(software, &offered, &mut ohai);
+        // Inside TLS: everything but `TLS` itself.
+        offered.retain(|c| *c != cmtp_proto::reply::CAP_TLS);
+        let mut ohai_tls = Vec::new();
+        cmtp_proto::reply::encode_ohai(software, &offered, &mut ohai_tls);
         let limiter = Limiter::new(
             config.rate.clone(),
             config.limits.max_connections_per_ip,
@@ -275,12 +301,15 @@ impl<S: Backend> Server<S> {
                 relay,
                 greeting: Bytes::from(greeting),
                 ohai: Bytes::from(ohai),
+                ohai_tls: Bytes::from(ohai_tls),
+                tls,
                 config: crate::live::Live::new(config),
                 log_key,
                 opaque,
                 account_rates: crate::ratelimit::AccountLimiter::default(),
             }),
             listeners,
+            tls_listeners,
             metrics_listener,
             queue_inbox,
         })
@@ -289,6 +318,14 @@ impl<S: Backend> Server<S> {
     /// The bound CMTP addresses (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound implicit-TLS addresses (`[tls] listen`).
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls_listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
@@ -312,6 +349,9 @@ impl<S: Backend> Server<S> {
         for a in self.local_addrs() {
             text.push_str(&format!("cmtp {a}\n"));
         }
+        for a in self.tls_addrs() {
+            text.push_str(&format!("cmtps {a}\n"));
+        }
         if let Some(m) = self.metrics_addr() {
             text.push_str(&format!("metrics {m}\n"));
         }
@@ -330,6 +370,7 @@ impl<S: Backend> Server<S> {
         let Server {
             shared,
             listeners,
+            tls_listeners,
             metrics_listener,
             queue_inbox,
         } = self;
@@ -359,9 +400,14 @@ impl<S: Backend> Server<S> {
         let conns = Arc::new(Semaphore::new(shared.config.load().limits.max_connections));
         // Connections are tracked so shutdown can wait for them.
         let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<()>(1);
-        for l in listeners {
+        let all = listeners
+            .into_iter()
+            .map(|l| (l, false))
+            .chain(tls_listeners.into_iter().map(|l| (l, true)));
+        for (l, implicit_tls) in all {
             tasks.spawn(accept_loop(
                 l,
+                implicit_tls,
                 shared.clone(),
                 conns.clone(),
                 trigger.subscribe(),
@@ -394,6 +440,7 @@ impl<S: Backend> Server<S> {
 
 async fn accept_loop<S: Backend>(
     listener: TcpListener,
+    implicit_tls: bool,
     shared: Arc<Shared<S>>,
     conns: Arc<Semaphore>,
     mut stop: Shutdown,
@@ -421,17 +468,22 @@ async fn accept_loop<S: Backend>(
         let _ = stream.set_nodelay(true);
         shared.metrics.connections_total.fetch_add(1, Relaxed);
         let Ok(permit) = conns.clone().try_acquire_owned() else {
-            refuse(stream, shared.clone(), "max_connections");
+            refuse(stream, shared.clone(), "max_connections", implicit_tls);
             continue;
         };
         let slot = match shared.limiter.connect(peer.ip()) {
             Ok(slot) => slot,
             Err(Refused::PerIp) => {
-                refuse(stream, shared.clone(), "max_connections_per_ip");
+                refuse(
+                    stream,
+                    shared.clone(),
+                    "max_connections_per_ip",
+                    implicit_tls,
+                );
                 continue;
             }
             Err(Refused::TableFull) => {
-                refuse(stream, shared.clone(), "max_tracked_ips");
+                refuse(stream, shared.clone(), "max_tracked_ips", implicit_tls);
                 continue;
             }
         };
@@ -441,7 +493,7 @@ async fn accept_loop<S: Backend>(
         tokio::spawn(async move {
             // Released on every exit path, panics included.
             let _open = OpenGuard::new(shared.clone(), permit, guard);
-            crate::handler::serve(stream, peer, shared, slot, stop).await;
+            crate::handler::serve(stream, peer, shared, slot, stop, implicit_tls).await;
         });
     }
 }
@@ -476,9 +528,19 @@ impl<S> Drop for OpenGuard<S> {
 
 /// Answers a connection over a limit with the greeting, then a signed FAILURE, and closes
 /// it: the greeting lets a client tell "busy CMTP server" from "not a CMTP server".
-fn refuse<S: Backend>(mut stream: TcpStream, shared: Arc<Shared<S>>, limit: &'static str) {
+/// On an implicit-TLS listener the client expects a handshake, not words in clear: the
+/// connection is just closed.
+fn refuse<S: Backend>(
+    mut stream: TcpStream,
+    shared: Arc<Shared<S>>,
+    limit: &'static str,
+    implicit_tls: bool,
+) {
     shared.metrics.failure(FailureReason::ConnectionLimit);
     tracing::debug!(limit, "connection refused");
+    if implicit_tls {
+        return;
+    }
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let mut reply = Vec::with_capacity(shared.greeting.len() + shared.signer.failure.len());

@@ -43,12 +43,18 @@ pub struct Shared<S> {
     pub relay: Relay,
     /// The greeting, encoded once.
     pub greeting: Bytes,
-    /// The OHAI answer, encoded once.
+    /// The OHAI answer on a plain connection, encoded once (offers `TLS` when
+    /// `[tls] offer` is on).
     pub ohai: Bytes,
     /// The OPAQUE secrets (docs/protocol.md D8); `None`: the extension is off.
     pub opaque: Option<cmtp_crypto::opaque::ServerSetup>,
     /// Per-account-name buckets of the OPAQUE login.
     pub account_rates: crate::ratelimit::AccountLimiter,
+    /// The OHAI answer inside TLS (does not offer `TLS` again).
+    pub ohai_tls: Bytes,
+    /// The TLS acceptor (server key as raw public key, docs/protocol.md D7); `None` when
+    /// TLS is neither offered nor listened for.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// The account that receives `postmaster@<local domain>`.

@@ -293,7 +293,10 @@ impl Connection {
                     let _ = r;
                     return Ok(true);
                 }
-                w = tokio::time::timeout(io, wr.write_all(chunk)) => match w {
+                w = tokio::time::timeout(io, async {
+                    wr.write_all(chunk).await?;
+                    wr.flush().await
+                }) => match w {
                     Err(_) => return Err(ClientError::Timeout { step: STEP, after: io, peer }),
                     Ok(Err(e)) => {
                         // A reset while uploading usually follows an early refusal that

@@ -17,15 +17,16 @@ use cmtp_proto::reply::{
 use cmtp_proto::{
     Command, NameError, ReplyError, SIG_LEN, validate_account, validate_domain, validate_name,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::error::{ClientError, Result};
+use crate::tls::Stream;
 
 mod mail;
 mod mbox;
 mod opaque;
+mod tls;
 
 pub use mail::{MailHead, MailOutcome, sign_submit, submit_digest};
 pub use mbox::sign_mbox;
@@ -84,12 +85,14 @@ const MAX_PREALLOC: usize = 1024 * 1024;
 
 /// A connection to one CMTP server.
 pub struct Connection {
-    rd: OwnedReadHalf,
+    rd: ReadHalf<Stream>,
     /// Bytes received but not yet used by a reply. Kept across replies, so bytes that
     /// arrive early (an early refusal, pipelined replies) are never lost.
     inbuf: Vec<u8>,
-    wr: OwnedWriteHalf,
+    wr: WriteHalf<Stream>,
     peer: SocketAddr,
+    /// The server's key as proven in the TLS handshake; `None` = no TLS.
+    tls_key: Option<PublicKey>,
     timeouts: Timeouts,
     greeting: String,
     dialect: Dialect,
@@ -105,6 +108,7 @@ impl std::fmt::Debug for Connection {
             .field("peer", &self.peer)
             .field("dialect", &self.dialect)
             .field("greeting", &self.greeting)
+            .field("tls", &self.tls_key.is_some())
             .finish()
     }
 }
@@ -114,6 +118,12 @@ impl Connection {
     /// greeting. A greeting that is not CMTP's (an SMTP `220 … ESMTP …` line) is
     /// [`ClientError::NotCmtp`].
     pub async fn connect(server: &str, timeouts: Timeouts) -> Result<Connection> {
+        let stream = Self::connect_tcp(server, timeouts).await?;
+        Self::from_stream(stream, timeouts).await
+    }
+
+    /// Resolves `host:port` and connects, trying each address in turn.
+    async fn connect_tcp(server: &str, timeouts: Timeouts) -> Result<TcpStream> {
         let addrs: Vec<SocketAddr> =
             match tokio::time::timeout(timeouts.connect, tokio::net::lookup_host(server)).await {
                 Err(_) => {
@@ -133,7 +143,7 @@ impl Connection {
         let mut last = None;
         for addr in addrs {
             match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => return Self::from_stream(s, timeouts).await,
+                Ok(Ok(s)) => return Ok(s),
                 Ok(Err(e)) => last = Some(e),
                 Err(_) => {
                     last = Some(std::io::Error::new(
@@ -156,12 +166,23 @@ impl Connection {
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        Self::greet(Stream::Plain(stream), peer, timeouts, None).await
+    }
+
+    /// Reads the greeting on a fresh stream.
+    async fn greet(
+        stream: Stream,
+        peer: SocketAddr,
+        timeouts: Timeouts,
+        tls_key: Option<PublicKey>,
+    ) -> Result<Connection> {
+        let (r, w) = tokio::io::split(stream);
         let mut c = Connection {
             rd: r,
             inbuf: Vec::with_capacity(READ_CHUNK),
             wr: w,
             peer,
+            tls_key,
             timeouts,
             greeting: String::new(),
             dialect: Dialect::Cmtp1,
@@ -430,7 +451,13 @@ impl Connection {
 
     async fn write(&mut self, step: &'static str, data: &[u8]) -> Result<()> {
         let io = self.timeouts.io;
-        match tokio::time::timeout(io, self.wr.write_all(data)).await {
+        // The flush hands what TLS buffered to the socket (a no-op on plain TCP).
+        let wr = &mut self.wr;
+        let write = async move {
+            wr.write_all(data).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(io, write).await {
             Err(_) => Err(ClientError::Timeout {
                 step,
                 after: io,

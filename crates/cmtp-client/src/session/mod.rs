@@ -2,6 +2,7 @@
 //! The `cmtp` binary is a thin layer over this; a webmail can use it the same way.
 //! Logging in and opening live here; sending in `send`, the mailbox in `mailbox`.
 
+mod connect;
 mod keys;
 mod mailbox;
 mod send;
@@ -26,6 +27,7 @@ use crate::message::{
     Draft, InboxItem, ReadMessage, ReceivedAttachment, log_entries, parse_stored,
 };
 use crate::profile::{Compat, PinStatus, Profile, ProfileConfig, TimeoutConfig};
+use connect::{check_downgrade, connect_verified, secure};
 
 /// Settings that are not part of the profile (command-line flags, environment).
 #[derive(Debug, Clone, Default)]
@@ -39,6 +41,9 @@ pub struct ClientOptions {
     pub compat: Option<Compat>,
     /// Largest message this client sends (bytes); `None` = 64 MiB, the server default.
     pub max_message: Option<u64>,
+    /// Refuse a server that does not offer TLS (`--require-tls`). Without it TLS is
+    /// still used whenever offered, and required of a server once seen offering it.
+    pub require_tls: bool,
 }
 
 /// The default largest message (the server's default limit, spec §5.5).
@@ -102,6 +107,7 @@ pub struct Session {
     timeouts: Timeouts,
     dialect: Dialect,
     allow_2016_mail: bool,
+    require_tls: bool,
     max_message: u64,
 }
 
@@ -132,84 +138,6 @@ pub async fn discover(domain: &str, opts: &ClientOptions) -> Result<Vec<String>>
         .into_iter()
         .map(|c| c.host_port())
         .collect())
-}
-
-/// Connects, reads the greeting, says OHAI, and checks the server key against the pin
-/// in `profile` for `server` (pinning it when `pin_new` and nothing is pinned).
-/// Returns the connection (with the key set) and how the key compared. A 2016 answer
-/// from a server the profile saw speak CMTP/1 is refused (see [`check_downgrade`]).
-async fn connect_verified(
-    profile: &mut Profile,
-    server: &str,
-    timeouts: Timeouts,
-    pin_new: bool,
-    allow_2016: bool,
-) -> Result<(Connection, PublicKey, PinStatus)> {
-    let mut conn = Connection::connect(server, timeouts).await?;
-    match verify_server(profile, server, &mut conn, pin_new, allow_2016).await {
-        Ok((key, status)) => Ok((conn, key, status)),
-        Err(e) => {
-            conn.close(Some(&e)).await;
-            Err(e)
-        }
-    }
-}
-
-/// The checks of [`connect_verified`] once connected.
-async fn verify_server(
-    profile: &mut Profile,
-    server: &str,
-    conn: &mut Connection,
-    pin_new: bool,
-    allow_2016: bool,
-) -> Result<(PublicKey, PinStatus)> {
-    conn.ohai().await?;
-    check_downgrade(profile, server, conn, allow_2016)?;
-    let key = conn.fetch_server_key().await?;
-    let status = profile.pins.check_server(server, &key);
-    match &status {
-        PinStatus::Same => {}
-        // Pinned in memory only: login saves the profile once the password opened
-        // the xzibit, so a failed login leaves nothing behind.
-        PinStatus::New if pin_new => profile.pins.pin_server(server, &key),
-        PinStatus::New => {
-            return Err(ClientError::Profile {
-                path: profile.dir().display().to_string(),
-                detail: format!("no pinned key for {server}; run `cmtp login` again"),
-            });
-        }
-        PinStatus::Changed(old) => {
-            return Err(ClientError::ServerKeyChanged {
-                server: server.to_owned(),
-                pinned: old.fingerprint(),
-                presented: key.fingerprint(),
-            });
-        }
-    }
-    conn.set_server_key(key);
-    Ok((key, status))
-}
-
-/// The dialect comes from the unsigned greeting and OHAI, so anyone on the path can
-/// make a CMTP/1 server look like the 2016 one. When the profile recorded CMTP/1 for
-/// `server` at login, a 2016 answer is [`ClientError::Downgrade`], unless the person
-/// chose the 2016 dialect explicitly (`--compat 2016`).
-fn check_downgrade(
-    profile: &Profile,
-    server: &str,
-    conn: &Connection,
-    allow_2016: bool,
-) -> Result<()> {
-    let recorded_cmtp1 = profile
-        .config
-        .as_ref()
-        .is_some_and(|c| c.server == server && c.dialect == Some(Compat::Cmtp1));
-    if recorded_cmtp1 && conn.dialect() == Dialect::Legacy2016 && !allow_2016 {
-        return Err(ClientError::Downgrade {
-            server: server.to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// Normalises a fingerprint or hex key for comparison: lower-case hex digits only.
@@ -265,7 +193,16 @@ impl Session {
         let explicit_2016 = opts.compat == Some(Compat::Legacy2016);
         let mut last = None;
         for cand in candidates {
-            match connect_verified(profile, &cand, timeouts, true, explicit_2016).await {
+            match connect_verified(
+                profile,
+                &cand,
+                timeouts,
+                true,
+                explicit_2016,
+                opts.require_tls,
+            )
+            .await
+            {
                 Ok((mut conn, server_key, status)) => {
                     // The profile's OPAQUE pin counts only for the same account on the
                     // same server.
@@ -347,7 +284,12 @@ impl Session {
     ) -> Result<PublicKey> {
         let cfg = profile.require_config()?.clone();
         let timeouts = opts.timeouts.unwrap_or_else(|| cfg.timeouts.to_timeouts());
-        let mut conn = Connection::connect(&cfg.server, timeouts).await?;
+        let conn = Connection::connect(&cfg.server, timeouts).await?;
+        // The pin is what is being replaced: the TLS handshake takes any key, and the
+        // fingerprint check below decides.
+        let mut unpinned = profile.clone();
+        unpinned.pins.servers.remove(&cfg.server);
+        let mut conn = secure(&unpinned, &cfg.server, conn, opts.require_tls).await?;
         let allow_2016 = opts.compat.unwrap_or(cfg.compat) == Compat::Legacy2016;
         let r =
             Self::trust_presented(profile, &cfg.server, &mut conn, fingerprint, allow_2016).await;
@@ -363,9 +305,15 @@ impl Session {
         fingerprint: &str,
         allow_2016: bool,
     ) -> Result<PublicKey> {
-        conn.ohai().await?;
         check_downgrade(profile, server, conn, allow_2016)?;
         let key = conn.fetch_server_key().await?;
+        if conn.tls_key().is_some_and(|k| *k != key) {
+            return Err(ClientError::Protocol {
+                step: "comparing the TLS key with the server key",
+                peer: conn.peer(),
+                detail: "the TLS key is not the server key".into(),
+            });
+        }
         let want = norm_hex(fingerprint);
         let matches =
             !want.is_empty() && (want == norm_hex(&key.fingerprint()) || want == key.to_hex());
@@ -376,6 +324,9 @@ impl Session {
             });
         }
         profile.pins.pin_server(server, &key);
+        if conn.is_tls() {
+            profile.pins.pin_tls(server);
+        }
         profile.save()?;
         Ok(key)
     }
@@ -398,8 +349,15 @@ impl Session {
             });
         }
         let allow_2016 = compat == Compat::Legacy2016;
-        let (conn, _, _) =
-            connect_verified(&mut profile, &cfg.server, timeouts, false, allow_2016).await?;
+        let (conn, _, _) = connect_verified(
+            &mut profile,
+            &cfg.server,
+            timeouts,
+            false,
+            allow_2016,
+            opts.require_tls,
+        )
+        .await?;
         let dialect = conn.dialect();
         Ok(Session {
             profile,
@@ -409,6 +367,7 @@ impl Session {
             timeouts,
             dialect,
             allow_2016_mail: allow_2016,
+            require_tls: opts.require_tls,
             max_message: opts.max_message.unwrap_or(DEFAULT_MAX_MESSAGE),
         })
     }
@@ -444,6 +403,7 @@ impl Session {
                     self.timeouts,
                     false,
                     self.allow_2016_mail,
+                    self.require_tls,
                 )
                 .await?;
                 c

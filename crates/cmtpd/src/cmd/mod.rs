@@ -13,6 +13,7 @@ mod opaque;
 use cmtp_proto::opaque::OpaqueCommand;
 use cmtp_proto::{Command, MboxKind};
 
+use crate::config::Protected;
 use crate::connection::{Conn, ConnError, Flow};
 use crate::metrics::{CommandKind, FailureReason};
 use crate::ratelimit::Class;
@@ -43,6 +44,7 @@ fn classify(command: &Command) -> (CommandKind, Option<Class>) {
             OpaqueCommand::Register1 { .. } => (CommandKind::OpaqueReg1, Some(Class::Any)),
             OpaqueCommand::Register2 { .. } => (CommandKind::OpaqueReg2, Some(Class::Any)),
         },
+        Command::TlsStart => (CommandKind::TlsStart, Some(Class::Any)),
     }
 }
 
@@ -71,9 +73,30 @@ pub async fn dispatch<S: Backend>(c: &mut Conn<S>, command: Command) -> Result<F
             Flow::Continue
         });
     }
+    if !c.is_tls() {
+        let protected = match &command {
+            Command::Login { .. } => Some(Protected::Login),
+            Command::MboxList(_) | Command::MboxFetch(_) | Command::MboxDelete(_) => {
+                Some(Protected::Mailbox)
+            }
+            _ => None,
+        };
+        if let Some(what) = protected
+            && sh.config.load().tls.requires(what)
+        {
+            // `[tls] require_for`: the xzibit and the mailbox only inside TLS. The signed
+            // general FAILURE is what every client already takes for a refusal.
+            sh.metrics.failure(FailureReason::TlsRefused);
+            tracing::debug!(peer = %c.peer(), command = kind.label(), "refused without TLS");
+            c.reply_failure();
+            return Ok(Flow::Continue);
+        }
+    }
     match command {
         Command::Empty => {}
+        Command::Ohai if c.is_tls() => c.reply(&sh.ohai_tls),
         Command::Ohai => c.reply(&sh.ohai),
+        Command::TlsStart => return Ok(tls_start(c)),
         Command::Noop => c.reply(&sh.signer.success),
         Command::Help => c.reply(&sh.signer.help),
         Command::Obai => return Ok(Flow::Close),
@@ -95,4 +118,29 @@ pub async fn dispatch<S: Backend>(c: &mut Conn<S>, command: Command) -> Result<F
         Command::Opaque(o) => opaque::opaque(c, o),
     }
     Ok(Flow::Continue)
+}
+
+/// `TLSSTART` (docs/protocol.md D7): the signed SUCCESS, after which the handler runs
+/// the handshake. Refused with FAILURE and a close when TLS is not offered here, the
+/// connection already uses it, or anything follows the command in the input: a client
+/// waits for the go-ahead before its handshake, so bytes already there were sent in
+/// clear to be taken as if from inside TLS (the STARTTLS injection of CVE-2011-0411),
+/// and are never executed.
+fn tls_start<S: Backend>(c: &mut Conn<S>) -> Flow {
+    let sh = c.shared().clone();
+    let offered = sh.tls.is_some() && sh.config.load().tls.offer;
+    let why = if !offered {
+        "TLS not offered"
+    } else if c.is_tls() {
+        "already TLS"
+    } else if c.has_partial_input() {
+        "bytes pipelined after TLSSTART"
+    } else {
+        c.reply(&sh.signer.success);
+        return Flow::StartTls;
+    };
+    tracing::debug!(peer = %c.peer(), why, "TLSSTART refused");
+    sh.metrics.failure(FailureReason::TlsRefused);
+    c.reply_failure();
+    Flow::Close
 }

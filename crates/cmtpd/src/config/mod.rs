@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 mod federation;
 mod store;
+mod tls;
 pub use federation::Federation;
 pub use store::{DATABASE_URL_ENV, Store, StoreBackend};
+pub use tls::{Protected, Tls};
 
 /// The example configuration shipped with the server (every key with its default).
 pub const EXAMPLE_CONFIG: &str = include_str!("../../../../cmtpd.example.toml");
@@ -120,6 +122,8 @@ pub struct Config {
     pub federation: Federation,
     /// The storage backend (`embedded` or `postgres`).
     pub store: Store,
+    /// Transport encryption (docs/protocol.md D7).
+    pub tls: Tls,
 }
 
 /// Limits of the metrics/health HTTP endpoint, so held-open sockets cannot blind
@@ -243,6 +247,7 @@ impl Default for Config {
             http: HttpLimits::default(),
             federation: Federation::default(),
             store: Store::default(),
+            tls: Tls::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::bounce::{Failure, bounce};
 use super::{Item, Queue};
 use crate::relay::peer::{PeerReader, PeerWriter};
-use crate::relay::{MailVerdict, Peer, PeerError, check_pin};
+use crate::relay::{MailVerdict, Peer, PeerError, open_peer};
 use crate::shared::{Backend, Shared};
 
 /// Bytes read from the store per write to the socket.
@@ -47,21 +47,16 @@ async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &s
             return;
         }
     };
-    let peer = match Peer::open(&addrs, relay.timeouts()).await {
+    let peer = match open_peer(&sh.store, &relay.metrics, domain, &addrs, relay.timeouts()).await {
         Ok(p) => p,
         Err(e) => {
-            // The domain is unreachable: everything due for it waits, not only a batch.
+            // Unreachable, or not the pinned key: everything due for the domain waits,
+            // not only a batch.
             let items = queue.state.lock().take_all(domain);
-            defer_all(sh, queue, items, &e.to_string()).await;
+            defer_all(sh, queue, items, &e).await;
             return;
         }
     };
-    if let Err(e) = check_pin(&sh.store, &relay.metrics, domain, peer.server_key()) {
-        peer.close().await;
-        let items = queue.state.lock().take_all(domain);
-        defer_all(sh, queue, items, &e.to_string()).await;
-        return;
-    }
     let (mut rd, mut wr) = peer.split();
     // The verdicts of a batch are made durable (deletes, notes, notices) in the
     // background, all at once, while the next batch is already on the wire: they share

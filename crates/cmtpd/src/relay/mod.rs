@@ -121,6 +121,38 @@ pub fn check_pin<P: PeerStore>(
     }
 }
 
+/// Opens a connection to `domain`'s server (TLS when offered, required once seen) and
+/// checks its key against the pin ([`check_pin`]); records that the domain offers TLS.
+pub async fn open_peer<P: PeerStore>(
+    peers: &P,
+    metrics: &RelayMetrics,
+    domain: &str,
+    addrs: &[std::net::SocketAddr],
+    timeouts: PeerTimeouts,
+) -> Result<Peer, String> {
+    let folded = domain.to_ascii_lowercase();
+    let tls_seen = peers.peer_tls(&folded).map_err(|e| e.to_string())?;
+    let peer = Peer::open(addrs, timeouts, tls_seen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let checked = check_pin(peers, metrics, domain, peer.server_key())
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            if peer.is_tls() && !tls_seen {
+                peers.set_peer_tls(&folded).map_err(|e| e.to_string())?;
+                tracing::info!(%domain, "peer domain offers TLS; required from now on");
+            }
+            Ok(())
+        });
+    match checked {
+        Ok(()) => Ok(peer),
+        Err(e) => {
+            peer.close().await;
+            Err(e)
+        }
+    }
+}
+
 /// The relay policy and its shared parts.
 pub struct Relay {
     /// The `[federation]` settings (replaced on SIGHUP).
@@ -225,10 +257,7 @@ impl Relay {
             .resolve(domain)
             .await
             .map_err(|e| e.to_string())?;
-        let mut peer = Peer::open(&addrs, self.timeouts())
-            .await
-            .map_err(|e| e.to_string())?;
-        check_pin(peers, &self.metrics, domain, peer.server_key()).map_err(|e| e.to_string())?;
+        let mut peer = open_peer(peers, &self.metrics, domain, &addrs, self.timeouts()).await?;
         let r = peer
             .key_request(user, domain)
             .await

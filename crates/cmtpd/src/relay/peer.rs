@@ -1,17 +1,18 @@
-//! One outgoing connection to another domain's server: connect, greeting, the server's
-//! key, then signed replies read and verified. Every byte goes through cmtp-proto's
-//! encoders and decoders; this module only moves them.
+//! One outgoing connection to another domain's server: connect, greeting, OHAI, TLS when
+//! offered (docs/protocol.md D7), the server's key, then signed replies read and
+//! verified. Every byte goes through cmtp-proto's encoders and decoders; this module
+//! only moves them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use cmtp_client::tls::Stream;
 use cmtp_crypto::{PublicKey, Signature};
 use cmtp_proto::reply::{self, Decoded, GreetingKind, KeyReply, StatusReply};
 use cmtp_proto::{Command, ReplyError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Why talking to a remote server failed. Every variant is temporary (the message is
 /// retried) except where the caller decides otherwise.
@@ -56,6 +57,21 @@ pub enum PeerError {
     /// Our side failed (reading the queued message).
     #[error("{0}")]
     Local(String),
+    /// The remote offered TLS before (recorded) and does not now: someone on the path
+    /// may be stripping the offer. Temporary, like every network failure.
+    #[error("{peer}: did not offer TLS although it did before (downgrade refused)")]
+    TlsDowngrade {
+        /// The remote address.
+        peer: SocketAddr,
+    },
+    /// The TLS handshake failed.
+    #[error("{peer}: TLS: {why}")]
+    Tls {
+        /// The remote address.
+        peer: SocketAddr,
+        /// What went wrong.
+        why: String,
+    },
     /// A reply's signature does not verify with the remote server's key.
     #[error("{peer}: bad signature on {what}")]
     BadSignature {
@@ -88,7 +104,7 @@ pub enum MailVerdict {
 
 /// The reading half of a connection: replies, decoded and verified one by one.
 pub struct PeerReader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf<Stream>,
     buf: BytesMut,
     peer: SocketAddr,
     key: PublicKey,
@@ -101,7 +117,7 @@ pub struct PeerReader {
 
 /// The writing half.
 pub struct PeerWriter {
-    wr: OwnedWriteHalf,
+    wr: WriteHalf<Stream>,
     peer: SocketAddr,
     timeout: Duration,
 }
@@ -112,18 +128,26 @@ pub struct Peer {
     pub reader: PeerReader,
     /// Writing side.
     pub writer: PeerWriter,
+    tls: bool,
 }
 
 impl Peer {
-    /// Connects to the first address of `addrs` that answers, reads the greeting and
-    /// asks for the server key (self-signed). The caller checks the key against its pin.
-    pub async fn open(addrs: &[SocketAddr], t: PeerTimeouts) -> Result<Peer, PeerError> {
+    /// Connects to the first address of `addrs` that answers, reads the greeting, says
+    /// OHAI, moves to TLS when offered, and asks for the server key (self-signed; under
+    /// TLS it must be the key the handshake proved). The caller checks the key against
+    /// its pin before sending anything else. `tls_seen`: the domain offered TLS before,
+    /// so a connection without the offer is [`PeerError::TlsDowngrade`].
+    pub async fn open(
+        addrs: &[SocketAddr],
+        t: PeerTimeouts,
+        tls_seen: bool,
+    ) -> Result<Peer, PeerError> {
         let mut last = String::from("no address");
         for &addr in addrs {
             match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    return Self::handshake(s, addr, t).await;
+                    return Self::handshake(s, addr, t, tls_seen).await;
                 }
                 Ok(Err(e)) => last = format!("{addr}: {e}"),
                 Err(_) => last = format!("{addr}: timed out after {:?}", t.connect),
@@ -139,34 +163,73 @@ impl Peer {
         })
     }
 
-    async fn handshake(s: TcpStream, peer: SocketAddr, t: PeerTimeouts) -> Result<Peer, PeerError> {
-        let (rd, wr) = s.into_split();
-        // The key is not known yet: a placeholder until the KEYREQUEST answer is verified.
-        let placeholder = PublicKey::from_bytes(&[0u8; 32]).map_err(|e| PeerError::Protocol {
-            peer,
-            why: e.to_string(),
-        })?;
-        let mut reader = PeerReader {
-            rd,
-            buf: BytesMut::with_capacity(4096),
-            peer,
-            key: placeholder,
-            timeout: t.reply,
-            verified: None,
-        };
-        let mut writer = PeerWriter {
-            wr,
-            peer,
-            timeout: t.reply,
-        };
-        let g = reader
-            .read("reading the greeting", reply::decode_greeting)
+    async fn handshake(
+        s: TcpStream,
+        peer: SocketAddr,
+        t: PeerTimeouts,
+        tls_seen: bool,
+    ) -> Result<Peer, PeerError> {
+        let (mut reader, mut writer) = Self::greet(Stream::Plain(s), peer, t).await?;
+        let mut ohai = Vec::with_capacity(8);
+        Command::Ohai.encode(&mut ohai);
+        writer.write("sending OHAI", &ohai).await?;
+        // A server over its limits greets, then sends FAILURE and closes.
+        let answer = reader
+            .read("reading the OHAI answer", |b| match b.first() {
+                Some(b'F') => Ok(reply::decode_general(b)?.map(|(_, n)| (None, n))),
+                _ => Ok(reply::decode_ohai(b)?.map(|(a, n)| (Some(a), n))),
+            })
             .await?;
-        if g.kind != GreetingKind::Cmtp1 {
-            return Err(PeerError::Protocol {
-                peer,
-                why: format!("not a CMTP/1 server (greeting {:?})", g.text),
-            });
+        let offered = match answer {
+            Some(reply::OhaiAnswer::Cmtp(text)) => {
+                reply::ohai_capabilities(&text).contains(&reply::CAP_TLS)
+            }
+            Some(reply::OhaiAnswer::Legacy2016) => false,
+            None => {
+                return Err(PeerError::Protocol {
+                    peer,
+                    why: "the server refused the connection (FAILURE)".into(),
+                });
+            }
+        };
+        let mut tls_key = None;
+        if offered {
+            let mut req = Vec::with_capacity(16);
+            Command::TlsStart.encode(&mut req);
+            writer.write("sending TLSSTART", &req).await?;
+            let g = reader
+                .read("reading the TLSSTART answer", reply::decode_general)
+                .await?;
+            if !g.ok {
+                return Err(PeerError::Protocol {
+                    peer,
+                    why: "TLSSTART answered FAILURE".into(),
+                });
+            }
+            // Its signature is checked below, once the key is known (the handshake
+            // proves it); bytes before the handshake can only be injected.
+            if !reader.buf.is_empty() {
+                return Err(PeerError::Protocol {
+                    peer,
+                    why: "bytes after the TLSSTART answer, before the handshake".into(),
+                });
+            }
+            let Stream::Plain(tcp) = reader.rd.unsplit(writer.wr) else {
+                unreachable!("the stream is plain until here");
+            };
+            // Any key here: the caller's pin check (check_pin) decides, with the same
+            // record of a refused key as without TLS, before anything else is sent.
+            let (stream, key) = cmtp_client::tls::handshake(tcp, None, t.reply)
+                .await
+                .map_err(|e| PeerError::Tls {
+                    peer,
+                    why: e.to_string(),
+                })?;
+            verify(&key, g.signed_bytes(), &g.sig, peer, "the TLSSTART answer")?;
+            (reader, writer) = Self::greet(stream, peer, t).await?;
+            tls_key = Some(key);
+        } else if tls_seen {
+            return Err(PeerError::TlsDowngrade { peer });
         }
         let mut req = Vec::with_capacity(16);
         Command::KeyRequest {
@@ -194,8 +257,60 @@ impl Peer {
                 });
             }
         };
+        if tls_key.is_some_and(|k| k != key) {
+            return Err(PeerError::Protocol {
+                peer,
+                why: "the TLS key is not the server key".into(),
+            });
+        }
         reader.key = key;
-        Ok(Peer { reader, writer })
+        Ok(Peer {
+            reader,
+            writer,
+            tls: tls_key.is_some(),
+        })
+    }
+
+    /// The two halves over a fresh stream, the greeting read.
+    async fn greet(
+        stream: Stream,
+        peer: SocketAddr,
+        t: PeerTimeouts,
+    ) -> Result<(PeerReader, PeerWriter), PeerError> {
+        let (rd, wr) = tokio::io::split(stream);
+        // The key is not known yet: a placeholder until the KEYREQUEST answer is verified.
+        let placeholder = PublicKey::from_bytes(&[0u8; 32]).map_err(|e| PeerError::Protocol {
+            peer,
+            why: e.to_string(),
+        })?;
+        let mut reader = PeerReader {
+            rd,
+            buf: BytesMut::with_capacity(4096),
+            peer,
+            key: placeholder,
+            timeout: t.reply,
+            verified: None,
+        };
+        let writer = PeerWriter {
+            wr,
+            peer,
+            timeout: t.reply,
+        };
+        let g = reader
+            .read("reading the greeting", reply::decode_greeting)
+            .await?;
+        if g.kind != GreetingKind::Cmtp1 {
+            return Err(PeerError::Protocol {
+                peer,
+                why: format!("not a CMTP/1 server (greeting {:?})", g.text),
+            });
+        }
+        Ok((reader, writer))
+    }
+
+    /// Whether the connection is encrypted (the peer offered TLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The remote server's key, as it presented it (self-signed).
@@ -250,9 +365,13 @@ impl Peer {
         (self.reader, self.writer)
     }
 
-    /// Joins the halves again.
+    /// Joins the halves again (only to close: whether it was TLS no longer matters).
     pub fn join(reader: PeerReader, writer: PeerWriter) -> Peer {
-        Peer { reader, writer }
+        Peer {
+            reader,
+            writer,
+            tls: false,
+        }
     }
 
     /// Says OBAI and closes (best effort).
@@ -353,7 +472,13 @@ impl PeerWriter {
     /// Writes `bytes` whole, within the reply timeout.
     pub async fn write(&mut self, step: &'static str, bytes: &[u8]) -> Result<(), PeerError> {
         let peer = self.peer;
-        match tokio::time::timeout(self.timeout, self.wr.write_all(bytes)).await {
+        let wr = &mut self.wr;
+        // The flush hands what TLS buffered to the socket (a no-op on plain TCP).
+        let write = async move {
+            wr.write_all(bytes).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
             Err(_) => Err(PeerError::Timeout {
                 peer,
                 step,
