@@ -323,6 +323,14 @@ impl Session {
                 presented: key.fingerprint(),
             });
         }
+        // A new server key is a new server: what the old one offered (OPAQUE) is no
+        // promise for it, and its accounts may not have upgraded yet.
+        if profile.pins.check_server(server, &key) != PinStatus::Same
+            && let Some(c) = profile.config.as_mut()
+            && c.server == server
+        {
+            c.opaque = false;
+        }
         profile.pins.pin_server(server, &key);
         if conn.is_tls() {
             profile.pins.pin_tls(server);
