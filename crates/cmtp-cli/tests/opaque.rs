@@ -229,7 +229,13 @@ fn a_server_that_stops_offering_opaque_is_refused_as_a_downgrade() {
     let home = t.path();
     let data = home.join("data");
     add_user(&data, "dora", "dora secret");
-    let srv = TestServer::start_in(&data);
+    // TLS off: with it, the OHAI answer that names OPAQUE comes again inside TLS, where
+    // the proxy cannot strip it. This checks the OPAQUE pin on its own.
+    let srv = TestServer::start_with(cmtp_testkit::Opts {
+        data: Some(data.clone()),
+        config: "[tls]\noffer = false\n".into(),
+        ..Default::default()
+    });
     let strip = Arc::new(AtomicBool::new(false));
     let proxy = stripping_proxy(srv.addr, strip.clone()).to_string();
     let pd = home.join("pd");
