@@ -122,7 +122,7 @@ pub fn migrate(url: &str) -> Result<MigrateReport, PgError> {
 }
 
 /// Users, mail and pinned peer keys in one PostgreSQL database; implements
-/// [`UserStore`], [`MailStore`] and [`PeerStore`]. Cheap to share: clone the `Arc`.
+/// [`UserStore`], [`MailStore`] and [`PeerStore`]. One per node; share it in an `Arc`.
 pub struct PgStore {
     shared: Arc<Shared>,
     bridge: Bridge,
