@@ -72,7 +72,7 @@ impl Bridge {
     }
 
     /// Runs `fut` on the runtime and blocks until it finishes, with no time bound (opening
-    /// and migrating, where the pool's own connect timeout applies). `None` if the task
+    /// and migrating, where the pool's own connect timeout applies); an error if the task
     /// panicked.
     pub(crate) fn block<T: Send + 'static>(
         &self,

@@ -15,7 +15,15 @@ fn two_nodes(name: &str) -> (String, PgStore, PgStore) {
     let url = PgCluster::shared().database(name);
     migrate(&url).unwrap();
     let a = PgStore::connect(&url, PgOptions::default()).unwrap();
-    let b = PgStore::connect(&url, PgOptions::default()).unwrap();
+    // The second node commits with three transactions at once, as a busier node might.
+    let b = PgStore::connect(
+        &url,
+        PgOptions {
+            committers: 3,
+            ..PgOptions::default()
+        },
+    )
+    .unwrap();
     (url, a, b)
 }
 

@@ -33,21 +33,35 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Runs until every sender (the store and its deliveries) is gone.
-pub(crate) async fn run(sh: Arc<Shared>, mut rx: mpsc::Receiver<CommitRequest>) {
-    while let Some(first) = rx.recv().await {
-        let mut bytes = first.tail.len();
-        let mut batch = vec![first];
-        // Whatever queued while the previous batch committed joins this one.
-        while batch.len() < sh.opts.max_batch && bytes < sh.opts.max_batch_bytes {
-            match rx.try_recv() {
-                Ok(r) => {
-                    bytes += r.tail.len();
-                    batch.push(r);
-                }
-                Err(_) => break,
+/// The committer's queue, shared by the node's committers: one takes a batch while
+/// another waits for its COMMIT.
+pub(crate) type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<CommitRequest>>>;
+
+/// Takes the next batch: waits for one request, then adds whatever is queued.
+async fn next_batch(sh: &Shared, queue: &Queue) -> Option<Vec<CommitRequest>> {
+    let mut rx = queue.lock().await;
+    let first = rx.recv().await?;
+    let mut bytes = first.tail.len();
+    let mut batch = vec![first];
+    while batch.len() < sh.opts.max_batch && bytes < sh.opts.max_batch_bytes {
+        match rx.try_recv() {
+            Ok(r) => {
+                bytes += r.tail.len();
+                batch.push(r);
             }
+            Err(_) => break,
         }
+    }
+    Some(batch)
+}
+
+/// One committer; runs until every sender (the store and its deliveries) is gone.
+/// Several run per node ([`crate::PgOptions::committers`]): while one waits for its
+/// COMMIT (the WAL flush), the next builds its transaction, and PostgreSQL flushes
+/// both together when they meet. Their batches lock mailbox rows in name order, so
+/// they cannot deadlock; two batches for one mailbox commit one after the other.
+pub(crate) async fn run(sh: Arc<Shared>, queue: Queue) {
+    while let Some(batch) = next_batch(&sh, &queue).await {
         let result = match tokio::time::timeout(sh.opts.op_timeout, commit_batch(&sh, &batch)).await
         {
             Ok(r) => r,

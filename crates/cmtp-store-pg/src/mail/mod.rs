@@ -42,7 +42,10 @@ fn u64_of(v: i64) -> u64 {
 /// inside it); returns the committer's queue.
 pub(crate) fn start_background(sh: &Arc<Shared>) -> mpsc::Sender<CommitRequest> {
     let (tx, rx) = mpsc::channel(COMMIT_QUEUE);
-    tokio::spawn(commit::run(sh.clone(), rx));
+    let queue: commit::Queue = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..sh.opts.committers.max(1) {
+        tokio::spawn(commit::run(sh.clone(), queue.clone()));
+    }
     let weak = Arc::downgrade(sh);
     tokio::spawn(async move {
         let mut probe = tokio::time::interval(PROBE_EVERY);
