@@ -552,42 +552,6 @@ async fn ids_ascend_in_arrival_order() {
     assert!(next > deleted, "id {next} reused (highest was {deleted})");
 }
 
-/// Each mailbox has its own id sequence (issue 9): interleaved deliveries to several
-/// mailboxes give each 1, 2, 3, … with no gaps made by the others' mail; deleting a
-/// mailbox's newest (or every) message does not let its ids be given again, also across a
-/// reopen; the postmaster's and the relay queue's mailboxes count on their own too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_mailbox_has_its_own_id_sequence() {
-    let dir = tempfile::tempdir().unwrap();
-    let boxes = ["bob", "carol", "", cmtp_store::RELAY_QUEUE];
-    {
-        let store = LogMail::open(dir.path(), Options::default()).unwrap();
-        for round in 1..=3u64 {
-            for mb in boxes {
-                let id = deliver(&store, mb, &pattern(round, 50), 16).await;
-                assert_eq!(id, round, "mailbox {mb:?}: ids have gaps");
-            }
-        }
-        // carol's newest goes, then every one of them.
-        assert!(store.delete("carol", 3).await.unwrap());
-        assert_eq!(deliver(&store, "carol", b"four", 4).await, 4);
-        for id in [1, 2, 4] {
-            assert!(store.delete("carol", id).await.unwrap());
-        }
-        assert!(listed_ids(&store, "carol").await.is_empty());
-    }
-    let store = LogMail::open(dir.path(), Options::default()).unwrap();
-    assert_eq!(listed_ids(&store, "bob").await, [1, 2, 3]);
-    assert_eq!(
-        deliver(&store, "carol", b"five", 4).await,
-        5,
-        "an emptied mailbox reused an id"
-    );
-    assert_eq!(deliver(&store, "bob", b"four", 4).await, 4);
-    assert_eq!(deliver(&store, "dave", b"first", 4).await, 1);
-    assert_eq!(listed_ids(&store, "").await, [1, 2, 3]);
-}
-
 /// Segments, blobs, the lock file and user files are private (0600) whatever the umask.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_created_private() {
