@@ -104,7 +104,11 @@ fn run(cli: Cli) -> Result<()> {
             || "built-in defaults (no configuration file)".to_owned(),
             |p| p.display().to_string(),
         );
-        let text = toml::to_string(&cfg).context("printing the configuration")?;
+        let mut shown = cfg.clone();
+        if let Some(url) = &mut shown.store.url {
+            *url = cmtpd::config::redacted_url(url);
+        }
+        let text = toml::to_string(&shown).context("printing the configuration")?;
         print!("# configuration: {from}\n# valid; effective values:\n{text}");
         return Ok(());
     }

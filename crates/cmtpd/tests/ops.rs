@@ -354,6 +354,18 @@ fn config_lookup_order_and_config_check() {
         "{e:?}"
     );
 
+    // The database password is not printed.
+    std::fs::write(
+        cwd.join("pg.toml"),
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://cmtp:s3cret@db:5432/cmtp\"\n",
+    )
+    .unwrap();
+    let pg = check(&[], &["--config", "pg.toml"]);
+    assert!(
+        pg.ok().contains("postgres://cmtp:****@db:5432/cmtp") && !pg.ok().contains("s3cret"),
+        "{pg:?}"
+    );
+
     // A TOML error: exit 1, the parser's message once.
     std::fs::write(cwd.join("bad.toml"), "[limits]\nmax_mesage_size = 1\n").unwrap();
     let out = check(&[], &["--config", "bad.toml"]);

@@ -14,7 +14,7 @@ mod federation;
 mod store;
 mod tls;
 pub use federation::Federation;
-pub use store::{DATABASE_URL_ENV, Store, StoreBackend};
+pub use store::{DATABASE_URL_ENV, Store, StoreBackend, redacted_url};
 pub use tls::{Protected, Tls};
 
 /// The example configuration shipped with the server (every key with its default).

@@ -50,3 +50,55 @@ impl Store {
         Ok(())
     }
 }
+
+/// `url` as `cmtpd config check` prints it: the password of a `scheme://user:password@…`
+/// URL, or of a `password=…` keyword, replaced by `****`, so printing the effective
+/// configuration (into a terminal log, a support ticket) does not leak the database's
+/// credentials.
+pub fn redacted_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // The user info ends at the last `@` before the host (a password may hold `@`
+        // only percent-encoded, but be safe either way).
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!("{scheme}://{}:****{}", &rest[..colon], &rest[at..]);
+        }
+        return url.to_owned();
+    }
+    // libpq keyword form: `host=db user=cmtp password=secret`.
+    url.split(' ')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_are_redacted_and_nothing_else() {
+        assert_eq!(
+            redacted_url("postgres://cmtp:s3cret@db:5432/cmtp"),
+            "postgres://cmtp:****@db:5432/cmtp"
+        );
+        assert_eq!(
+            redacted_url("postgres://cmtp:p@ss@db/cmtp?sslmode=require"),
+            "postgres://cmtp:****@db/cmtp?sslmode=require"
+        );
+        assert_eq!(
+            redacted_url("postgres://cmtp@db:5432/cmtp"),
+            "postgres://cmtp@db:5432/cmtp"
+        );
+        assert_eq!(
+            redacted_url("host=db user=cmtp password=s3cret dbname=cmtp"),
+            "host=db user=cmtp password=**** dbname=cmtp"
+        );
+        assert_eq!(redacted_url("host=db user=cmtp"), "host=db user=cmtp");
+    }
+}
