@@ -148,21 +148,25 @@ pub fn load_or_create_log_key(data_dir: &Path) -> Result<[u8; 32], KeyError> {
     }
     let mut key = [0u8; 32];
     cmtp_crypto::random_bytes(&mut key)?;
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| {
-            f.write_all(&key)?;
-            f.sync_all()
-        });
+    let written = write_new_private(&path, &key);
     match written {
         Ok(()) => Ok(key),
         // Another process made it first: use theirs.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_or_create_log_key(data_dir),
         Err(e) => Err(io_err(e)),
     }
+}
+
+/// Creates `path` (it must not exist: `AlreadyExists` when another process made it
+/// first) with mode 0600 and `bytes`, fsync'd.
+fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// The OPAQUE secrets (docs/protocol.md D8): OPRF seed and the server's AKE key pair.
@@ -194,15 +198,7 @@ pub fn load_or_create_opaque_setup(data_dir: &Path) -> Result<ServerSetup, KeyEr
     let path = data_dir.join(OPAQUE_SETUP_FILE);
     let setup = ServerSetup::generate();
     let bytes = setup.to_bytes();
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| {
-            f.write_all(&bytes)?;
-            f.sync_all()
-        });
+    let written = write_new_private(&path, &bytes);
     match written {
         Ok(()) => {
             if let Ok(d) = fs::File::open(data_dir) {
