@@ -138,7 +138,13 @@ impl PgStore {
         let pool = state::make_pool(url, &opts, &bridge)?;
         let p = pool.clone();
         bridge.block(async move { schema::check(&p).await })??;
-        let shared = Arc::new(Shared::new(pool, opts, bridge.metrics().clone()));
+        let chunk_pool = state::make_pool_of(url, &opts, &bridge, state::PoolKind::Chunks)?;
+        let shared = Arc::new(Shared::new(
+            pool,
+            chunk_pool,
+            opts,
+            bridge.metrics().clone(),
+        ));
         let committer = bridge.enter(|| mail::start_background(&shared));
         Ok(Self {
             shared,

@@ -16,6 +16,10 @@ use crate::{PgError, PgOptions};
 /// Shared state of one store instance (one node).
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
+    /// Connections for the chunks of large messages, whose sessions run with
+    /// `synchronous_commit = off` (see `mail::delivery`): never used for a commit that
+    /// answers SUCCESS.
+    pub(crate) chunk_pool: Pool,
     pub(crate) opts: PgOptions,
     pub(crate) metrics: std::sync::Arc<StoreMetrics>,
     /// The failure that made the store degraded, and since when (Unix s).
@@ -34,11 +38,40 @@ pub(crate) fn unix_now() -> u64 {
 /// taken from the pool (`RecyclingMethod::Fast` checks the socket), so the pool
 /// reconnects by itself after the database comes back.
 pub(crate) fn make_pool(url: &str, opts: &PgOptions, bridge: &Bridge) -> Result<Pool, PgError> {
+    make_pool_of(url, opts, bridge, PoolKind::Main)
+}
+
+/// Which of a node's two pools.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolKind {
+    /// Everything that must be durable when it returns (`pool_size` connections).
+    Main,
+    /// Chunks of large messages: sessions with `synchronous_commit = off`
+    /// (`pool_size / 2` connections, at least 2).
+    Chunks,
+}
+
+pub(crate) fn make_pool_of(
+    url: &str,
+    opts: &PgOptions,
+    bridge: &Bridge,
+    kind: PoolKind,
+) -> Result<Pool, PgError> {
     let mut pg: tokio_postgres::Config = url.parse().map_err(|e| PgError::Url(chain(&e)))?;
     pg.connect_timeout(opts.op_timeout.min(Duration::from_secs(5)))
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30))
         .application_name("cmtpd");
+    let size = match kind {
+        PoolKind::Main => opts.pool_size.max(2),
+        PoolKind::Chunks => {
+            // Appended to any options of the URL: the server applies the last setting.
+            let mut o = pg.get_options().unwrap_or_default().to_owned();
+            o.push_str(" -c synchronous_commit=off");
+            pg.options(o.trim_start());
+            (opts.pool_size / 2).max(2)
+        }
+    };
     let mgr = Manager::from_config(
         pg,
         NoTls,
@@ -48,7 +81,7 @@ pub(crate) fn make_pool(url: &str, opts: &PgOptions, bridge: &Bridge) -> Result<
     );
     bridge.enter(|| {
         Pool::builder(mgr)
-            .max_size(opts.pool_size.max(2))
+            .max_size(size)
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
                 wait: Some(opts.op_timeout),
@@ -89,9 +122,15 @@ fn is_outage(e: &tokio_postgres::Error) -> bool {
 }
 
 impl Shared {
-    pub(crate) fn new(pool: Pool, opts: PgOptions, metrics: std::sync::Arc<StoreMetrics>) -> Self {
+    pub(crate) fn new(
+        pool: Pool,
+        chunk_pool: Pool,
+        opts: PgOptions,
+        metrics: std::sync::Arc<StoreMetrics>,
+    ) -> Self {
         Self {
             pool,
+            chunk_pool,
             opts,
             metrics,
             degraded: Mutex::new(None),
@@ -145,6 +184,18 @@ impl Shared {
         let msg = format!("{what}: {}", chain(&e));
         self.mark_degraded(&msg);
         StoreError::Database(msg)
+    }
+
+    /// A pooled connection whose session commits without waiting for the WAL flush
+    /// (chunks of large messages only).
+    pub(crate) async fn chunk_conn(
+        &self,
+        what: &str,
+    ) -> cmtp_store::Result<deadpool_postgres::Object> {
+        self.chunk_pool
+            .get()
+            .await
+            .map_err(|e| self.pool_err(what, e))
     }
 
     /// A pooled connection.

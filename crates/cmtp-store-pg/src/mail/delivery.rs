@@ -3,16 +3,19 @@
 //! Bytes are buffered up to one [`CHUNK`]. A message that fits in one chunk (most mail)
 //! never touches the database before its commit: its bytes go into the group commit's
 //! transaction. A larger one takes a key and an `uploads` row at its first full chunk
-//! and writes each full chunk in a short transaction of its own with
-//! `synchronous_commit = off` (no fsync per chunk: the durable commit that later holds
-//! the message row flushes the WAL, chunks included, as WAL is written in order). The
-//! message becomes visible only when the commit inserts its `messages` row; a delivery
-//! dropped before deletes its chunks, and one a crashed node left is swept later.
+//! and writes each full chunk as one statement (its own transaction) on a connection of
+//! the chunk pool, whose sessions run with `synchronous_commit = off` (no fsync per
+//! chunk: the durable commit that later holds the message row flushes the WAL, chunks
+//! included, as WAL is written in order). One chunk is written while the next is being
+//! received (at most two chunks of memory). The message becomes visible only when the
+//! commit inserts its `messages` row; a delivery dropped before deletes its chunks, and
+//! one a crashed node left is swept later.
 
 use std::sync::Arc;
 
 use cmtp_store::{Delivery, MessageMeta, Result, StoreError, validate_meta};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::CHUNK;
 use super::commit::CommitRequest;
@@ -27,6 +30,9 @@ pub struct PgDelivery {
     buf: Vec<u8>,
     /// Key and next chunk number once chunks were written to the database.
     key: Option<i64>,
+    /// The chunk being written now, if any (awaited before the next one, the commit, or
+    /// the clean-up of a dropped delivery).
+    inflight: Option<JoinHandle<Result<()>>>,
     next_seq: i32,
     size: u64,
     /// A write failed or was cancelled midway: the data is not what was sent.
@@ -46,6 +52,7 @@ impl PgDelivery {
             committer,
             buf: Vec::new(),
             key: None,
+            inflight: None,
             next_seq: 0,
             size: 0,
             broken: false,
@@ -53,50 +60,80 @@ impl PgDelivery {
         }
     }
 
-    /// Writes the full buffer as the next chunk (taking a key first if needed).
+    /// Writes the full buffer as the next chunk: the first one (which takes the key) at
+    /// once, later ones in the background, after the previous one has finished.
     async fn flush_chunk(&mut self) -> Result<()> {
+        self.wait_inflight().await?;
         let data = std::mem::take(&mut self.buf);
-        let (sh, key, seq) = (self.shared.clone(), self.key, self.next_seq);
-        let key = self
-            .bridge
-            .run(async move { write_chunk(&sh, key, seq, data).await })
-            .await?;
-        self.key = Some(key);
+        let (sh, seq) = (self.shared.clone(), self.next_seq);
+        match self.key {
+            None => {
+                let key = self
+                    .bridge
+                    .run(async move { first_chunk(&sh, data).await })
+                    .await?;
+                self.key = Some(key);
+            }
+            Some(key) => {
+                let bridge = self.bridge.clone();
+                self.inflight = Some(tokio::spawn(async move {
+                    bridge
+                        .run(async move { next_chunk(&sh, key, seq, data).await })
+                        .await
+                }));
+            }
+        }
         self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Waits for the chunk being written, if any.
+    async fn wait_inflight(&mut self) -> Result<()> {
+        // Awaited in place, not taken out first: if this wait is cancelled, the handle
+        // stays for the clean-up in `drop` to wait on.
+        if let Some(h) = &mut self.inflight {
+            let r = h.await;
+            self.inflight = None;
+            r.map_err(|e| StoreError::TaskFailed(e.to_string()))??;
+        }
         Ok(())
     }
 }
 
-async fn write_chunk(sh: &Shared, key: Option<i64>, seq: i32, data: Vec<u8>) -> Result<i64> {
+/// Writes the first chunk of a large message with a new key and its `uploads` row, in
+/// one statement; the key.
+async fn first_chunk(sh: &Shared, data: Vec<u8>) -> Result<i64> {
     let what = "writing a message chunk";
-    let mut c = sh.conn(what).await?;
-    let tx = c.transaction().await.map_err(|e| sh.pg(what, e))?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
+    let c = sh.chunk_conn(what).await?;
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let stmt = c
+        .prepare_cached(
+            "WITH u AS (INSERT INTO uploads (key, started)
+                        VALUES (nextval('message_keys'), $1) RETURNING key)
+             INSERT INTO message_chunks (key, seq, data) SELECT key, 0, $2 FROM u
+             RETURNING key",
+        )
         .await
         .map_err(|e| sh.pg(what, e))?;
-    let key = match key {
-        Some(k) => k,
-        None => {
-            let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-            tx.query_one(
-                "INSERT INTO uploads (key, started) VALUES (nextval('message_keys'), $1)
-                 RETURNING key",
-                &[&now],
-            )
-            .await
-            .map_err(|e| sh.pg(what, e))?
-            .get(0)
-        }
-    };
-    let stmt = tx
+    let row = c
+        .query_one(&stmt, &[&now, &data])
+        .await
+        .map_err(|e| sh.pg(what, e))?;
+    Ok(row.get(0))
+}
+
+/// Writes chunk `seq` of an upload.
+async fn next_chunk(sh: &Shared, key: i64, seq: i32, data: Vec<u8>) -> Result<()> {
+    let what = "writing a message chunk";
+    let c = sh.chunk_conn(what).await?;
+    let stmt = c
         .prepare_cached("INSERT INTO message_chunks (key, seq, data) VALUES ($1, $2, $3)")
         .await
         .map_err(|e| sh.pg(what, e))?;
-    tx.execute(&stmt, &[&key, &seq, &data])
+    c.execute(&stmt, &[&key, &seq, &data])
         .await
         .map_err(|e| sh.pg(what, e))?;
-    tx.commit().await.map_err(|e| sh.pg(what, e))?;
-    Ok(key)
+    Ok(())
 }
 
 /// Removes the chunks and upload row of a delivery that was not committed. Only while
@@ -149,6 +186,10 @@ impl Delivery for PgDelivery {
         if self.broken {
             return Err(StoreError::DeliveryIncomplete);
         }
+        // Every chunk is written before the commit that makes them durable is asked for.
+        self.broken = true;
+        self.wait_inflight().await?;
+        self.broken = false;
         validate_meta(&meta)?;
         let (tx, rx) = oneshot::channel();
         let req = CommitRequest {
@@ -174,8 +215,15 @@ impl Drop for PgDelivery {
     fn drop(&mut self) {
         if let (Some(key), false) = (self.key, self.committed) {
             let sh = self.shared.clone();
-            self.bridge
-                .spawn(async move { discard_upload(&sh, key).await });
+            // A chunk still being written would land after the clean-up and be left
+            // behind with no upload row to find it by: let it finish first.
+            let inflight = self.inflight.take();
+            self.bridge.spawn(async move {
+                if let Some(h) = inflight {
+                    let _ = h.await;
+                }
+                discard_upload(&sh, key).await
+            });
         }
     }
 }
