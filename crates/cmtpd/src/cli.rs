@@ -37,6 +37,8 @@ use crate::config::{LogFormat, Overrides};
   Relay to another domain's server without DNS, then watch the queue:
     cmtpd serve --route b.example=10.0.0.2:9001
     cmtpd queue list && cmtpd queue retry --all
+  Move an installation into PostgreSQL (server stopped, database migrated):
+    CMTPD_DATABASE_URL=postgres://cmtp@db/cmtp cmtpd store copy --from embedded --to postgres
   Accept a remote server's new key after checking it:
     cmtpd domain keys && cmtpd domain trust b.example
   Start from a commented configuration:
@@ -104,6 +106,9 @@ pub enum Command {
     /// The PostgreSQL database of `[store] backend = "postgres"`.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Move an installation between backends: `store copy --from embedded --to postgres`.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -292,6 +297,55 @@ pub enum UserCommand {
         /// Account name.
         name: String,
     },
+}
+
+/// `cmtpd store ...`
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy everything from one backend into another, then verify the copy byte for byte.
+    ///
+    /// The source is the embedded store of the data directory (--data-dir, or the
+    /// configuration's); the target is the PostgreSQL database of `[store] url` or
+    /// $CMTPD_DATABASE_URL, already migrated (`cmtpd db migrate`) and empty.
+    ///
+    /// Copied: users (keys, xzibits, creation times, OPAQUE logins), every mailbox's
+    /// messages under their own ids with their receive times and metadata (the relay
+    /// queue too), each mailbox's id sequence, pinned peer keys and TLS marks, the relay
+    /// ids of the dedup window. Message bytes are streamed: memory stays small whatever
+    /// a message's size. Afterwards both stores are read again and compared (metadata,
+    /// and a BLAKE2b-256 of each message's bytes on each side); any difference fails
+    /// the command.
+    ///
+    /// Stop the server first: the copy takes the embedded store's lock, and refuses
+    /// while a server holds it. The data directory is left as it was (a way back).
+    ///
+    /// Steps: stop cmtpd; `CMTPD_DATABASE_URL=postgres://cmtp@db/cmtp cmtpd db migrate`;
+    /// `CMTPD_DATABASE_URL=... cmtpd store copy --from embedded --to postgres`; set
+    /// `[store] backend = "postgres"` in cmtpd.toml; start cmtpd.
+    Copy(CopyArgs),
+    /// Compare two stores as `store copy` does after copying, without writing anything
+    /// (e.g. before switching over, when the source has not changed since the copy).
+    Verify(CopyArgs),
+}
+
+/// A backend named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendName {
+    /// The embedded store of the data directory.
+    Embedded,
+    /// The PostgreSQL database of `[store] url` or $CMTPD_DATABASE_URL.
+    Postgres,
+}
+
+/// `store copy | verify` options.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// Where the installation is now (only `embedded` is supported as a source).
+    #[arg(long, value_enum)]
+    pub from: BackendName,
+    /// Where it goes (only `postgres` is supported as a target).
+    #[arg(long, value_enum)]
+    pub to: BackendName,
 }
 
 /// `cmtpd db ...`
