@@ -14,6 +14,10 @@ use crate::config::{LogFormat, Overrides};
 /// while the server runs; the server sees their changes at once. Only `serve` and `init`
 /// create it: every other subcommand fails, naming the directory it looked for.
 ///
+/// With `[store] backend = "postgres"` users, mail, the relay queue and peer keys are in
+/// a PostgreSQL database shared by several nodes (`[store] url` or $CMTPD_DATABASE_URL),
+/// and the admin subcommands work on that database; the data directory keeps the keys.
+///
 /// Configuration file, for every subcommand: --config FILE, else $CMTPD_CONFIG, else
 /// ./cmtpd.toml when it exists, else the built-in defaults. Flags win over the file.
 #[derive(Debug, Parser)]
@@ -180,7 +184,8 @@ pub enum QueueCommand {
         id: u64,
     },
     /// Try again now: one message, or every waiting message with --all. Asks the running
-    /// server; when none runs, the next start tries them at once.
+    /// server; when none runs, the next start tries them at once. On PostgreSQL: sets the
+    /// next attempt to now in the database (and tells a server on this data directory).
     Retry {
         /// Queue id.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -189,7 +194,8 @@ pub enum QueueCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Remove a message from the queue without delivering it (no notice is sent).
+    /// Remove a message from the queue without delivering it (no notice is sent). On
+    /// PostgreSQL it is deleted in the database, for every node.
     Drop {
         /// Queue id.
         id: u64,
