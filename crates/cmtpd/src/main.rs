@@ -194,11 +194,12 @@ fn store_copy(cfg: &Config, args: &CopyArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let t0 = std::time::Instant::now();
     let r = rt
         .block_on(admin::copy::copy(&src, &dst))
         .context("copying into the PostgreSQL store")?;
     println!(
-        "copied {}, {} with an OPAQUE login; {}; {} in {}; {}; {}",
+        "copied {}, {} with an OPAQUE login; {}; {} in {}; {}; {} ({:.1} s)",
         admin::format::count(r.users, "user", "users"),
         r.opaque_logins,
         admin::format::count(r.peers, "peer record", "peer records"),
@@ -206,8 +207,9 @@ fn store_copy(cfg: &Config, args: &CopyArgs) -> Result<()> {
         admin::format::count(r.mailboxes, "mailbox", "mailboxes"),
         admin::format::size(r.bytes),
         admin::format::count(r.relay_ids, "relay id", "relay ids"),
+        t0.elapsed().as_secs_f64()
     );
-    report_verified(rt.block_on(admin::copy::verify(&src, &dst))?)
+    verify_and_report(&rt, &src, &dst)
 }
 
 /// `store verify`: compares without writing.
@@ -217,17 +219,27 @@ fn store_verify(cfg: &Config, args: &CopyArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    report_verified(rt.block_on(admin::copy::verify(&src, &dst))?)
+    verify_and_report(&rt, &src, &dst)
 }
 
-fn report_verified(v: admin::copy::VerifyReport) -> Result<()> {
+/// Compares the stores, prints the result; fails if anything differs.
+fn verify_and_report(
+    rt: &tokio::runtime::Runtime,
+    src: &EmbeddedStore,
+    dst: &PgStore,
+) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let v = rt
+        .block_on(admin::copy::verify(src, dst))
+        .context("verifying the copy")?;
     if v.problems.is_empty() {
         println!(
-            "verified: {}, {}, {} ({}) equal in both stores (metadata, and BLAKE2b-256 of every message's bytes)",
+            "verified: {}, {}, {} ({}) equal in both stores (metadata, and BLAKE2b-256 of every message's bytes) ({:.1} s)",
             admin::format::count(v.users, "user", "users"),
             admin::format::count(v.peers, "peer record", "peer records"),
             admin::format::count(v.messages, "message", "messages"),
             admin::format::size(v.bytes),
+            t0.elapsed().as_secs_f64()
         );
         return Ok(());
     }
