@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cmtp_proto::{MboxKind, MboxRequest};
-use cmtp_store::{MailStore, MessageMeta, PeerStore, RELAY_QUEUE};
+use cmtp_store::{MailStore, MessageMeta, PeerStore, RELAY_QUEUE, UserStore};
 use cmtp_store_pg::{PgOptions, PgStore};
 use cmtp_testkit::*;
 use cmtpd::relay::QueueNote;
@@ -184,6 +184,18 @@ fn store_copy_moves_an_embedded_installation_to_postgres() {
     assert_eq!(pg.peer_key("b.example").unwrap().unwrap(), pinned);
     assert!(pg.peer_tls("b.example").unwrap() && pg.peer_tls("tls-only.example").unwrap());
     assert!(pg.seen_relay_id(&relay_id));
+    let alice_login = cmtp_store::FsUsers::open_read_only(&srv.data)
+        .opaque_login("alice")
+        .unwrap();
+    assert!(alice_login.is_some());
+    assert_eq!(pg.opaque_login("alice").unwrap(), alice_login);
+    assert_eq!(pg.opaque_login("bob").unwrap(), None);
+    assert_eq!(
+        pg.get("bob").unwrap(),
+        cmtp_store::FsUsers::open_read_only(&srv.data)
+            .get("bob")
+            .unwrap()
+    );
     let queued = rt().block_on(pg.list(RELAY_QUEUE)).unwrap();
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].id, qid);
