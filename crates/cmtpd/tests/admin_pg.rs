@@ -375,3 +375,49 @@ fn an_unreachable_database_is_a_clear_error() {
         assert!(!e.contains("secret"), "the password is shown: {e}");
     }
 }
+
+/// `queue retry` on postgres writes the database and also tells the node running on this
+/// data directory, which tries at once: its attempt (failing here: no DNS) is saved in
+/// the note, which the database alone would not do before a restart.
+#[test]
+fn queue_retry_reaches_the_node_on_this_data_directory() {
+    let node = PgNode::new("queue retry node");
+    node.cmtpd(&["db", "migrate"], b"").ok();
+    let mut waiting = QueueNote::new("bob", "far.example", now(), false);
+    waiting.next = now() + 3600;
+    let store = node.store();
+    let qid = rt().block_on(async {
+        let mut d = store.begin();
+        cmtp_store::Delivery::write(&mut d, b"queued bytes")
+            .await
+            .unwrap();
+        cmtp_store::Delivery::commit(
+            d,
+            MessageMeta {
+                mailbox: RELAY_QUEUE.into(),
+                src_account: "lena".into(),
+                src_domain: "localhost".into(),
+                version: 0,
+                attachment_count: 0,
+                body_end: 0,
+                note: waiting.encode(),
+                relay_id: None,
+            },
+        )
+        .await
+        .unwrap()
+    });
+    // The node loads the queue at start: the message waits an hour.
+    let _srv = node.serve();
+    let attempts = || node.cmtpd(&["queue", "list", "--json"], b"").json()[0]["attempts"].as_u64();
+    assert_eq!(attempts(), Some(0));
+    node.cmtpd(&["queue", "retry", &qid.to_string()], b"").ok();
+    poll(
+        "the node's attempt saved in the note",
+        std::time::Duration::from_secs(20),
+        || (attempts() == Some(1)).then_some(()),
+    );
+    let q = node.cmtpd(&["queue", "list", "--json"], b"").json();
+    assert!(q[0]["next_attempt"].as_u64().unwrap() > 0, "{q}");
+    assert!(!q[0]["last_error"].as_str().unwrap().is_empty(), "{q}");
+}
