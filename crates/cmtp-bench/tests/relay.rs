@@ -87,7 +87,14 @@ fn pair(start_b: bool) -> Pair {
     );
     let b_addr = free_addr();
     let b_cfg = config(db.path(), "b.test", b_addr);
-    cmtpd::admin::user_add(db.path(), "bob", b"pw", true).unwrap();
+    cmtpd::admin::user_add(
+        &cmtpd::admin::Embedded::new(db.path()),
+        db.path(),
+        "bob",
+        b"pw",
+        true,
+    )
+    .unwrap();
     let alice = KeyPair::generate().unwrap();
     let (pk, xz, sk) = (
         keys.path().join("public.key"),
@@ -97,7 +104,7 @@ fn pair(start_b: bool) -> Pair {
     std::fs::write(&pk, alice.public().as_bytes()).unwrap();
     std::fs::write(&xz, Xzibit::create_v1(&alice, b"pw").unwrap().as_bytes()).unwrap();
     std::fs::write(&sk, hex::encode(&alice.secret_bytes()[..])).unwrap();
-    cmtpd::admin::user_import(da.path(), "alice", &pk, &xz).unwrap();
+    cmtpd::admin::user_import(&cmtpd::admin::Embedded::new(da.path()), "alice", &pk, &xz).unwrap();
     let mut a_cfg = config(da.path(), "a.test", "127.0.0.1:0".parse().unwrap());
     a_cfg
         .federation

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod bridge;
+mod import;
 mod mail;
 mod peers;
 mod schema;

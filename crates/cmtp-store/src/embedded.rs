@@ -37,6 +37,21 @@ impl EmbeddedStore {
             peers: FsPeers::open_read_only(d),
         })
     }
+
+    /// Per mailbox, the largest id it ever used ([`LogMail::last_ids`]).
+    pub fn last_ids(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.mail.last_ids()
+    }
+
+    /// The relay ids of the dedup window with their commit times ([`LogMail::relay_ids`]).
+    pub fn relay_ids(&self) -> Result<Vec<([u8; 16], u64)>> {
+        self.mail.relay_ids()
+    }
+
+    /// Every domain with a peer record ([`FsPeers::domains`]).
+    pub fn peer_domains(&self) -> Result<Vec<String>> {
+        self.peers.domains()
+    }
 }
 
 impl UserStore for EmbeddedStore {

@@ -344,6 +344,40 @@ pub enum Claim {
     Gone,
 }
 
+/// Writing what another store holds as it was there, for moving an installation
+/// (`cmtpd store copy`): messages keep their ids and receive times, peer records their
+/// times, and ids are never reused. A separate trait: only a copy's target needs it
+/// (today the PostgreSQL backend).
+pub trait StoreImport: MailStore {
+    /// Whether the store holds nothing: no user, message, mailbox or peer record. A copy
+    /// goes only into an empty store, so ids and names cannot collide.
+    fn is_empty(&self) -> Result<bool>;
+    /// Commits `delivery` (all its bytes written) as `info` says: message `info.id` of
+    /// `info.meta.mailbox`, received at `info.received`. The mailbox's later ids follow
+    /// the largest imported one. [`StoreError::AlreadyExists`] if the id is taken,
+    /// [`StoreError::InvalidMeta`] if `info.size` is not the number of bytes written.
+    /// Durable once [`StoreImport::finish`] has returned (it may be sooner).
+    fn import(
+        &self,
+        delivery: Self::Delivery,
+        info: MessageInfo,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Makes the ids of `mailbox` continue after `last_id` (which messages deleted in the
+    /// source may have used), even if the mailbox has no message.
+    fn reserve_ids(&self, mailbox: &str, last_id: u64) -> impl Future<Output = Result<()>> + Send;
+    /// Remembers relay ids ([`MailStore::seen_relay_id`]) as committed at the given
+    /// times (Unix s).
+    fn import_relay_ids(
+        &self,
+        ids: Vec<([u8; 16], u64)>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Writes a domain's peer record as it was: its pinned key (with its time and any
+    /// refused offer) if `peer` is given, and its TLS mark.
+    fn import_peer(&self, domain: &str, peer: Option<&PeerKey>, tls: bool) -> Result<()>;
+    /// Makes everything imported so far durable (one synchronous commit).
+    fn finish(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// Whether the store accepts writes, as [`MailStore::health`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreHealth {

@@ -110,6 +110,27 @@ impl FsPeers {
         let dir = self.peers.join(&domain);
         Ok((domain, dir))
     }
+
+    /// Every domain with a record (a pinned key, a refused offer or a TLS mark), sorted.
+    pub fn domains(&self) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.peers) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e?;
+            if let Some(name) = e.file_name().to_str()
+                && e.file_type()?.is_dir()
+                && ensure_path_safe(name).is_ok()
+            {
+                out.push(name.to_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
 }
 
 /// Reads a small file whole, `None` if it (or its directory) does not exist; a file

@@ -14,6 +14,10 @@ use crate::config::{LogFormat, Overrides};
 /// while the server runs; the server sees their changes at once. Only `serve` and `init`
 /// create it: every other subcommand fails, naming the directory it looked for.
 ///
+/// With `[store] backend = "postgres"` users, mail, the relay queue and peer keys are in
+/// a PostgreSQL database shared by several nodes (`[store] url` or $CMTPD_DATABASE_URL),
+/// and the admin subcommands work on that database; the data directory keeps the keys.
+///
 /// Configuration file, for every subcommand: --config FILE, else $CMTPD_CONFIG, else
 /// ./cmtpd.toml when it exists, else the built-in defaults. Flags win over the file.
 #[derive(Debug, Parser)]
@@ -37,6 +41,8 @@ use crate::config::{LogFormat, Overrides};
   Relay to another domain's server without DNS, then watch the queue:
     cmtpd serve --route b.example=10.0.0.2:9001
     cmtpd queue list && cmtpd queue retry --all
+  Move an installation into PostgreSQL (server stopped, database migrated):
+    CMTPD_DATABASE_URL=postgres://cmtp@db/cmtp cmtpd store copy --from embedded --to postgres
   Accept a remote server's new key after checking it:
     cmtpd domain keys && cmtpd domain trust b.example
   Start from a commented configuration:
@@ -104,6 +110,9 @@ pub enum Command {
     /// The PostgreSQL database of `[store] backend = "postgres"`.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Move an installation between backends: `store copy --from embedded --to postgres`.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -175,7 +184,8 @@ pub enum QueueCommand {
         id: u64,
     },
     /// Try again now: one message, or every waiting message with --all. Asks the running
-    /// server; when none runs, the next start tries them at once.
+    /// server; when none runs, the next start tries them at once. On PostgreSQL: sets the
+    /// next attempt to now in the database (and tells a server on this data directory).
     Retry {
         /// Queue id.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -184,7 +194,8 @@ pub enum QueueCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Remove a message from the queue without delivering it (no notice is sent).
+    /// Remove a message from the queue without delivering it (no notice is sent). On
+    /// PostgreSQL it is deleted in the database, for every node.
     Drop {
         /// Queue id.
         id: u64,
@@ -292,6 +303,55 @@ pub enum UserCommand {
         /// Account name.
         name: String,
     },
+}
+
+/// `cmtpd store ...`
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy everything from one backend into another, then verify the copy byte for byte.
+    ///
+    /// The source is the embedded store of the data directory (--data-dir, or the
+    /// configuration's); the target is the PostgreSQL database of `[store] url` or
+    /// $CMTPD_DATABASE_URL, already migrated (`cmtpd db migrate`) and empty.
+    ///
+    /// Copied: users (keys, xzibits, creation times, OPAQUE logins), every mailbox's
+    /// messages under their own ids with their receive times and metadata (the relay
+    /// queue too), each mailbox's id sequence, pinned peer keys and TLS marks, the relay
+    /// ids of the dedup window. Message bytes are streamed: memory stays small whatever
+    /// a message's size. Afterwards both stores are read again and compared (metadata,
+    /// and a BLAKE2b-256 of each message's bytes on each side); any difference fails
+    /// the command.
+    ///
+    /// Stop the server first: the copy takes the embedded store's lock, and refuses
+    /// while a server holds it. The data directory is left as it was (a way back).
+    ///
+    /// Steps: stop cmtpd; `CMTPD_DATABASE_URL=postgres://cmtp@db/cmtp cmtpd db migrate`;
+    /// `CMTPD_DATABASE_URL=... cmtpd store copy --from embedded --to postgres`; set
+    /// `[store] backend = "postgres"` in cmtpd.toml; start cmtpd.
+    Copy(CopyArgs),
+    /// Compare two stores as `store copy` does after copying, without writing anything
+    /// (e.g. before switching over, when the source has not changed since the copy).
+    Verify(CopyArgs),
+}
+
+/// A backend named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendName {
+    /// The embedded store of the data directory.
+    Embedded,
+    /// The PostgreSQL database of `[store] url` or $CMTPD_DATABASE_URL.
+    Postgres,
+}
+
+/// `store copy | verify` options.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// Where the installation is now (only `embedded` is supported as a source).
+    #[arg(long, value_enum)]
+    pub from: BackendName,
+    /// Where it goes (only `postgres` is supported as a target).
+    #[arg(long, value_enum)]
+    pub to: BackendName,
 }
 
 /// `cmtpd db ...`

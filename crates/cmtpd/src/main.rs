@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use cmtp_store::EmbeddedStore;
+use cmtp_store_pg::{PgOptions, PgStore};
 use cmtpd::cli::{
-    Cli, Command, ConfigCommand, DbCommand, DomainCommand, KeyCommand, LOCAL_CONFIG,
-    MailboxCommand, QueueCommand, ServeArgs, UserCommand, render_error,
+    BackendName, Cli, Command, ConfigCommand, CopyArgs, DbCommand, DomainCommand, KeyCommand,
+    LOCAL_CONFIG, MailboxCommand, QueueCommand, ServeArgs, StoreCommand, UserCommand, render_error,
 };
 use cmtpd::config::{Config, EXAMPLE_CONFIG, LogFormat, Overrides, StoreBackend};
 use cmtpd::{Backend, Server, admin};
@@ -127,35 +129,153 @@ fn run(cli: Cli) -> Result<()> {
         // uses.
         _ => admin::require_data_dir(&data, path.as_deref())?,
     }
-    if cfg.store.backend == StoreBackend::Postgres && !matches!(cli.command, Command::Key(_)) {
-        // The admin commands read and write the data directory's embedded store: on a
-        // postgres node they would report success about data no server uses.
+    if let Command::Key(KeyCommand::Show { json }) = cli.command {
+        // The key is a file of the data directory on every backend.
+        print!("{}", admin::key_show(&data, json)?);
+        return Ok(());
+    }
+    if let Command::Store(StoreCommand::Copy(args)) = &cli.command {
+        return store_copy(&cfg, args);
+    }
+    if let Command::Store(StoreCommand::Verify(args)) = &cli.command {
+        return store_verify(&cfg, args);
+    }
+    // One store for the whole command, whatever the backend: the admin functions are
+    // generic over it.
+    let out = match cfg.store.backend {
+        StoreBackend::Embedded => admin_command(&admin::Embedded::new(&data), &data, cli.command)?,
+        StoreBackend::Postgres => admin_command(&open_postgres(&cfg)?, &data, cli.command)?,
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The configured PostgreSQL database, for an admin command: a small pool, and a clear
+/// error when it cannot be reached or has no (or another) schema.
+fn open_postgres(cfg: &Config) -> Result<PgStore> {
+    let url = cfg.store.database_url().with_context(|| {
+        format!(
+            "no database: set [store] url or {}",
+            cmtpd::config::DATABASE_URL_ENV
+        )
+    })?;
+    let opts = PgOptions {
+        pool_size: 2,
+        ..PgOptions::default()
+    };
+    PgStore::connect(&url, opts).with_context(|| {
+        format!(
+            "cannot open the PostgreSQL store at {}",
+            cmtpd::config::redacted_url(&url)
+        )
+    })
+}
+
+/// The two stores of `store copy | verify`: the data directory's embedded store (opened
+/// as the writer, so no server runs on it meanwhile) and the PostgreSQL database.
+fn copy_stores(cfg: &Config, args: &CopyArgs) -> Result<(EmbeddedStore, PgStore)> {
+    if (args.from, args.to) != (BackendName::Embedded, BackendName::Postgres) {
         bail!(
-            "this admin command works on the embedded store only, and [store] backend is \
-             \"postgres\": not supported there yet (docs/storage.md, \"PostgreSQL backend\")"
+            "only --from embedded --to postgres is supported; to back up or move a \
+             PostgreSQL installation use pg_dump / pg_restore"
         );
     }
+    let src = admin::copy::open_source(&cfg.data_dir)?;
+    let dst = open_postgres(cfg)?;
+    Ok((src, dst))
+}
+
+/// `store copy`: copies, then verifies; fails if anything differs.
+fn store_copy(cfg: &Config, args: &CopyArgs) -> Result<()> {
+    let (src, dst) = copy_stores(cfg, args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let t0 = std::time::Instant::now();
+    let r = rt
+        .block_on(admin::copy::copy(&src, &dst))
+        .context("copying into the PostgreSQL store")?;
+    println!(
+        "copied {}, {} with an OPAQUE login; {}; {} in {}; {}; {} ({:.1} s)",
+        admin::format::count(r.users, "user", "users"),
+        r.opaque_logins,
+        admin::format::count(r.peers, "peer record", "peer records"),
+        admin::format::count(r.messages, "message", "messages"),
+        admin::format::count(r.mailboxes, "mailbox", "mailboxes"),
+        admin::format::size(r.bytes),
+        admin::format::count(r.relay_ids, "relay id", "relay ids"),
+        t0.elapsed().as_secs_f64()
+    );
+    verify_and_report(&rt, &src, &dst)
+}
+
+/// `store verify`: compares without writing.
+fn store_verify(cfg: &Config, args: &CopyArgs) -> Result<()> {
+    let (src, dst) = copy_stores(cfg, args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    verify_and_report(&rt, &src, &dst)
+}
+
+/// Compares the stores, prints the result; fails if anything differs.
+fn verify_and_report(
+    rt: &tokio::runtime::Runtime,
+    src: &EmbeddedStore,
+    dst: &PgStore,
+) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let v = rt
+        .block_on(admin::copy::verify(src, dst))
+        .context("verifying the copy")?;
+    if v.problems.is_empty() {
+        println!(
+            "verified: {}, {}, {} ({}) equal in both stores (metadata, and BLAKE2b-256 of every message's bytes) ({:.1} s)",
+            admin::format::count(v.users, "user", "users"),
+            admin::format::count(v.peers, "peer record", "peer records"),
+            admin::format::count(v.messages, "message", "messages"),
+            admin::format::size(v.bytes),
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    for p in &v.problems {
+        println!("DIFFERS: {p}");
+    }
+    bail!(
+        "verification failed: {} between the stores (listed above)",
+        admin::format::count(v.problems.len() as u64, "difference", "differences")
+    )
+}
+
+/// Runs one admin subcommand on `st`; returns the text to print.
+fn admin_command<S: admin::AdminStores>(st: &S, data: &Path, command: Command) -> Result<String> {
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")
     };
-    let out = match cli.command {
+    Ok(match command {
         Command::Serve(_)
         | Command::Init
         | Command::Config(_)
         | Command::Db(_)
+        | Command::Key(_)
+        | Command::Store(_)
         | Command::Completions { .. }
-        | Command::Man => unreachable!("handled above"),
-        Command::Key(KeyCommand::Show { json }) => admin::key_show(&data, json)?,
+        | Command::Man => unreachable!("handled by the caller"),
         Command::User(UserCommand::Add {
             name,
             password_stdin,
             allow_weak_password,
         }) => {
             let pw = read_password(password_stdin)?;
-            let added = admin::user_add(&data, &name, pw.as_bytes(), allow_weak_password)
+            let added = admin::user_add(st, data, &name, pw.as_bytes(), allow_weak_password)
                 .with_context(|| format!("adding user {name:?}"))?;
             format!("added {} {}\n", added.name, added.key.to_hex())
         }
@@ -164,42 +284,40 @@ fn run(cli: Cli) -> Result<()> {
             public_key,
             xzibit,
         }) => {
-            let stored = admin::user_import(&data, &name, &public_key, &xzibit)
+            let stored = admin::user_import(st, &name, &public_key, &xzibit)
                 .with_context(|| format!("importing user {name:?}"))?;
             format!("imported {stored}\n")
         }
-        Command::User(UserCommand::List { json }) => admin::user_list(&data, json)?,
+        Command::User(UserCommand::List { json }) => admin::user_list(st.users()?, json)?,
         Command::User(UserCommand::Remove { name }) => {
-            let removed = admin::user_remove(&data, &name)?;
+            let removed = admin::user_remove(st.users()?, &name)?;
             format!("removed {removed}\n")
         }
-        Command::Mailbox(MailboxCommand::Stats { json }) => admin::mailbox_stats(&data, json)?,
+        Command::Mailbox(MailboxCommand::Stats { json }) => admin::mailbox_stats(st, json)?,
         Command::Mailbox(MailboxCommand::List { account, json }) => {
-            rt()?.block_on(admin::mailbox_list(&data, account.as_deref(), json))?
+            rt()?.block_on(admin::mailbox_list(st, account.as_deref(), json))?
         }
         Command::Mailbox(MailboxCommand::Show { id, account }) => {
-            rt()?.block_on(admin::mailbox_show(&data, account.as_deref(), id))?
+            rt()?.block_on(admin::mailbox_show(st, data, account.as_deref(), id))?
         }
         Command::Queue(QueueCommand::List { json }) => {
-            rt()?.block_on(admin::queue::list(&data, json))?
+            rt()?.block_on(admin::queue::list(st.mail()?, json))?
         }
         Command::Queue(QueueCommand::Show { id }) => {
-            rt()?.block_on(admin::queue::show(&data, id))?
+            rt()?.block_on(admin::queue::show(st.mail()?, id))?
         }
         Command::Queue(QueueCommand::Retry { id, all }) => {
             let target = if all { None } else { id };
-            rt()?.block_on(admin::queue::retry(&data, target))?
+            rt()?.block_on(admin::queue::retry(st, data, target))?
         }
         Command::Queue(QueueCommand::Drop { id }) => {
-            rt()?.block_on(admin::queue::drop(&data, id))?
+            rt()?.block_on(admin::queue::drop(st, data, id))?
         }
-        Command::Domain(DomainCommand::Keys { json }) => admin::domain::keys(&data, json)?,
-        Command::Domain(DomainCommand::Trust { domain }) => admin::domain::trust(&data, &domain)?,
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(out.as_bytes())?;
-    stdout.flush()?;
-    Ok(())
+        Command::Domain(DomainCommand::Keys { json }) => admin::domain::keys(st.peers()?, json)?,
+        Command::Domain(DomainCommand::Trust { domain }) => {
+            admin::domain::trust(st.peers()?, &domain)?
+        }
+    })
 }
 
 fn read_password(from_stdin: bool) -> Result<zeroize::Zeroizing<String>> {

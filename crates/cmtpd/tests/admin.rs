@@ -1,5 +1,7 @@
 //! The admin subcommands, run as the real binary while the server runs on the same data
-//! directory; changes are visible to the server at once.
+//! directory; changes are visible to the server at once. The tests marked so run on both
+//! backends (the embedded store, and PostgreSQL: a real cluster started by the test
+//! process) from one body, with the same assertions on the output.
 
 use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
 use cmtp_testkit::*;
@@ -10,6 +12,36 @@ fn ok(out: &Out) -> String {
 
 fn failed(out: &Out) -> String {
     out.failed().to_owned()
+}
+
+/// A server on the embedded store, and one on a fresh, migrated PostgreSQL database.
+fn on_both_backends(name: &str) -> [TestServer; 2] {
+    let url = PgCluster::shared().database(name);
+    cmtp_store_pg::migrate(&url).unwrap();
+    [
+        TestServer::start(),
+        TestServer::start_with(Opts {
+            config: format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
+            ..Opts::default()
+        }),
+    ]
+}
+
+/// An admin subcommand with the server's data directory and configuration (which names
+/// its backend).
+fn adm(srv: &TestServer, args: &[&str], stdin: &[u8]) -> Out {
+    let mut c = std::process::Command::new(cmtpd_bin());
+    c.env_remove("CMTPD_DATABASE_URL")
+        .arg("--data-dir")
+        .arg(&srv.data)
+        .arg("--config")
+        .arg(
+            srv.config
+                .as_ref()
+                .expect("a test server has a configuration file"),
+        )
+        .args(args);
+    run(c, stdin)
 }
 
 #[test]
@@ -92,171 +124,178 @@ fn user_add_list_remove_while_serving() {
     failed(&srv.admin(&["user", "remove", "lena"], b""));
 }
 
+/// On both backends.
 #[test]
 fn import_2016_adduser_vectors() {
-    let srv = TestServer::start();
-    let text = std::fs::read_to_string(vectors_dir().join("xzibit.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let vectors: Vec<&serde_json::Value> = json["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v.get("public_key_file").is_some())
-        .collect();
-    assert!(vectors.len() >= 3, "expected the adduser vectors");
-    let mut c = srv.client();
-    for v in vectors {
-        let name = v["username"].as_str().unwrap();
-        let xz = hex::decode(v["xzibit"].as_str().unwrap()).unwrap();
-        let pk = hex::decode(v["public_key_file"].as_str().unwrap()).unwrap();
-        let pk_file = srv.dir.path().join(format!("{name}.public.key"));
-        let xz_file = srv.dir.path().join(format!("{name}.xzibit"));
-        std::fs::write(&pk_file, &pk).unwrap();
-        std::fs::write(&xz_file, &xz).unwrap();
-        ok(&srv.admin(
+    for srv in on_both_backends("import_2016_adduser_vectors") {
+        let text = std::fs::read_to_string(vectors_dir().join("xzibit.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let vectors: Vec<&serde_json::Value> = json["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v.get("public_key_file").is_some())
+            .collect();
+        assert!(vectors.len() >= 3, "expected the adduser vectors");
+        let mut c = srv.client();
+        for v in vectors {
+            let name = v["username"].as_str().unwrap();
+            let xz = hex::decode(v["xzibit"].as_str().unwrap()).unwrap();
+            let pk = hex::decode(v["public_key_file"].as_str().unwrap()).unwrap();
+            let pk_file = srv.dir.path().join(format!("{name}.public.key"));
+            let xz_file = srv.dir.path().join(format!("{name}.xzibit"));
+            std::fs::write(&pk_file, &pk).unwrap();
+            std::fs::write(&xz_file, &xz).unwrap();
+            ok(&adm(
+                &srv,
+                &[
+                    "user",
+                    "import",
+                    name,
+                    "--public-key",
+                    pk_file.to_str().unwrap(),
+                    "--xzibit",
+                    xz_file.to_str().unwrap(),
+                ],
+                b"",
+            ));
+            let login = format!("LOGIN\0{name}\0KEYREQUEST\0{name}\0\0");
+            c.send(login.as_bytes());
+            let got = c.login_reply().expect("xzibit");
+            assert_eq!(got, xz, "{name}: LOGIN returns exactly the imported xzibit");
+            assert_eq!(c.key_or_none().unwrap().to_vec(), pk);
+            let pw = hex::decode(v["password_hex"].as_str().unwrap()).unwrap();
+            let kp: KeyPair = Xzibit::parse(&got).unwrap().open(&pw).unwrap();
+            assert_eq!(kp.public(), PublicKey::from_bytes(&pk).unwrap());
+        }
+        // A broken xzibit or key file is refused.
+        let bad = srv.dir.path().join("bad");
+        std::fs::write(&bad, [0u8; 100]).unwrap();
+        let good_pk = srv.dir.path().join("carol.public.key");
+        let e = failed(&adm(
+            &srv,
             &[
                 "user",
                 "import",
-                name,
+                "zed",
                 "--public-key",
-                pk_file.to_str().unwrap(),
+                good_pk.to_str().unwrap(),
                 "--xzibit",
-                xz_file.to_str().unwrap(),
+                bad.to_str().unwrap(),
             ],
             b"",
         ));
-        let login = format!("LOGIN\0{name}\0KEYREQUEST\0{name}\0\0");
-        c.send(login.as_bytes());
-        let got = c.login_reply().expect("xzibit");
-        assert_eq!(got, xz, "{name}: LOGIN returns exactly the imported xzibit");
-        assert_eq!(c.key_or_none().unwrap().to_vec(), pk);
-        let pw = hex::decode(v["password_hex"].as_str().unwrap()).unwrap();
-        let kp: KeyPair = Xzibit::parse(&got).unwrap().open(&pw).unwrap();
-        assert_eq!(kp.public(), PublicKey::from_bytes(&pk).unwrap());
+        assert!(e.contains("xzibit"), "{e}");
+        let e = failed(&adm(
+            &srv,
+            &[
+                "user",
+                "import",
+                "zed",
+                "--public-key",
+                bad.to_str().unwrap(),
+                "--xzibit",
+                bad.to_str().unwrap(),
+            ],
+            b"",
+        ));
+        assert!(e.contains("32"), "{e}");
     }
-    // A broken xzibit or key file is refused.
-    let bad = srv.dir.path().join("bad");
-    std::fs::write(&bad, [0u8; 100]).unwrap();
-    let good_pk = srv.dir.path().join("carol.public.key");
-    let e = failed(&srv.admin(
-        &[
-            "user",
-            "import",
-            "zed",
-            "--public-key",
-            good_pk.to_str().unwrap(),
-            "--xzibit",
-            bad.to_str().unwrap(),
-        ],
-        b"",
-    ));
-    assert!(e.contains("xzibit"), "{e}");
-    let e = failed(&srv.admin(
-        &[
-            "user",
-            "import",
-            "zed",
-            "--public-key",
-            bad.to_str().unwrap(),
-            "--xzibit",
-            bad.to_str().unwrap(),
-        ],
-        b"",
-    ));
-    assert!(e.contains("32"), "{e}");
 }
 
+/// On both backends.
 #[test]
 fn key_show_and_postmaster_mailbox() {
-    let srv = TestServer::start();
-    // The same fingerprint `cmtp` shows when it pins the server, and the hex.
-    let shown = ok(&srv.admin(&["key", "show"], b""));
-    assert_eq!(
-        shown,
-        format!(
-            "fingerprint: {}\npublic key:  {}\n",
-            srv.key.fingerprint(),
-            srv.key.to_hex()
-        )
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&srv.admin(&["key", "show", "--json"], b""))).unwrap();
-    assert_eq!(json["fingerprint"], srv.key.fingerprint());
-    assert_eq!(json["public_key"], srv.key.to_hex());
-    // Never creates a key beside (or instead of) the server's.
-    let empty = tempfile::tempdir().unwrap();
-    let out = admin(&empty.path().join("none"), &["key", "show"], b"");
-    assert!(!out.success());
-    assert!(!empty.path().join("none/server.key").exists());
+    for srv in on_both_backends("key_show_and_postmaster_mailbox") {
+        // The same fingerprint `cmtp` shows when it pins the server, and the hex.
+        let shown = ok(&adm(&srv, &["key", "show"], b""));
+        assert_eq!(
+            shown,
+            format!(
+                "fingerprint: {}\npublic key:  {}\n",
+                srv.key.fingerprint(),
+                srv.key.to_hex()
+            )
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(&adm(&srv, &["key", "show", "--json"], b""))).unwrap();
+        assert_eq!(json["fingerprint"], srv.key.fingerprint());
+        assert_eq!(json["public_key"], srv.key.to_hex());
+        // Never creates a key beside (or instead of) the server's.
+        let empty = tempfile::tempdir().unwrap();
+        let out = admin(&empty.path().join("none"), &["key", "show"], b"");
+        assert!(!out.success());
+        assert!(!empty.path().join("none/server.key").exists());
 
-    let mut c = srv.client();
-    // A sealed (version 1) internal body to the server, and a plaintext one.
-    let body = cmtp_proto::InternalBody {
-        timestamp: 1_700_000_000,
-        subject: "Bounce".into(),
-        reply_to: String::new(),
-        cc: vec![],
-        text: "the sealed text".into(),
+        let mut c = srv.client();
+        // A sealed (version 1) internal body to the server, and a plaintext one.
+        let body = cmtp_proto::InternalBody {
+            timestamp: 1_700_000_000,
+            subject: "Bounce".into(),
+            reply_to: String::new(),
+            cc: vec![],
+            text: "the sealed text".into(),
+        }
+        .to_bytes()
+        .unwrap();
+        let sealed = cmtp_crypto::seal(&body, &srv.key).unwrap();
+        let att = cmtp_crypto::seal(b"notes.txt\0data", &srv.key).unwrap();
+        let m1 = message(
+            1,
+            ("", ""),
+            ("nina", "x.example"),
+            b"hop\0",
+            &sealed,
+            &[&att],
+        );
+        let m2 = message(0, ("", ""), ("otto", "y.example"), b"", b"plain words", &[]);
+        assert_eq!(c.mail(&m1), "SUCCESS");
+        assert_eq!(c.mail(&m2), "SUCCESS");
+
+        let list = ok(&adm(&srv, &["mailbox", "list"], b""));
+        assert!(list.contains("nina@x.example") && list.contains("otto@y.example"));
+        // Aligned columns, a header, a total with a correct plural and a human size.
+        let lines: Vec<&str> = list.lines().collect();
+        assert_eq!(lines.len(), 4, "{list}");
+        assert!(
+            lines[0].starts_with("ID ") && lines[0].contains("RECEIVED"),
+            "{list}"
+        );
+        let col = |l: &str| l.find(" v").unwrap();
+        assert_eq!(col(lines[1]), col(lines[2]), "columns align:\n{list}");
+        assert!(lines[3].starts_with("2 messages, "), "{list}");
+        assert!(
+            lines[1].contains("1 attachment ") && lines[2].contains("0 attachments"),
+            "{list}"
+        );
+        let json = adm(&srv, &["mailbox", "list", "--json"], b"").json();
+        let ids: Vec<String> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), 2, "{json}");
+        assert_eq!(json[0]["from"], "nina@x.example");
+        assert_eq!(json[0]["attachments"], 1);
+        assert!(json[0]["size"].as_u64().unwrap() > 0);
+        let show = ok(&adm(&srv, &["mailbox", "show", &ids[0]], b""));
+        assert!(show.contains("subject: Bounce"), "{show}");
+        assert!(show.contains("the sealed text"), "{show}");
+        assert!(show.contains("notes.txt"), "{show}");
+        assert!(show.contains("log: hop"), "{show}");
+        let show = ok(&adm(&srv, &["mailbox", "show", &ids[1]], b""));
+        assert!(show.contains("plain words"), "{show}");
+        failed(&adm(&srv, &["mailbox", "show", "999999"], b""));
+
+        let stats = ok(&adm(&srv, &["mailbox", "stats", "--json"], b""));
+        let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        assert_eq!(v["messages"].as_u64(), Some(2));
+        assert_eq!(v["mailboxes"][""]["messages"].as_u64(), Some(2));
+        assert!(ok(&adm(&srv, &["mailbox", "stats"], b"")).contains("2 messages"));
+        assert!(ok(&adm(&srv, &["mailbox", "list", "nobody"], b"")).contains("no messages"));
+        failed(&adm(&srv, &["mailbox", "list", "../x"], b""));
     }
-    .to_bytes()
-    .unwrap();
-    let sealed = cmtp_crypto::seal(&body, &srv.key).unwrap();
-    let att = cmtp_crypto::seal(b"notes.txt\0data", &srv.key).unwrap();
-    let m1 = message(
-        1,
-        ("", ""),
-        ("nina", "x.example"),
-        b"hop\0",
-        &sealed,
-        &[&att],
-    );
-    let m2 = message(0, ("", ""), ("otto", "y.example"), b"", b"plain words", &[]);
-    assert_eq!(c.mail(&m1), "SUCCESS");
-    assert_eq!(c.mail(&m2), "SUCCESS");
-
-    let list = ok(&srv.admin(&["mailbox", "list"], b""));
-    assert!(list.contains("nina@x.example") && list.contains("otto@y.example"));
-    // Aligned columns, a header, a total with a correct plural and a human size.
-    let lines: Vec<&str> = list.lines().collect();
-    assert_eq!(lines.len(), 4, "{list}");
-    assert!(
-        lines[0].starts_with("ID ") && lines[0].contains("RECEIVED"),
-        "{list}"
-    );
-    let col = |l: &str| l.find(" v").unwrap();
-    assert_eq!(col(lines[1]), col(lines[2]), "columns align:\n{list}");
-    assert!(lines[3].starts_with("2 messages, "), "{list}");
-    assert!(
-        lines[1].contains("1 attachment ") && lines[2].contains("0 attachments"),
-        "{list}"
-    );
-    let json = srv.admin(&["mailbox", "list", "--json"], b"").json();
-    let ids: Vec<String> = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap().to_string())
-        .collect();
-    assert_eq!(ids.len(), 2, "{json}");
-    assert_eq!(json[0]["from"], "nina@x.example");
-    assert_eq!(json[0]["attachments"], 1);
-    assert!(json[0]["size"].as_u64().unwrap() > 0);
-    let show = ok(&srv.admin(&["mailbox", "show", &ids[0]], b""));
-    assert!(show.contains("subject: Bounce"), "{show}");
-    assert!(show.contains("the sealed text"), "{show}");
-    assert!(show.contains("notes.txt"), "{show}");
-    assert!(show.contains("log: hop"), "{show}");
-    let show = ok(&srv.admin(&["mailbox", "show", &ids[1]], b""));
-    assert!(show.contains("plain words"), "{show}");
-    failed(&srv.admin(&["mailbox", "show", "999999"], b""));
-
-    let stats = ok(&srv.admin(&["mailbox", "stats", "--json"], b""));
-    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
-    assert_eq!(v["messages"].as_u64(), Some(2));
-    assert_eq!(v["mailboxes"][""]["messages"].as_u64(), Some(2));
-    assert!(ok(&srv.admin(&["mailbox", "stats"], b"")).contains("2 messages"));
-    assert!(ok(&srv.admin(&["mailbox", "list", "nobody"], b"")).contains("no messages"));
-    failed(&srv.admin(&["mailbox", "list", "../x"], b""));
 }
 
 #[test]
@@ -321,34 +360,35 @@ fn help_config_and_fresh_start_defaults() {
 
 /// `mailbox list/show` print what senders wrote: escape sequences (window title, screen
 /// clear, OSC 52 clipboard write) and bidi overrides must not reach the operator's
-/// terminal (a defect found from outside: they were printed raw).
+/// terminal (a defect found from outside: they were printed raw). On both backends.
 #[test]
 fn mailbox_list_and_show_never_pass_terminal_controls() {
-    let srv = TestServer::start();
-    let mut c = srv.client();
-    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{9b}31m";
-    let m = message(
-        0,
-        ("", ""),
-        ("gpj.exe\u{202e}", "x.example"),
-        format!("via {hostile}\0").as_bytes(),
-        format!("text {hostile}\r\nfake line").as_bytes(),
-        &[],
-    );
-    assert_eq!(c.mail(&m), "SUCCESS");
-    let list = ok(&srv.admin(&["mailbox", "list"], b""));
-    let id = srv.admin(&["mailbox", "list", "--json"], b"").json()[0]["id"]
-        .as_u64()
-        .unwrap()
-        .to_string();
-    let show = ok(&srv.admin(&["mailbox", "show", &id], b""));
-    for out in [&list, &show] {
-        assert!(
-            !out.chars()
-                .any(|ch| matches!(ch, '\u{1b}' | '\u{7}' | '\u{9b}' | '\r' | '\u{202e}')),
-            "{out:?}"
+    for srv in on_both_backends("mailbox_list_and_show_never_pass_terminal_controls") {
+        let mut c = srv.client();
+        let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{9b}31m";
+        let m = message(
+            0,
+            ("", ""),
+            ("gpj.exe\u{202e}", "x.example"),
+            format!("via {hostile}\0").as_bytes(),
+            format!("text {hostile}\r\nfake line").as_bytes(),
+            &[],
         );
+        assert_eq!(c.mail(&m), "SUCCESS");
+        let list = ok(&adm(&srv, &["mailbox", "list"], b""));
+        let id = adm(&srv, &["mailbox", "list", "--json"], b"").json()[0]["id"]
+            .as_u64()
+            .unwrap()
+            .to_string();
+        let show = ok(&adm(&srv, &["mailbox", "show", &id], b""));
+        for out in [&list, &show] {
+            assert!(
+                !out.chars()
+                    .any(|ch| matches!(ch, '\u{1b}' | '\u{7}' | '\u{9b}' | '\r' | '\u{202e}')),
+                "{out:?}"
+            );
+        }
+        assert!(list.contains("gpj.exe"), "{list}");
+        assert!(show.contains("fake line"), "{show}");
     }
-    assert!(list.contains("gpj.exe"), "{list}");
-    assert!(show.contains("fake line"), "{show}");
 }

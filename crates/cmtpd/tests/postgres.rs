@@ -81,8 +81,8 @@ fn two_nodes_on_one_database_serve_one_domain() {
         again.stdout
     );
 
-    // bob, written into the database as `user add` would (the admin commands work on
-    // the embedded store only, for now).
+    // bob, written straight into the database (with a key the test knows; `user add` on
+    // postgres is tested in admin_pg.rs).
     let bob = KeyPair::generate().unwrap();
     PgStore::connect(&url, PgOptions::default())
         .unwrap()

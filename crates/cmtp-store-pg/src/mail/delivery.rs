@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use cmtp_store::{Delivery, MessageMeta, Result, StoreError, validate_meta};
+use cmtp_store::{Delivery, MessageInfo, MessageMeta, Result, StoreError, validate_meta};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -156,6 +156,131 @@ pub(crate) async fn discard_upload(sh: &Shared, key: i64) {
         // The sweeper removes it later (the upload row stays until then).
         tracing::warn!(error = %e, "could not discard an abandoned delivery now");
     }
+}
+
+impl PgDelivery {
+    /// [`cmtp_store::StoreImport::import`]: one transaction of its own (outside the group
+    /// commit) that stores the message under the id and time `info` gives. The
+    /// transaction does not wait for its WAL flush: the copy's final synchronous commit
+    /// ([`crate::import`]'s `finish`) flushes the WAL up to it, as it is written in order.
+    pub(crate) async fn import(mut self, info: MessageInfo) -> Result<()> {
+        if self.broken {
+            return Err(StoreError::DeliveryIncomplete);
+        }
+        validate_meta(&info.meta)?;
+        if info.size != self.size {
+            return Err(StoreError::InvalidMeta(
+                "the size given is not the number of bytes written",
+            ));
+        }
+        let (sh, key, seq) = (self.shared.clone(), self.key, self.next_seq);
+        let tail = std::mem::take(&mut self.buf);
+        // From here this function owns the upload: it discards it if the import fails.
+        self.committed = true;
+        let r = self
+            .bridge
+            .run(async move { import_tx(&sh, key, seq, tail, info).await })
+            .await;
+        if r.is_err()
+            && let Some(key) = key
+        {
+            discard_upload(&self.shared, key).await;
+        }
+        r
+    }
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+async fn import_tx(
+    sh: &Shared,
+    key: Option<i64>,
+    tail_seq: i32,
+    tail: Vec<u8>,
+    info: MessageInfo,
+) -> Result<()> {
+    let what = "importing a message";
+    let pg = |e| sh.pg(what, e);
+    let mut c = sh.conn(what).await?;
+    let tx = c.transaction().await.map_err(pg)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(pg)?;
+    let m = &info.meta;
+    let (id, received, size) = (i64_of(info.id), i64_of(info.received), i64_of(info.size));
+    tx.execute(
+        "INSERT INTO mailboxes (name, last_id, messages, bytes) VALUES ($1, $2, 1, $3)
+         ON CONFLICT (name) DO UPDATE SET
+             last_id = GREATEST(mailboxes.last_id, EXCLUDED.last_id),
+             messages = mailboxes.messages + 1,
+             bytes = mailboxes.bytes + EXCLUDED.bytes",
+        &[&m.mailbox, &id, &size],
+    )
+    .await
+    .map_err(pg)?;
+    let key = match key {
+        Some(k) => k,
+        None => tx
+            .query_one("SELECT nextval('message_keys')", &[])
+            .await
+            .map_err(pg)?
+            .get(0),
+    };
+    let r = tx
+        .execute(
+            "INSERT INTO messages (mailbox, id, key, received, size, src_account, src_domain,
+                 version, attachment_count, body_end, note, relay_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &m.mailbox,
+                &id,
+                &key,
+                &received,
+                &size,
+                &m.src_account,
+                &m.src_domain,
+                &i64::from(m.version),
+                &i64::from(m.attachment_count),
+                &i64_of(m.body_end),
+                &m.note,
+                &m.relay_id.as_ref().map(|r| r.as_slice()),
+            ],
+        )
+        .await;
+    if let Err(e) = r {
+        return Err(
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                StoreError::AlreadyExists
+            } else {
+                pg(e)
+            },
+        );
+    }
+    if !tail.is_empty() {
+        tx.execute(
+            "INSERT INTO message_chunks (key, seq, data) VALUES ($1, $2, $3)",
+            &[&key, &tail_seq, &tail],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    tx.execute("DELETE FROM uploads WHERE key = $1", &[&key])
+        .await
+        .map_err(pg)?;
+    if let Some(rid) = &m.relay_id {
+        tx.execute(
+            "INSERT INTO relay_ids (relay_id, received) VALUES ($1, $2)
+             ON CONFLICT (relay_id) DO UPDATE
+                 SET received = GREATEST(relay_ids.received, EXCLUDED.received)",
+            &[&rid.as_slice(), &received],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    tx.commit().await.map_err(pg)?;
+    Ok(())
 }
 
 impl Delivery for PgDelivery {

@@ -70,6 +70,15 @@ impl RelayIds {
         }
     }
 
+    /// The relay ids within the window at `now`, with their commit times.
+    pub(super) fn entries(&self, now: u64) -> Vec<([u8; 16], u64)> {
+        self.seen
+            .iter()
+            .filter(|&(_, &at)| !self.expired(at, now))
+            .map(|(&id, &at)| (id, at))
+            .collect()
+    }
+
     /// Relay ids remembered right now (expired ones not yet pruned included).
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {

@@ -106,6 +106,28 @@ impl LogMail {
         self.inner.shared.inline_used.load(Ordering::Acquire)
     }
 
+    /// Per mailbox, the largest id it ever used (messages deleted since included), for
+    /// copying the store elsewhere without reusing an id.
+    pub fn last_ids(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.inner.refresh()?;
+        let index = self.inner.shared.index.lock();
+        Ok(index
+            .last_ids
+            .iter()
+            .map(|(k, &v)| (k.to_string(), v))
+            .collect())
+    }
+
+    /// The relay ids of the dedup window ([`MailStore::seen_relay_id`]) with their commit
+    /// times, deleted messages' included, for copying the store elsewhere.
+    pub fn relay_ids(&self) -> Result<Vec<([u8; 16], u64)>> {
+        self.inner.refresh()?;
+        let index = self.inner.shared.index.lock();
+        let mut v = index.relay_ids.entries(unix_now());
+        v.sort_unstable();
+        Ok(v)
+    }
+
     pub(super) async fn refreshed(&self) -> Result<()> {
         if self.inner.read_only() {
             let inner = self.inner.clone();

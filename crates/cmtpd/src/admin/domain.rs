@@ -1,13 +1,12 @@
-//! `cmtpd domain keys | trust`: the pinned keys of other domains' servers. The files
-//! are read by the running server on every use, so a trust takes effect at once.
-
-use std::fmt::Write as _;
-use std::path::Path;
+//! `cmtpd domain keys | trust`: the pinned keys of other domains' servers. The server
+//! reads them (files, or rows of the database) on every use, so a trust takes effect at
+//! once, on every node.
 
 use cmtp_client::terminal::{Layout, sanitize};
 use cmtp_crypto::PublicKey;
-use cmtp_store::{FsPeers, PeerStore};
+use cmtp_store::PeerStore;
 use serde::Serialize;
+use std::fmt::Write as _;
 
 use super::{AdminError, Result};
 
@@ -34,8 +33,8 @@ fn fingerprint(k: &[u8; 32]) -> String {
 }
 
 /// `domain keys [--json]`.
-pub fn keys(data_dir: &Path, json: bool) -> Result<String> {
-    let peers = FsPeers::open_read_only(data_dir).list_peer_keys()?;
+pub fn keys(peers: &impl PeerStore, json: bool) -> Result<String> {
+    let peers = peers.list_peer_keys()?;
     let rows: Vec<PeerJson> = peers
         .into_iter()
         .map(|p| PeerJson {
@@ -79,10 +78,9 @@ pub fn keys(data_dir: &Path, json: bool) -> Result<String> {
 }
 
 /// `domain trust DOMAIN`: pins the key the domain's server last presented.
-pub fn trust(data_dir: &Path, domain: &str) -> Result<String> {
+pub fn trust(peers: &impl PeerStore, domain: &str) -> Result<String> {
     let domain = domain.to_ascii_lowercase();
     cmtp_store::ensure_path_safe(&domain)?;
-    let peers = FsPeers::open_read_only(data_dir);
     let Some(p) = peers.peer_key(&domain)? else {
         return Err(AdminError::BadImport(format!(
             "no key known for {domain}: it is pinned on first contact"

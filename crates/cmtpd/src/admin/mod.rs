@@ -10,16 +10,20 @@ use std::path::Path;
 use cmtp_client::terminal::{Layout, sanitize};
 use cmtp_crypto::KeyPair;
 use cmtp_proto::{AttachmentPlain, Body, MessageDecoder, MessageEvent, MessageLimits};
-use cmtp_store::{EmbeddedStore, MailStore, MessageRead};
+use cmtp_store::{MailStore, MessageRead};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::keys;
 
+pub mod copy;
 pub mod domain;
 pub mod format;
 pub mod queue;
+mod stores;
 mod user;
+
+pub use stores::{AdminStores, Embedded};
 
 pub use user::{
     Added, init, password_from_reader, require_data_dir, stored_name, user_add, user_import,
@@ -81,6 +85,18 @@ pub enum AdminError {
         /// The error underneath.
         source: std::io::Error,
     },
+    /// `store copy`: a server runs on the source.
+    #[error(
+        "the embedded store in {0} is in use (a `cmtpd serve` runs on it): stop the server \
+         first, so that the copy is consistent"
+    )]
+    SourceInUse(String),
+    /// `store copy`: the target holds data.
+    #[error(
+        "the target store is not empty: a copy goes only into an empty database (drop and \
+         create it again, then run `cmtpd db migrate`)"
+    )]
+    TargetNotEmpty,
     /// An imported file is not what it should be.
     #[error("{0}")]
     BadImport(String),
@@ -130,17 +146,31 @@ pub fn key_show(data_dir: &Path, json: bool) -> Result<String> {
     })
 }
 
+/// `mailbox stats --json`: the log figures for the embedded store, the database's size
+/// for PostgreSQL (each backend's own measure of what the mail costs on disk).
 #[derive(Serialize)]
 struct StatsJson {
     messages: u64,
     bytes: u64,
-    segments: u64,
-    log_bytes: u64,
-    live_bytes: u64,
-    dead_bytes: u64,
-    blobs: u64,
-    blob_bytes: u64,
+    #[serde(flatten)]
+    disk: DiskJson,
     mailboxes: std::collections::BTreeMap<String, MailboxJson>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DiskJson {
+    Log {
+        segments: u64,
+        log_bytes: u64,
+        live_bytes: u64,
+        dead_bytes: u64,
+        blobs: u64,
+        blob_bytes: u64,
+    },
+    Database {
+        database_bytes: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -149,23 +179,27 @@ struct MailboxJson {
     bytes: u64,
 }
 
-pub(crate) fn open_mail(data_dir: &Path) -> Result<EmbeddedStore> {
-    Ok(EmbeddedStore::open_read_only(data_dir)?)
-}
-
-/// `mailbox stats`.
-pub fn mailbox_stats(data_dir: &Path, json: bool) -> Result<String> {
-    let s = open_mail(data_dir)?.stats()?;
-    if json {
-        let j = StatsJson {
-            messages: s.messages,
-            bytes: s.bytes,
+/// `mailbox stats`: messages and bytes per mailbox; then, for the embedded store, its
+/// log segments and blobs, for PostgreSQL the database's size (`pg_database_size`:
+/// every table, index and not yet vacuumed row).
+pub fn mailbox_stats(st: &impl AdminStores, json: bool) -> Result<String> {
+    let s = st.mail()?.stats()?;
+    let disk = match st.database_size()? {
+        Some(database_bytes) => DiskJson::Database { database_bytes },
+        None => DiskJson::Log {
             segments: s.segments,
             log_bytes: s.log_bytes,
             live_bytes: s.live_bytes,
             dead_bytes: s.dead_bytes,
             blobs: s.blobs,
             blob_bytes: s.blob_bytes,
+        },
+    };
+    if json {
+        let j = StatsJson {
+            messages: s.messages,
+            bytes: s.bytes,
+            disk,
             mailboxes: s
                 .mailboxes
                 .into_iter()
@@ -182,17 +216,25 @@ pub fn mailbox_stats(data_dir: &Path, json: bool) -> Result<String> {
         };
         return Ok(serde_json::to_string_pretty(&j).unwrap_or_default() + "\n");
     }
-    let mut o = format!(
-        "{}, {}; {} ({}: {} live, {} dead); {} ({})\n",
-        format::count(s.messages, "message", "messages"),
-        format::size(s.bytes),
-        format::count(s.segments, "segment", "segments"),
-        format::size(s.log_bytes),
-        format::size(s.live_bytes),
-        format::size(s.dead_bytes),
-        format::count(s.blobs, "blob", "blobs"),
-        format::size(s.blob_bytes)
-    );
+    let mut o = match disk {
+        DiskJson::Log { .. } => format!(
+            "{}, {}; {} ({}: {} live, {} dead); {} ({})\n",
+            format::count(s.messages, "message", "messages"),
+            format::size(s.bytes),
+            format::count(s.segments, "segment", "segments"),
+            format::size(s.log_bytes),
+            format::size(s.live_bytes),
+            format::size(s.dead_bytes),
+            format::count(s.blobs, "blob", "blobs"),
+            format::size(s.blob_bytes)
+        ),
+        DiskJson::Database { database_bytes } => format!(
+            "{}, {}; database {} on disk\n",
+            format::count(s.messages, "message", "messages"),
+            format::size(s.bytes),
+            format::size(database_bytes)
+        ),
+    };
     for (name, m) in &s.mailboxes {
         let shown = if name.is_empty() {
             "(server)"
@@ -223,13 +265,16 @@ struct MessageJson {
 
 /// `mailbox list [ACCOUNT]` (default: the server's own mailbox): a table with human
 /// sizes and dates, or JSON (exact numbers, Unix times) with `json`.
-pub async fn mailbox_list(data_dir: &Path, account: Option<&str>, json: bool) -> Result<String> {
+pub async fn mailbox_list(
+    st: &impl AdminStores,
+    account: Option<&str>,
+    json: bool,
+) -> Result<String> {
     let mailbox = match account {
-        Some(a) => stored_name(data_dir, a)?,
+        Some(a) => stored_name(st.users()?, a)?,
         None => String::new(),
     };
-    let store = open_mail(data_dir)?;
-    let list = MailStore::list(&store, &mailbox).await?;
+    let list = MailStore::list(st.mail()?, &mailbox).await?;
     // Sender names come from the wire: never let them drive the operator's terminal.
     let rows: Vec<MessageJson> = list
         .into_iter()
@@ -280,14 +325,19 @@ pub async fn mailbox_list(data_dir: &Path, account: Option<&str>, json: bool) ->
 }
 
 /// `mailbox show ID [--account A]`: envelope, log and — for the server's own mailbox —
-/// the body (version 1 opened with the server key, version 0 shown as text).
-pub async fn mailbox_show(data_dir: &Path, account: Option<&str>, id: u64) -> Result<String> {
+/// the body (version 1 opened with the server key from `data_dir`, version 0 shown as
+/// text).
+pub async fn mailbox_show(
+    st: &impl AdminStores,
+    data_dir: &Path,
+    account: Option<&str>,
+    id: u64,
+) -> Result<String> {
     let mailbox = account.unwrap_or("");
     if !mailbox.is_empty() {
         check_name(mailbox)?;
     }
-    let store = open_mail(data_dir)?;
-    let Some((info, mut reader)) = store.open(mailbox, id).await? else {
+    let Some((info, mut reader)) = st.mail()?.open(mailbox, id).await? else {
         return Err(AdminError::NoSuchMessage {
             mailbox: mailbox.to_owned(),
             id,
@@ -435,7 +485,7 @@ mod tests {
         for n in ["../x", "", "a/b", "..", "a b", "al\u{200B}ice"] {
             assert!(
                 matches!(
-                    user_add(d.path(), n, b"pw", true),
+                    user_add(&Embedded::new(d.path()), d.path(), n, b"pw", true),
                     Err(AdminError::InvalidName(..))
                 ),
                 "{n:?}"

@@ -1,9 +1,16 @@
 //! `cmtpd queue list | show | retry | drop`: the relay queue.
 //!
-//! Listing reads the store read-only (beside a running server). Retry and drop change
-//! the running server's schedule, so they go through its control socket
-//! (`<data>/control.sock`, mode 0600: whoever may use it may read the data directory
-//! anyway); when no server runs they edit the store directly.
+//! Listing reads the store read-only (beside a running server). On the embedded store,
+//! retry and drop change the running server's schedule, so they go through its control
+//! socket (`<data>/control.sock`, mode 0600: whoever may use it may read the data
+//! directory anyway); when no server runs they edit the store directly.
+//!
+//! On PostgreSQL the queue is shared by every node, so retry and drop edit the database
+//! directly: a drop deletes the message (a node about to deliver it finds it gone and
+//! skips it), a retry sets the note's next attempt to 0. A node reads the notes when it
+//! starts; a node running on this data directory is also told through its control
+//! socket, so it acts at once. Other running nodes keep their own schedule until they
+//! restart (docs/scale-out.md, "Not done yet": the queue's leases).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,7 +20,7 @@ use cmtp_store::{EmbeddedStore, MailStore, MessageRead, Options, RELAY_QUEUE};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::{AdminError, Result, open_mail, render_message};
+use super::{AdminError, AdminStores, Result, render_message};
 use crate::outbound::control::{self, CONTROL_SOCKET};
 use crate::relay::QueueNote;
 
@@ -30,9 +37,8 @@ struct QueuedJson {
     bounce: bool,
 }
 
-async fn entries(data_dir: &Path) -> Result<Vec<QueuedJson>> {
-    let store = open_mail(data_dir)?;
-    let list = MailStore::list(&store, RELAY_QUEUE).await?;
+async fn entries(store: &impl MailStore) -> Result<Vec<QueuedJson>> {
+    let list = MailStore::list(store, RELAY_QUEUE).await?;
     Ok(list
         .into_iter()
         .map(|m| {
@@ -54,8 +60,8 @@ async fn entries(data_dir: &Path) -> Result<Vec<QueuedJson>> {
 }
 
 /// `queue list [--json]`.
-pub async fn list(data_dir: &Path, json: bool) -> Result<String> {
-    let e = entries(data_dir).await?;
+pub async fn list(store: &impl MailStore, json: bool) -> Result<String> {
+    let e = entries(store).await?;
     if json {
         return Ok(serde_json::to_string_pretty(&e).unwrap_or_default() + "\n");
     }
@@ -87,8 +93,7 @@ pub async fn list(data_dir: &Path, json: bool) -> Result<String> {
 }
 
 /// `queue show ID`.
-pub async fn show(data_dir: &Path, id: u64) -> Result<String> {
-    let store = open_mail(data_dir)?;
+pub async fn show(store: &impl MailStore, id: u64) -> Result<String> {
     let Some((info, mut reader)) = store.open(RELAY_QUEUE, id).await? else {
         return Err(no_such(id));
     };
@@ -154,28 +159,40 @@ fn open_for_writing(data_dir: &Path) -> Result<EmbeddedStore> {
     Ok(EmbeddedStore::open(data_dir, Options::default())?)
 }
 
+/// Sets the next attempt of one queued message (or all) to 0 in `store`; the number
+/// changed.
+async fn retry_in(store: &impl MailStore, id: Option<u64>) -> Result<u64> {
+    let mut n = 0;
+    for m in MailStore::list(store, RELAY_QUEUE).await? {
+        if id.is_some_and(|x| x != m.id) {
+            continue;
+        }
+        if let Some(mut note) = QueueNote::decode(&m.meta.note) {
+            note.next = 0;
+            if store.set_note(RELAY_QUEUE, m.id, note.encode()).await? {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// `queue retry ID | --all`.
-pub async fn retry(data_dir: &Path, id: Option<u64>) -> Result<String> {
+pub async fn retry(st: &impl AdminStores, data_dir: &Path, id: Option<u64>) -> Result<String> {
     let line = match id {
         Some(id) => format!("retry {id}"),
         None => "retry all".into(),
     };
-    let n = match ask_server(data_dir, &line).await? {
-        Some(n) => n,
-        None => {
-            let store = open_for_writing(data_dir)?;
-            let mut n = 0;
-            for m in MailStore::list(&store, RELAY_QUEUE).await? {
-                if id.is_some_and(|x| x != m.id) {
-                    continue;
-                }
-                if let Some(mut note) = QueueNote::decode(&m.meta.note) {
-                    note.next = 0;
-                    store.set_note(RELAY_QUEUE, m.id, note.encode()).await?;
-                    n += 1;
-                }
-            }
-            n
+    let n = if let Some(db) = st.shared_mail() {
+        let n = retry_in(db, id).await?;
+        // A node on this data directory retries at once; it answers for its own
+        // schedule only, so the database's count is the one shown.
+        let _ = ask_server(data_dir, &line).await;
+        n
+    } else {
+        match ask_server(data_dir, &line).await? {
+            Some(n) => n,
+            None => retry_in(&open_for_writing(data_dir)?, id).await?,
         }
     };
     if let Some(id) = id
@@ -187,10 +204,17 @@ pub async fn retry(data_dir: &Path, id: Option<u64>) -> Result<String> {
 }
 
 /// `queue drop ID`.
-pub async fn drop(data_dir: &Path, id: u64) -> Result<String> {
-    let n = match ask_server(data_dir, &format!("drop {id}")).await? {
-        Some(n) => n,
-        None => u64::from(open_for_writing(data_dir)?.delete(RELAY_QUEUE, id).await?),
+pub async fn drop(st: &impl AdminStores, data_dir: &Path, id: u64) -> Result<String> {
+    let n = if let Some(db) = st.shared_mail() {
+        let n = u64::from(db.delete(RELAY_QUEUE, id).await?);
+        // A node on this data directory forgets it now (its delete finds nothing).
+        let _ = ask_server(data_dir, &format!("drop {id}")).await;
+        n
+    } else {
+        match ask_server(data_dir, &format!("drop {id}")).await? {
+            Some(n) => n,
+            None => u64::from(open_for_writing(data_dir)?.delete(RELAY_QUEUE, id).await?),
+        }
     };
     if n == 0 {
         return Err(no_such(id));

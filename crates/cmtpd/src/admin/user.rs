@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use cmtp_crypto::{KeyPair, PublicKey, Xzibit};
-use cmtp_store::{FsUsers, UserRecord, UserStore};
+use cmtp_store::{UserRecord, UserStore};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{AdminError, Result, format, read};
+use super::{AdminError, AdminStores, Result, format, read};
 use crate::keys;
 
 /// The least zxcvbn score (0–4) `user add` accepts: 3 is "safely unguessable: moderate
@@ -60,9 +60,8 @@ pub fn require_data_dir(data_dir: &Path, config: Option<&Path>) -> Result<()> {
 /// The stored name of account `name`: its canonical form if such an account exists, else
 /// the name as given if an account was stored under it before names were canonical,
 /// else the canonical form (for messages to an account that is gone).
-pub fn stored_name(data_dir: &Path, name: &str) -> Result<String> {
+pub fn stored_name(users: &impl UserStore, name: &str) -> Result<String> {
     super::check_name(name)?;
-    let users = FsUsers::open_read_only(data_dir);
     let folded = cmtp_proto::fold(name);
     if folded != name && users.public_key(&folded)?.is_none() && users.public_key(name)?.is_some() {
         return Ok(name.to_owned());
@@ -107,9 +106,9 @@ pub fn check_password_strength(password: &[u8], name: &str) -> Result<()> {
     })
 }
 
-fn add_record(data_dir: &Path, rec: &UserRecord) -> Result<()> {
-    let users = FsUsers::open(data_dir)?;
-    match users.add(rec) {
+fn add_record(s: &impl AdminStores, rec: &UserRecord) -> Result<()> {
+    s.prepare_user_writes()?;
+    match s.users()?.add(rec) {
         Err(cmtp_store::StoreError::AlreadyExists) => Err(AdminError::Exists(rec.name.clone())),
         r => Ok(r?),
     }
@@ -117,8 +116,7 @@ fn add_record(data_dir: &Path, rec: &UserRecord) -> Result<()> {
 
 /// Refuses `canonical` when an account of that name exists, or one whose name folds to
 /// it (stored before names were canonical): `Alice` cannot be created beside `alice`.
-fn ensure_free(data_dir: &Path, canonical: &str) -> Result<()> {
-    let users = FsUsers::open_read_only(data_dir);
+fn ensure_free(users: &impl UserStore, canonical: &str) -> Result<()> {
     if users.public_key(canonical)?.is_some() {
         return Err(AdminError::Exists(canonical.to_owned()));
     }
@@ -145,7 +143,14 @@ pub struct Added {
 /// under the canonical form of `name`, with its OPAQUE login (docs/protocol.md D8; the
 /// server's OPAQUE secrets are created in the data directory if they are not there yet).
 /// A password the strength estimate calls weak is refused unless `allow_weak`.
-pub fn user_add(data_dir: &Path, name: &str, password: &[u8], allow_weak: bool) -> Result<Added> {
+/// `data_dir` holds the OPAQUE secrets (with the server key, on every backend).
+pub fn user_add(
+    s: &impl AdminStores,
+    data_dir: &Path,
+    name: &str,
+    password: &[u8],
+    allow_weak: bool,
+) -> Result<Added> {
     let canonical = canonical(name)?;
     if password.is_empty() {
         return Err(AdminError::EmptyPassword);
@@ -153,14 +158,14 @@ pub fn user_add(data_dir: &Path, name: &str, password: &[u8], allow_weak: bool) 
     if !allow_weak {
         check_password_strength(password, &canonical)?;
     }
-    ensure_free(data_dir, &canonical)?;
+    ensure_free(s.users()?, &canonical)?;
     let kp = KeyPair::generate()?;
     let xz = Xzibit::create_v2(&kp, password)?;
     let setup = keys::load_or_create_opaque_setup(data_dir)?;
     let now = crate::unix_now();
     let login = crate::opaque::register_locally(&setup, &canonical, password, now)?;
     add_record(
-        data_dir,
+        s,
         &UserRecord {
             name: canonical.clone(),
             public_key: *kp.public().as_bytes(),
@@ -170,7 +175,8 @@ pub fn user_add(data_dir: &Path, name: &str, password: &[u8], allow_weak: bool) 
     )?;
     // Added first, then given its login: a crash in between leaves an account without
     // one, which upgrades at its first `cmtp login` like any CMTP/1 account.
-    FsUsers::open(data_dir)?.set_opaque_login(&canonical, &login.to_bytes(), None)?;
+    s.users()?
+        .set_opaque_login(&canonical, &login.to_bytes(), None)?;
     Ok(Added {
         name: canonical,
         key: kp.public(),
@@ -198,7 +204,7 @@ pub fn password_from_reader(
 /// xzibit file), stored under the canonical form of `name` (returned). The xzibit's
 /// structure is checked; it cannot be opened without the password.
 pub fn user_import(
-    data_dir: &Path,
+    s: &impl AdminStores,
     name: &str,
     public_key: &Path,
     xzibit: &Path,
@@ -219,9 +225,9 @@ pub fn user_import(
     Xzibit::parse(&xz).map_err(|e| {
         AdminError::BadImport(format!("{} is not a valid xzibit: {e}", xzibit.display()))
     })?;
-    ensure_free(data_dir, &canonical)?;
+    ensure_free(s.users()?, &canonical)?;
     add_record(
-        data_dir,
+        s,
         &UserRecord {
             name: canonical.clone(),
             public_key: pk,
@@ -262,8 +268,8 @@ struct UserJson {
 }
 
 /// `user list` (an aligned table with creation dates, or JSON with `json`).
-pub fn user_list(data_dir: &Path, json: bool) -> Result<String> {
-    let users = FsUsers::open_read_only(data_dir).list_users()?;
+pub fn user_list(users: &impl UserStore, json: bool) -> Result<String> {
+    let users = users.list_users()?;
     let rows: Vec<UserJson> = users
         .into_iter()
         .map(|u| UserJson {
@@ -298,9 +304,9 @@ pub fn user_list(data_dir: &Path, json: bool) -> Result<String> {
 
 /// `user remove`: the account `name` denotes (canonical form first, then the exact name
 /// of an account stored before names were canonical). Returns the name removed.
-pub fn user_remove(data_dir: &Path, name: &str) -> Result<String> {
-    let stored = stored_name(data_dir, name)?;
-    if FsUsers::open_read_only(data_dir).remove(&stored)? {
+pub fn user_remove(users: &impl UserStore, name: &str) -> Result<String> {
+    let stored = stored_name(users, name)?;
+    if users.remove(&stored)? {
         Ok(stored)
     } else {
         Err(AdminError::NoSuchUser(name.to_owned()))
