@@ -357,6 +357,19 @@ fn database_restart_under_load_fails_deliveries_and_recovers() {
     let mut c = srv.client();
     let m = message(0, ("u0", ""), ("x", "y"), b"", b"during the outage", &[]);
     assert_eq!(c.mail(&m), "FAILURE");
+    // Nor does the outage pass for "no such key" or "not your mailbox".
+    let mut k = srv.client();
+    k.send(b"KEYREQUEST\0u0\0\0");
+    assert_eq!(k.status(), "FAILURE");
+    let mut req = MboxRequest::list("u0", now());
+    req.signature = *users[0]
+        .1
+        .sign(&req.signing_bytes(MboxKind::List, "localhost"))
+        .as_bytes();
+    let mut l = srv.client();
+    l.send(&cmtp_proto::Command::MboxList(req).to_bytes());
+    // (Mailbox replies are versioned: the version-0 FAILURE, not AUTHFAILURE.)
+    assert_eq!(l.status(), "v0:FAILURE");
     assert_eq!(
         tally.oks.load(Ordering::SeqCst),
         oks,
