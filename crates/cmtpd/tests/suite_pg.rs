@@ -20,3 +20,6 @@ mod hardening;
 
 #[path = "suite/tls.rs"]
 mod tls;
+
+#[path = "suite/opaque.rs"]
+mod opaque;
