@@ -33,8 +33,8 @@ pub use mail::{CHUNK, PgDelivery, PgReader};
 pub use schema::{LATEST_VERSION, MigrateReport};
 
 use cmtp_store::{
-    MailStore, MessageInfo, MetricsSnapshot, PeerKey, PeerStore, Result, StoreHealth, StoreStats,
-    UserRecord, UserStore,
+    Claim, MailStore, MessageInfo, MetricsSnapshot, PeerKey, PeerStore, Result, StoreHealth,
+    StoreStats, UserRecord, UserStore,
 };
 
 use bridge::Bridge;
@@ -240,6 +240,16 @@ impl MailStore for PgStore {
     }
     async fn set_note(&self, mailbox: &str, id: u64, note: Vec<u8>) -> Result<bool> {
         mail::set_note(self, mailbox, id, note).await
+    }
+    async fn claim(
+        &self,
+        mailbox: &str,
+        ids: &[u64],
+        owner: &str,
+        until: u64,
+        now: u64,
+    ) -> Result<Vec<Claim>> {
+        mail::claim(self, mailbox, ids, owner, until, now).await
     }
     fn seen_relay_id(&self, relay_id: &[u8; 16]) -> bool {
         mail::seen_relay_id(self, relay_id)

@@ -10,6 +10,7 @@ use crate::state::{chain, unix_now};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_extensions.sql"),
+    include_str!("../migrations/0003_leases.sql"),
 ];
 
 /// The schema version this build reads and writes.

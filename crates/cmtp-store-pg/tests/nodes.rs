@@ -205,3 +205,79 @@ async fn aborted_and_abandoned_uploads_leave_nothing() {
         noise(600_000, 3)
     );
 }
+
+/// The relay queue's claim across nodes: both nodes claim the same 40 queued messages
+/// at once, over and over; each message is granted to exactly one of them. The loser
+/// sees who holds it and until when; once that lease has ended (a dead node), the
+/// other node takes the message over; a deleted message is gone for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_queued_message_is_claimed_by_one_node_and_taken_over_after_its_lease() {
+    use cmtp_store::{Claim, RELAY_QUEUE};
+    let (_, a, b) = two_nodes("claims");
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut ids = Vec::new();
+    for i in 0..40u8 {
+        ids.push(deliver(&*a, RELAY_QUEUE, &[i; 10], 10).await);
+    }
+    let now = 1_000_000;
+    let claim = |store: Arc<PgStore>, owner: &'static str, ids: Vec<u64>| {
+        tokio::spawn(async move {
+            store
+                .claim(RELAY_QUEUE, &ids, owner, now + 60, now)
+                .await
+                .unwrap()
+        })
+    };
+    // Overlapping batches in different orders, so the claims race row by row.
+    let mut reversed = ids.clone();
+    reversed.reverse();
+    let (x, y) = (
+        claim(a.clone(), "node-a", ids.clone()),
+        claim(b.clone(), "node-b", reversed),
+    );
+    let (x, mut y) = (x.await.unwrap(), y.await.unwrap());
+    y.reverse();
+    let mut winners = BTreeMap::new();
+    for ((id, ca), cb) in ids.iter().zip(&x).zip(&y) {
+        let w = match (ca, cb) {
+            (Claim::Granted(_), Claim::Held { owner, until }) => {
+                assert_eq!((owner.as_str(), *until), ("node-a", now + 60));
+                "a"
+            }
+            (Claim::Held { owner, until }, Claim::Granted(_)) => {
+                assert_eq!((owner.as_str(), *until), ("node-b", now + 60));
+                "b"
+            }
+            other => panic!("message {id}: not exactly one winner: {other:?}"),
+        };
+        winners.insert(*id, w);
+    }
+    // Node b, before a's lease ends: refused; a renews its own.
+    let a_won: Vec<u64> = ids.iter().copied().filter(|i| winners[i] == "a").collect();
+    let later = b
+        .claim(RELAY_QUEUE, &a_won, "node-b", now + 120, now + 59)
+        .await
+        .unwrap();
+    assert!(
+        later.iter().all(|c| matches!(c, Claim::Held { .. })),
+        "{later:?}"
+    );
+    // a "dies": at the end of its lease, b takes every one of them over.
+    let taken = b
+        .claim(RELAY_QUEUE, &a_won, "node-b", now + 120, now + 60)
+        .await
+        .unwrap();
+    assert!(
+        taken.iter().all(|c| matches!(c, Claim::Granted(_))),
+        "{taken:?}"
+    );
+    // Delivered and deleted by b: gone for a too.
+    if let Some(&first) = a_won.first() {
+        assert!(b.delete(RELAY_QUEUE, first).await.unwrap());
+        let g = a
+            .claim(RELAY_QUEUE, &[first], "node-a", now + 500, now + 400)
+            .await
+            .unwrap();
+        assert_eq!(g, [Claim::Gone]);
+    }
+}

@@ -48,6 +48,9 @@ postgres!(cancelled_write_never_commits_partial_data, |open| {
     suite::cancelled_write_never_commits_partial_data(open())
 });
 postgres!(notes_and_relay_ids, |open| suite::notes_and_relay_ids(open));
+postgres!(claims_grant_existing_messages, |open| {
+    suite::claims_grant_existing_messages(open())
+});
 
 #[test]
 fn users() {

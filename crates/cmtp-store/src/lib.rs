@@ -268,6 +268,36 @@ pub trait MailStore: Send + Sync + 'static {
         id: u64,
         note: Vec<u8>,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// Claims messages for one node's delivery attempt (the relay queue shared by several
+    /// nodes, docs/scale-out.md): each message of `ids` is leased to `owner` until
+    /// `until` (Unix seconds) unless another owner holds a lease that has not ended at
+    /// `now`. One answer per id, in order. A claim is atomic: of two nodes claiming the
+    /// same free message at once, exactly one gets [`Claim::Granted`]. Re-claiming one's
+    /// own lease extends (or shortens) it.
+    ///
+    /// The default, for a store only one server process writes (the embedded one),
+    /// grants every message that exists: there is nobody to share the queue with.
+    fn claim(
+        &self,
+        mailbox: &str,
+        ids: &[u64],
+        owner: &str,
+        until: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<Claim>>> + Send {
+        let _ = (owner, until, now);
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let found = self.list_range(mailbox, id.saturating_sub(1), 1).await?;
+                out.push(match found.into_iter().next() {
+                    Some(info) if info.id == id => Claim::Granted(info),
+                    _ => Claim::Gone,
+                });
+            }
+            Ok(out)
+        }
+    }
     /// Whether a message carrying this [`MessageMeta::relay_id`] was committed within the
     /// backend's window (the embedded one: [`Options::relay_id_window_secs`]), even if it
     /// was deleted since: a relayed message sent again is then recognised. O(1).
@@ -295,6 +325,23 @@ pub trait MailStore: Send + Sync + 'static {
     fn metrics(&self) -> MetricsSnapshot;
     /// Whether writes work right now, for the server's health report.
     fn health(&self) -> StoreHealth;
+}
+
+/// One answer of [`MailStore::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The lease is the caller's; the message as stored now (its note may have been
+    /// rewritten by the node that held it before).
+    Granted(MessageInfo),
+    /// Another owner's lease runs until `until` (Unix seconds).
+    Held {
+        /// Who holds it.
+        owner: String,
+        /// When the lease ends.
+        until: u64,
+    },
+    /// No such message (delivered, dropped or given up meanwhile).
+    Gone,
 }
 
 /// Whether the store accepts writes, as [`MailStore::health`] reports it.

@@ -39,6 +39,9 @@ embedded!(cancelled_write_never_commits_partial_data, |open| {
     suite::cancelled_write_never_commits_partial_data(open())
 });
 embedded!(notes_and_relay_ids, |open| suite::notes_and_relay_ids(open));
+embedded!(claims_grant_existing_messages, |open| {
+    suite::claims_grant_existing_messages(open())
+});
 
 // Users and peer keys: two handles on one data directory (the server and the admin
 // CLI), as two nodes share one database.

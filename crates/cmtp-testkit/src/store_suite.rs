@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use cmtp_store::{
-    Delivery, MailStore, MessageMeta, MessageRead, PeerStore, RELAY_QUEUE, StoreError, UserRecord,
-    UserStore,
+    Claim, Delivery, MailStore, MessageMeta, MessageRead, PeerStore, RELAY_QUEUE, StoreError,
+    UserRecord, UserStore,
 };
 
 use crate::fixtures::noise;
@@ -432,6 +432,62 @@ pub async fn notes_and_relay_ids<S: MailStore>(open: impl Fn() -> S) {
     );
     assert!(store.open(RELAY_QUEUE, large).await.unwrap().is_none());
     assert!(store.stats().unwrap().mailboxes.contains_key(RELAY_QUEUE));
+}
+
+/// Claims of queued messages: existing ones are granted with their current metadata
+/// (the note as last written), missing ones are `Gone`, answers come in the order
+/// asked, and a message deleted after its claim is `Gone` at the next. (Leases held by
+/// another node are the shared backends' own tests: a single-process store has nobody
+/// to share with.)
+pub async fn claims_grant_existing_messages<S: MailStore>(store: S) {
+    let mut m = meta(RELAY_QUEUE);
+    m.note = b"attempts=0".to_vec();
+    let a = deliver_meta(&store, m.clone(), b"first", 2).await;
+    let b = deliver_meta(&store, m.clone(), b"second", 3).await;
+    assert!(
+        store
+            .set_note(RELAY_QUEUE, b, b"attempts=1".to_vec())
+            .await
+            .unwrap()
+    );
+    let got = store
+        .claim(RELAY_QUEUE, &[b, 999, a], "node-1", 2_000, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    match (&got[0], &got[1], &got[2]) {
+        (Claim::Granted(ib), Claim::Gone, Claim::Granted(ia)) => {
+            assert_eq!((ib.id, ib.size), (b, 6));
+            assert_eq!(ib.meta.note, b"attempts=1");
+            assert_eq!((ia.id, &ia.meta.note), (a, &m.note));
+        }
+        other => panic!("unexpected claims {other:?}"),
+    }
+    // The same owner may claim again (a renewed lease).
+    let again = store
+        .claim(RELAY_QUEUE, &[a], "node-1", 3_000, 1_500)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again[..], [Claim::Granted(i)] if i.id == a),
+        "{again:?}"
+    );
+    assert!(store.delete(RELAY_QUEUE, a).await.unwrap());
+    let gone = store
+        .claim(RELAY_QUEUE, &[a, b], "node-1", 3_000, 1_500)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&gone[..], [Claim::Gone, Claim::Granted(_)]),
+        "{gone:?}"
+    );
+    assert!(
+        store
+            .claim(RELAY_QUEUE, &[], "node-1", 1, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn user(name: &str, k: u8) -> UserRecord {

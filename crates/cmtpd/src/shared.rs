@@ -240,6 +240,12 @@ impl<S: Backend> Shared<S> {
                 ld(&r.key_changes),
             ),
             (
+                "cmtpd_relay_claims_held_total",
+                "Queued messages this node left to another node that held their lease.",
+                "counter",
+                ld(&r.claims_held),
+            ),
+            (
                 "cmtpd_relay_key_lookups_total",
                 "Relayed KEYREQUESTs that asked the remote server.",
                 "counter",

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cmtp_store::{
-    MailboxStats, MessageInfo, MessageMeta, Result, StoreStats, validate_mailbox, validate_note,
+    Claim, MailboxStats, MessageInfo, MessageMeta, Result, StoreStats, validate_mailbox,
+    validate_note,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::Row;
@@ -242,6 +243,97 @@ pub(crate) async fn set_note(s: &PgStore, mailbox: &str, id: u64, note: Vec<u8>)
             Ok(n > 0)
         })
         .await
+}
+
+pub(crate) async fn claim(
+    s: &PgStore,
+    mailbox: &str,
+    ids: &[u64],
+    owner: &str,
+    until: u64,
+    now: u64,
+) -> Result<Vec<Claim>> {
+    validate_mailbox(mailbox)?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (sh, mb, owner) = (s.shared.clone(), mailbox.to_owned(), owner.to_owned());
+    let want: Vec<i64> = ids.iter().map(|&i| i64_of(i)).collect();
+    let (until, now) = (i64_of(until), i64_of(now));
+    let (granted, held) = s
+        .bridge
+        .run(async move {
+            let what = "claiming queued messages";
+            let c = sh.conn(what).await?;
+            // One statement, so one short transaction. `FOR UPDATE` makes a concurrent
+            // claim of the same row wait for this one and then re-check the condition
+            // against the new lease (READ COMMITTED re-evaluates locked rows), so
+            // exactly one node wins; taking the locks in id order means two claims of
+            // overlapping batches cannot deadlock.
+            let stmt = c
+                .prepare_cached(&format!(
+                    "UPDATE messages m SET lease_owner = $3, lease_until = $4
+                     FROM (SELECT mailbox, id FROM messages
+                           WHERE mailbox = $1 AND id = ANY($2)
+                             AND (lease_until IS NULL OR lease_until <= $5
+                                  OR lease_owner = $3)
+                           ORDER BY id FOR UPDATE) f
+                     WHERE m.mailbox = f.mailbox AND m.id = f.id
+                     RETURNING {}",
+                    INFO_COLUMNS
+                        .split(", ")
+                        .map(|c| format!("m.{}", c.trim()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .await
+                .map_err(|e| sh.pg(what, e))?;
+            let rows = c
+                .query(&stmt, &[&mb, &want, &owner, &until, &now])
+                .await
+                .map_err(|e| sh.pg(what, e))?;
+            let granted: Vec<MessageInfo> = rows.iter().map(|r| info_of(&mb, r)).collect();
+            let mut held = Vec::new();
+            if granted.len() < want.len() {
+                let missing: Vec<i64> = want
+                    .iter()
+                    .copied()
+                    .filter(|&i| !granted.iter().any(|g| i64_of(g.id) == i))
+                    .collect();
+                let stmt = c
+                    .prepare_cached(
+                        "SELECT id, coalesce(lease_owner, ''), coalesce(lease_until, 0)
+                         FROM messages WHERE mailbox = $1 AND id = ANY($2)",
+                    )
+                    .await
+                    .map_err(|e| sh.pg(what, e))?;
+                for r in c
+                    .query(&stmt, &[&mb, &missing])
+                    .await
+                    .map_err(|e| sh.pg(what, e))?
+                {
+                    held.push((u64_of(r.get(0)), r.get::<_, String>(1), u64_of(r.get(2))));
+                }
+            }
+            sh.mark_ok();
+            Ok((granted, held))
+        })
+        .await?;
+    Ok(ids
+        .iter()
+        .map(|&id| {
+            if let Some(g) = granted.iter().find(|g| g.id == id) {
+                Claim::Granted(g.clone())
+            } else if let Some((_, owner, until)) = held.iter().find(|h| h.0 == id) {
+                Claim::Held {
+                    owner: owner.clone(),
+                    until: *until,
+                }
+            } else {
+                Claim::Gone
+            }
+        })
+        .collect())
 }
 
 pub(crate) fn seen_relay_id(s: &PgStore, relay_id: &[u8; 16]) -> bool {

@@ -49,6 +49,15 @@ pub struct Federation {
     pub key_negative_cache_secs: u64,
     /// Seconds a relayed KEYREQUEST may take before we answer KEYNOTAVAILABLE.
     pub key_timeout_secs: u64,
+    /// Seconds a node's claim on a queued message lasts (several nodes on one database,
+    /// docs/scale-out.md): during an attempt, and past each deferred message's next
+    /// attempt. A dead node's messages are taken over by the others this long after
+    /// they were due; an attempt that outlasts it may be sent twice (the remote stores
+    /// it once, by its relay id).
+    pub queue_lease_secs: u64,
+    /// Seconds between looks at the shared queue for messages other nodes queued (a
+    /// node learns of its own at once). Cheap: only newer ids are read.
+    pub queue_rescan_secs: u64,
 }
 
 impl Default for Federation {
@@ -73,6 +82,8 @@ impl Default for Federation {
             key_cache_secs: 3600,
             key_negative_cache_secs: 300,
             key_timeout_secs: 10,
+            queue_lease_secs: 600,
+            queue_rescan_secs: 30,
         }
     }
 }
@@ -112,8 +123,14 @@ impl Federation {
             || self.reply_timeout_secs == 0
             || self.dns_timeout_secs == 0
             || self.key_timeout_secs == 0
+            || self.queue_lease_secs == 0
+            || self.queue_rescan_secs == 0
         {
-            return bad("[federation] timeouts must be at least 1 second".into());
+            return bad(
+                "[federation] timeouts, queue_lease_secs and queue_rescan_secs must be at \
+                 least 1 second"
+                    .into(),
+            );
         }
         Ok(())
     }

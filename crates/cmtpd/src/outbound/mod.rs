@@ -49,7 +49,12 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Indexes a message; one the index has already is left as it is (the same message
+    /// can arrive both from a scan of the store and from this node's own hand-off).
     fn insert(&mut self, id: u64, item: Item, now: u64) {
+        if self.items.contains_key(&id) {
+            return;
+        }
         if item.note.next <= now {
             self.ready
                 .entry(item.note.to_domain.clone())
@@ -148,52 +153,93 @@ pub(crate) struct Queue {
     pub(crate) state: Mutex<State>,
     /// Wakes the scheduler (a worker ended, a retry was asked).
     pub(crate) wake: Notify,
+    /// This node's name in the queue's leases ([`cmtp_store::MailStore::claim`]).
+    pub(crate) node: String,
 }
 
-/// Loads the queue from the store: every message of the relay-queue mailbox with its note.
-async fn load<S: Backend>(sh: &Shared<S>, state: &mut State) {
-    let now = crate::unix_now();
-    let list = match sh.store.list(cmtp_store::RELAY_QUEUE).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the relay queue");
-            return;
-        }
-    };
+/// Messages read per listing of the queue.
+const SCAN_BATCH: usize = 1000;
+
+/// Adds the queue's messages with an id above `after` to the index (all of them at
+/// start; later, those other nodes queued meanwhile: ids ascend in commit order, so
+/// newer messages always have larger ids); returns the highest id seen. Messages the
+/// index has already (queued by this node) are left as they are.
+async fn scan<S: Backend>(sh: &Shared<S>, state: &Mutex<State>, mut after: u64) -> u64 {
     let mut n = 0usize;
-    for info in list {
-        let Some(note) = QueueNote::decode(&info.meta.note) else {
-            tracing::error!(
-                id = info.id,
-                "queued message without a readable note: left alone"
-            );
-            continue;
+    loop {
+        let batch = match sh
+            .store
+            .list_range(cmtp_store::RELAY_QUEUE, after, SCAN_BATCH)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the relay queue");
+                return after;
+            }
         };
-        state.insert(
-            info.id,
-            Item {
-                note,
-                src_account: info.meta.src_account,
-                src_domain: info.meta.src_domain,
-            },
-            now,
-        );
-        n += 1;
+        let Some(last) = batch.last() else { break };
+        after = last.id;
+        let full = batch.len() == SCAN_BATCH;
+        let now = crate::unix_now();
+        let mut st = state.lock();
+        for info in batch {
+            if st.items.contains_key(&info.id) {
+                continue;
+            }
+            let Some(note) = QueueNote::decode(&info.meta.note) else {
+                tracing::error!(
+                    id = info.id,
+                    "queued message without a readable note: left alone"
+                );
+                continue;
+            };
+            st.insert(
+                info.id,
+                Item {
+                    note,
+                    src_account: info.meta.src_account,
+                    src_domain: info.meta.src_domain,
+                },
+                now,
+            );
+            n += 1;
+        }
+        if !full {
+            break;
+        }
     }
     if n > 0 {
-        tracing::info!(messages = n, "relay queue loaded");
+        tracing::info!(messages = n, "relay queue: messages loaded from the store");
     }
+    after
+}
+
+/// This node's name in the leases of the shared queue: host, process and start time,
+/// so that a restarted node does not mistake its dead predecessor's leases for its own.
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "cmtpd".to_owned()
+    } else {
+        host
+    };
+    format!("{host}:{}:{}", std::process::id(), crate::unix_now())
 }
 
 /// Runs the scheduler until shutdown: takes newly queued messages, wakes waiting ones
 /// when due, and starts workers within the connection limits.
 pub async fn run<S: Backend>(sh: Arc<Shared<S>>, mut inbox: QueueInbox, mut stop: Shutdown) {
-    let mut state = State::default();
-    load(&sh, &mut state).await;
     let queue = Arc::new(Queue {
-        state: Mutex::new(state),
+        state: Mutex::new(State::default()),
         wake: Notify::new(),
+        node: node_name(),
     });
+    let mut scanned = scan(&sh, &queue.state, 0).await;
+    let rescan_every = Duration::from_secs(sh.relay.config.load().queue_rescan_secs);
+    let mut rescan_at = tokio::time::Instant::now() + rescan_every;
     let data_dir = sh.config.load().data_dir.clone();
     if let Some((listener, path)) = control::bind(&data_dir) {
         tokio::spawn(control::serve(
@@ -228,6 +274,11 @@ pub async fn run<S: Backend>(sh: Arc<Shared<S>>, mut inbox: QueueInbox, mut stop
             }
             _ = queue.wake.notified() => {}
             _ = tick.tick() => {
+                if tokio::time::Instant::now() >= rescan_at {
+                    scanned = scan(&sh, &queue.state, scanned).await;
+                    let every = sh.relay.config.load().queue_rescan_secs;
+                    rescan_at = tokio::time::Instant::now() + Duration::from_secs(every);
+                }
                 let st = queue.state.lock();
                 sh.relay.metrics.oldest.store(st.oldest(), Relaxed);
                 sh.relay.metrics.depth.store(st.items.len() as u64, Relaxed);

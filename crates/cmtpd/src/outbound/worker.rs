@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use cmtp_client::RouteError;
-use cmtp_store::MessageRead;
+use cmtp_store::{Claim, MessageRead, RELAY_QUEUE};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::bounce::{Failure, bounce};
 use super::{Item, Queue};
 use crate::relay::peer::{PeerReader, PeerWriter};
-use crate::relay::{MailVerdict, Peer, PeerError, open_peer};
+use crate::relay::{MailVerdict, Peer, PeerError, QueueNote, open_peer};
 use crate::shared::{Backend, Shared};
 
 /// Bytes read from the store per write to the socket.
@@ -30,19 +30,19 @@ async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &s
     let addrs = match relay.router.load().resolve(domain).await {
         Ok(a) if !a.is_empty() => a,
         Ok(_) => {
-            let items = queue.state.lock().take_all(domain);
+            let items = claim_all(sh, queue, domain).await;
             defer_all(sh, queue, items, &format!("{domain}: no address to try")).await;
             return;
         }
         Err(e @ RouteError::Permanent { .. }) => {
-            let items = queue.state.lock().take_all(domain);
+            let items = claim_all(sh, queue, domain).await;
             for (id, item) in items {
                 give_up(sh, queue, id, &item, &e.to_string()).await;
             }
             return;
         }
         Err(e) => {
-            let items = queue.state.lock().take_all(domain);
+            let items = claim_all(sh, queue, domain).await;
             defer_all(sh, queue, items, &e.to_string()).await;
             return;
         }
@@ -52,7 +52,7 @@ async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &s
         Err(e) => {
             // Unreachable, or not the pinned key: everything due for the domain waits,
             // not only a batch.
-            let items = queue.state.lock().take_all(domain);
+            let items = claim_all(sh, queue, domain).await;
             defer_all(sh, queue, items, &e).await;
             return;
         }
@@ -63,12 +63,16 @@ async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &s
     // group commits instead of waiting for one fsync each.
     let mut settling = JoinSet::new();
     loop {
-        let batch = queue
+        let taken = queue
             .state
             .lock()
             .take(domain, relay.config.load().pipeline);
-        if batch.is_empty() {
+        if taken.is_empty() {
             break;
+        }
+        let batch = claim(sh, queue, taken).await;
+        if batch.is_empty() {
+            continue;
         }
         let (outcomes, err) = send_batch(sh, &mut rd, &mut wr, &batch).await;
         let failed = err.is_some();
@@ -100,6 +104,71 @@ async fn deliver<S: Backend>(sh: &Arc<Shared<S>>, queue: &Arc<Queue>, domain: &s
     Peer::join(rd, wr).close().await;
     // The worker counts as active until its verdicts are durable.
     while settling.join_next().await.is_some() {}
+}
+
+/// Claims `items` for this node ([`cmtp_store::MailStore::claim`]: the queue may be shared by
+/// several nodes on one database) and returns those granted, with their notes as
+/// stored now. One that another node holds waits in the index until that lease ends
+/// (then this node asks again: that is how a dead node's work is taken over); one that
+/// is gone (delivered or dropped elsewhere) leaves the index. Nothing else is done with
+/// a message this node has not claimed: no attempt, no note written, no bounce.
+async fn claim<S: Backend>(
+    sh: &Shared<S>,
+    queue: &Queue,
+    items: Vec<(u64, Item)>,
+) -> Vec<(u64, Item)> {
+    if items.is_empty() {
+        return items;
+    }
+    let cfg = sh.relay.config.load();
+    let now = crate::unix_now();
+    let ids: Vec<u64> = items.iter().map(|(id, _)| *id).collect();
+    let until = now.saturating_add(cfg.queue_lease_secs);
+    let claims = sh
+        .store
+        .claim(RELAY_QUEUE, &ids, &queue.node, until, now)
+        .await;
+    let mut st = queue.state.lock();
+    let claims = match claims {
+        Ok(c) => c,
+        Err(e) => {
+            // The store is unavailable: nothing can be sent or recorded now. Try again
+            // after the first retry delay (the note is not touched).
+            tracing::warn!(error = %e, "cannot claim queued messages; trying again later");
+            let retry = now.saturating_add(cfg.retry_secs.first().copied().unwrap_or(60));
+            for (id, mut item) in items {
+                item.note.next = retry;
+                st.reschedule(id, item.note);
+            }
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for ((id, mut item), answer) in items.into_iter().zip(claims) {
+        match answer {
+            Claim::Granted(info) => {
+                if let Some(note) = QueueNote::decode(&info.meta.note) {
+                    item.note = note;
+                }
+                out.push((id, item));
+            }
+            Claim::Held { owner, until } => {
+                sh.relay.metrics.claims_held.fetch_add(1, Relaxed);
+                tracing::debug!(id, %owner, until, "queued message held by another node");
+                item.note.next = until.max(now.saturating_add(1));
+                st.reschedule(id, item.note);
+            }
+            Claim::Gone => st.remove(id),
+        }
+    }
+    out
+}
+
+/// Claims every due message of `domain` ([`claim`]).
+async fn claim_all<S: Backend>(sh: &Shared<S>, queue: &Queue, domain: &str) -> Vec<(u64, Item)> {
+    // The index's lock is released before the store is asked.
+    let due = queue.state.lock().take_all(domain);
+    claim(sh, queue, due).await
 }
 
 /// Sends a batch pipelined; returns each message's verdict (None = no verdict: not sent,
@@ -198,6 +267,16 @@ async fn defer<S: Backend>(sh: &Shared<S>, queue: &Queue, id: u64, mut item: Ite
     {
         // The attempt count is lost on a restart; the message itself is safe.
         tracing::error!(id, error = %e, "cannot save the queue state");
+    }
+    // This node keeps the message until a while after its next attempt: the other nodes
+    // leave it alone unless this one is dead by then.
+    let until = item.note.next.saturating_add(cfg.queue_lease_secs);
+    if let Err(e) = sh
+        .store
+        .claim(RELAY_QUEUE, &[id], &queue.node, until, now)
+        .await
+    {
+        tracing::warn!(id, error = %e, "cannot extend the claim on a deferred message");
     }
     queue.state.lock().reschedule(id, item.note);
 }

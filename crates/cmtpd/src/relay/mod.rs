@@ -57,6 +57,9 @@ pub struct RelayMetrics {
     pub refused: AtomicU64,
     /// Remote servers that presented a key other than the pinned one.
     pub key_changes: AtomicU64,
+    /// Queued messages found claimed by another node when this one came to send them
+    /// (several nodes on one database).
+    pub claims_held: AtomicU64,
     /// Messages in the queue now.
     pub depth: AtomicU64,
     /// Unix seconds when the oldest queued message was queued (0 = none).
