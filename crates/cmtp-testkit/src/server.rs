@@ -281,6 +281,25 @@ impl TestServer {
         self.with_users(|u| seed_user_into(u, name, password))
     }
 
+    /// Adds a user the way an operator does, with the real key derivation and an
+    /// OPAQUE login: `cmtpd user add NAME --password-stdin --allow-weak-password` through
+    /// [`TestServer::admin`], so on this server's backend (asserts success). The free
+    /// [`crate::add_user`] knows only a data directory: on a postgres server it would
+    /// write users no server reads.
+    pub fn admin_add_user(&self, name: &str, password: &str) {
+        self.admin(
+            &[
+                "user",
+                "add",
+                name,
+                "--password-stdin",
+                "--allow-weak-password",
+            ],
+            format!("{password}\n").as_bytes(),
+        )
+        .ok();
+    }
+
     /// Runs `f` on the users the server reads: the data directory's, or the database's.
     pub fn with_users<R>(&self, f: impl FnOnce(&dyn UserStore) -> R) -> R {
         match self.backend {

@@ -182,7 +182,7 @@ fn stored_xzibit(srv: &TestServer, user: &str) -> Vec<u8> {
 /// OPAQUEREG1/OPAQUEREG2 signed by the user's key with a new xzibit sealed to the server.
 fn opaque_user(srv: &TestServer, user: &str, password: &str) {
     if srv.backend == Backend::Embedded {
-        add_user(&srv.data, user, password);
+        srv.admin_add_user(user, password);
         return;
     }
     let kp = srv.add_user(user, password);
