@@ -321,10 +321,10 @@ fn sigkill_of_a_node_under_load_loses_nothing_acknowledged() {
     assert_eq!(c.mail(&m), "SUCCESS");
 }
 
-/// The database stopped and started again (`pg_ctl stop -m fast`, then start) while
-/// client threads deliver through one node: during the outage deliveries get FAILURE
-/// and `/health` answers 503; once the database is back the same process answers 200
-/// and acknowledges mail again; nothing acknowledged is lost.
+/// The database stopped and started again (`pg_ctl stop -m fast`, then start; later a
+/// `pg_ctl restart`) while client threads deliver through one node: during the outage
+/// deliveries get FAILURE and `/health` answers 503; once the database is back the same
+/// process answers 200 and acknowledges mail again; nothing acknowledged is lost.
 #[test]
 fn database_restart_under_load_fails_deliveries_and_recovers() {
     // A cluster of this test's own: stopping the shared one would fail other tests.
@@ -409,6 +409,15 @@ fn database_restart_under_load_fails_deliveries_and_recovers() {
         "50 acknowledged after the restart",
         Duration::from_secs(60),
         || tally.oks.load(Ordering::SeqCst) >= oks + 50,
+    );
+    // And a plain restart (`pg_ctl restart -m fast`) in the middle of the load: the
+    // sessions are cut, deliveries go on afterwards.
+    cluster.restart();
+    let after = tally.oks.load(Ordering::SeqCst);
+    wait_until(
+        "50 acknowledged after the second restart",
+        Duration::from_secs(60),
+        || tally.oks.load(Ordering::SeqCst) >= after + 50,
     );
     tally.stop.store(true, Ordering::SeqCst);
     for t in threads {
