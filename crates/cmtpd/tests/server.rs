@@ -1,4 +1,4 @@
-//! The server suite (tests/suite/server.rs) on the embedded store, and the server tests
+//! The server suite (tests/suite/server/) on the embedded store, and the server tests
 //! that apply to the embedded store only. tests/suite_pg.rs runs the same suite on
 //! PostgreSQL.
 
@@ -7,7 +7,7 @@ use cmtp_testkit::*;
 /// The backend the shared suite runs on in this target.
 const BACKEND: Backend = Backend::Embedded;
 
-#[path = "suite/server.rs"]
+#[path = "suite/server/mod.rs"]
 mod server;
 
 /// Embedded only: the data directory's lock keeps a second writer out; two nodes on one

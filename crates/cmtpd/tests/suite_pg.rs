@@ -9,7 +9,7 @@ use cmtp_testkit::*;
 /// The backend every suite runs on in this target.
 const BACKEND: Backend = Backend::Postgres;
 
-#[path = "suite/server.rs"]
+#[path = "suite/server/mod.rs"]
 mod server;
 
 #[path = "suite/abuse.rs"]
