@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cmtp_store::{Result, StoreError};
+use cmtp_store::{Result, StoreError, StoreMetrics};
 use tokio::runtime::{Handle, Runtime};
 
 /// Worker threads of the store's runtime: the work is waiting on the database.
@@ -36,6 +36,8 @@ pub(crate) struct Bridge {
     _rt: Arc<RtGuard>,
     handle: Handle,
     timeout: Duration,
+    /// Where each store operation's duration is recorded (query latency).
+    metrics: Arc<StoreMetrics>,
 }
 
 impl Bridge {
@@ -51,6 +53,7 @@ impl Bridge {
             _rt: Arc::new(RtGuard(Some(rt))),
             handle,
             timeout: Duration::from_secs(10),
+            metrics: Arc::default(),
         })
     }
 
@@ -58,6 +61,11 @@ impl Bridge {
     pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The metrics operations are recorded in (shared with the store).
+    pub(crate) fn metrics(&self) -> &Arc<StoreMetrics> {
+        &self.metrics
     }
 
     /// Runs `f` inside the runtime's context (to spawn tasks from synchronous code).
@@ -94,11 +102,14 @@ impl Bridge {
     ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let timeout = self.timeout;
+        let metrics = self.metrics.clone();
         self.handle.spawn(async move {
+            let started = std::time::Instant::now();
             let r = match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r,
                 Err(_) => Err(timed_out(timeout)),
             };
+            metrics.observe_query(started.elapsed());
             let _ = tx.send(r);
         });
         rx.recv()
@@ -112,12 +123,16 @@ impl Bridge {
         fut: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
         let timeout = self.timeout;
+        let metrics = self.metrics.clone();
         self.handle
             .spawn(async move {
-                match tokio::time::timeout(timeout, fut).await {
+                let started = std::time::Instant::now();
+                let r = match tokio::time::timeout(timeout, fut).await {
                     Ok(r) => r,
                     Err(_) => Err(timed_out(timeout)),
-                }
+                };
+                metrics.observe_query(started.elapsed());
+                r
             })
             .await
             .map_err(|e| StoreError::TaskFailed(e.to_string()))?

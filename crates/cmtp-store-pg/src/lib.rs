@@ -33,8 +33,8 @@ pub use mail::{CHUNK, PgDelivery, PgReader};
 pub use schema::{LATEST_VERSION, MigrateReport};
 
 use cmtp_store::{
-    Claim, MailStore, MessageInfo, MetricsSnapshot, PeerKey, PeerStore, Result, StoreHealth,
-    StoreStats, UserRecord, UserStore,
+    Claim, MailStore, MessageInfo, MetricsSnapshot, PeerKey, PeerStore, PoolSnapshot, Result,
+    StoreHealth, StoreStats, UserRecord, UserStore,
 };
 
 use bridge::Bridge;
@@ -138,7 +138,7 @@ impl PgStore {
         let pool = state::make_pool(url, &opts, &bridge)?;
         let p = pool.clone();
         bridge.block(async move { schema::check(&p).await })??;
-        let shared = Arc::new(Shared::new(pool, opts));
+        let shared = Arc::new(Shared::new(pool, opts, bridge.metrics().clone()));
         let committer = bridge.enter(|| mail::start_background(&shared));
         Ok(Self {
             shared,
@@ -261,7 +261,15 @@ impl MailStore for PgStore {
         mail::stats(self)
     }
     fn metrics(&self) -> MetricsSnapshot {
-        self.shared.metrics.snapshot()
+        let mut m = self.shared.metrics.snapshot();
+        let st = self.shared.pool.status();
+        m.pool = Some(PoolSnapshot {
+            max: st.max_size as u64,
+            open: st.size as u64,
+            idle: u64::try_from(st.available).unwrap_or(0),
+            waiting: st.waiting as u64,
+        });
+        m
     }
     fn health(&self) -> StoreHealth {
         self.shared.health()

@@ -17,7 +17,7 @@ use crate::{PgError, PgOptions};
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) opts: PgOptions,
-    pub(crate) metrics: StoreMetrics,
+    pub(crate) metrics: std::sync::Arc<StoreMetrics>,
     /// The failure that made the store degraded, and since when (Unix s).
     degraded: Mutex<Option<(String, u64)>>,
 }
@@ -89,11 +89,11 @@ fn is_outage(e: &tokio_postgres::Error) -> bool {
 }
 
 impl Shared {
-    pub(crate) fn new(pool: Pool, opts: PgOptions) -> Self {
+    pub(crate) fn new(pool: Pool, opts: PgOptions, metrics: std::sync::Arc<StoreMetrics>) -> Self {
         Self {
             pool,
             opts,
-            metrics: StoreMetrics::default(),
+            metrics,
             degraded: Mutex::new(None),
         }
     }

@@ -27,7 +27,7 @@ use std::future::Future;
 pub use embedded::EmbeddedStore;
 pub use error::{Result, StoreError};
 pub use log::{LogDelivery, LogMail, MessageReader, Options};
-pub use metrics::{BATCH_BUCKETS, FSYNC_BUCKETS_US, MetricsSnapshot, StoreMetrics};
+pub use metrics::{BATCH_BUCKETS, FSYNC_BUCKETS_US, MetricsSnapshot, PoolSnapshot, StoreMetrics};
 pub use path_safe::ensure_path_safe;
 pub use peers::{FsPeers, PeerKey, PeerStore};
 pub use users::FsUsers;

@@ -25,6 +25,9 @@ pub struct StoreMetrics {
     batch_hist: [AtomicU64; BATCH_BUCKETS.len() + 1],
     write_failures: AtomicU64,
     prealloc_fallbacks: AtomicU64,
+    queries: AtomicU64,
+    query_total_us: AtomicU64,
+    query_hist: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
 }
 
 /// A copy of [`StoreMetrics`] at one instant.
@@ -50,6 +53,29 @@ pub struct MetricsSnapshot {
     /// Preallocation (zero-fill) steps that failed, after which the log was written
     /// without preallocation (harmless, a little slower).
     pub prealloc_fallbacks: u64,
+    /// Database operations (backends over a database server; 0 for the embedded
+    /// store): each call to the database as the node sees it, waiting for a pooled
+    /// connection included.
+    pub queries: u64,
+    /// Sum of their durations, µs.
+    pub query_total_us: u64,
+    /// Their durations per bucket (the bounds of [`FSYNC_BUCKETS_US`]; last = overflow).
+    pub query_hist: Vec<u64>,
+    /// The connection pool now, for backends that have one.
+    pub pool: Option<PoolSnapshot>,
+}
+
+/// A connection pool's state at one instant (PostgreSQL backend).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    /// Most connections the pool opens.
+    pub max: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Open connections not in use.
+    pub idle: u64,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
 }
 
 impl StoreMetrics {
@@ -77,6 +103,18 @@ impl StoreMetrics {
         self.batch_hist[i].fetch_add(1, Relaxed);
     }
 
+    /// Records one database operation's duration (waiting for a connection included).
+    pub fn observe_query(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.queries.fetch_add(1, Relaxed);
+        self.query_total_us.fetch_add(us, Relaxed);
+        let i = FSYNC_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(FSYNC_BUCKETS_US.len());
+        self.query_hist[i].fetch_add(1, Relaxed);
+    }
+
     /// Records one failed write or fsync of the log.
     pub fn observe_write_failure(&self) {
         self.write_failures.fetch_add(1, Relaxed);
@@ -99,6 +137,10 @@ impl StoreMetrics {
             batch_hist: self.batch_hist.iter().map(|c| c.load(Relaxed)).collect(),
             write_failures: self.write_failures.load(Relaxed),
             prealloc_fallbacks: self.prealloc_fallbacks.load(Relaxed),
+            queries: self.queries.load(Relaxed),
+            query_total_us: self.query_total_us.load(Relaxed),
+            query_hist: self.query_hist.iter().map(|c| c.load(Relaxed)).collect(),
+            pool: None,
         }
     }
 }

@@ -220,6 +220,28 @@ pub struct Histogram {
     pub sum: f64,
 }
 
+impl Histogram {
+    /// A histogram from per-bucket counts (`counts[i]` observations at most
+    /// `bounds[i] * scale`; one more count past the last bound), `count` observations
+    /// summing to `sum`.
+    pub fn from_buckets(bounds: &[u64], scale: f64, counts: &[u64], count: u64, sum: f64) -> Self {
+        let mut cum = 0;
+        let buckets = bounds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                cum += counts.get(i).copied().unwrap_or(0);
+                (*b as f64 * scale, cum)
+            })
+            .collect();
+        Histogram {
+            buckets,
+            count,
+            sum,
+        }
+    }
+}
+
 impl Metrics {
     /// Counts one command.
     pub fn command(&self, kind: CommandKind) {
@@ -243,7 +265,11 @@ impl Metrics {
 
     /// Renders everything in the Prometheus text format (version 0.0.4), plus the store's
     /// fsync latency histogram when given and `extra` series `(name, help, type, value)`.
-    pub fn render(&self, fsync: Option<&Histogram>, extra: &[(&str, &str, &str, u64)]) -> String {
+    pub fn render(
+        &self,
+        hists: &[(&str, &str, Histogram)],
+        extra: &[(&str, &str, &str, u64)],
+    ) -> String {
         let mut o = String::with_capacity(4096);
         let g = |o: &mut String, name: &str, help: &str, kind: &str, v: String| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -313,12 +339,8 @@ impl Metrics {
         for (name, help, kind, v) in extra {
             g(&mut o, name, help, kind, v.to_string());
         }
-        if let Some(h) = fsync {
-            let name = "cmtpd_store_fsync_seconds";
-            let _ = writeln!(
-                o,
-                "# HELP {name} Latency of the store's fsync calls.\n# TYPE {name} histogram"
-            );
+        for (name, help, h) in hists {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
             for (le, c) in &h.buckets {
                 let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {c}");
             }
@@ -343,7 +365,14 @@ mod tests {
             count: 6,
             sum: 0.05,
         };
-        let t = m.render(Some(&h), &[]);
+        let t = m.render(
+            &[(
+                "cmtpd_store_fsync_seconds",
+                "Latency of the store's fsync calls.",
+                h,
+            )],
+            &[],
+        );
         assert!(
             t.contains("cmtpd_commands_total{command=\"NOOP\"} 1\n"),
             "{t}"

@@ -161,14 +161,44 @@ impl<S: Backend> Shared<S> {
     /// Renders `/metrics`.
     pub fn render_metrics(&self) -> String {
         let snap = self.store.metrics();
-        let mut cum = 0;
-        let mut h = Histogram::default();
-        for (i, bound) in cmtp_store::FSYNC_BUCKETS_US.iter().enumerate() {
-            cum += snap.fsync_hist.get(i).copied().unwrap_or(0);
-            h.buckets.push((*bound as f64 / 1e6, cum));
+        let us = 1e-6;
+        let mut hists = vec![
+            (
+                "cmtpd_store_fsync_seconds",
+                "Latency of the store's fsync calls (PostgreSQL: the COMMIT round trips).",
+                Histogram::from_buckets(
+                    &cmtp_store::FSYNC_BUCKETS_US,
+                    us,
+                    &snap.fsync_hist,
+                    snap.fsyncs,
+                    snap.fsync_total_us as f64 * us,
+                ),
+            ),
+            (
+                "cmtpd_store_commit_batch_size",
+                "Records (messages, deletes, notes) made durable by one group commit.",
+                Histogram::from_buckets(
+                    &cmtp_store::BATCH_BUCKETS,
+                    1.0,
+                    &snap.batch_hist,
+                    snap.batches,
+                    snap.records as f64,
+                ),
+            ),
+        ];
+        if snap.pool.is_some() {
+            hists.push((
+                "cmtpd_store_query_seconds",
+                "Latency of the store's database operations, waiting for a connection included.",
+                Histogram::from_buckets(
+                    &cmtp_store::FSYNC_BUCKETS_US,
+                    us,
+                    &snap.query_hist,
+                    snap.queries,
+                    snap.query_total_us as f64 * us,
+                ),
+            ));
         }
-        h.count = snap.fsyncs;
-        h.sum = snap.fsync_total_us as f64 / 1e6;
         let writable = u64::from(self.store.health() == StoreHealth::Ok);
         let r = &self.relay.metrics;
         let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -294,6 +324,35 @@ impl<S: Backend> Shared<S> {
                 writable,
             ),
         ];
-        self.metrics.render(Some(&h), &extra)
+        let mut extra = extra.to_vec();
+        if let Some(p) = &snap.pool {
+            extra.extend([
+                (
+                    "cmtpd_store_pool_max_connections",
+                    "Most database connections this node opens.",
+                    "gauge",
+                    p.max,
+                ),
+                (
+                    "cmtpd_store_pool_open_connections",
+                    "Database connections open now.",
+                    "gauge",
+                    p.open,
+                ),
+                (
+                    "cmtpd_store_pool_idle_connections",
+                    "Open database connections not in use.",
+                    "gauge",
+                    p.idle,
+                ),
+                (
+                    "cmtpd_store_pool_waiting",
+                    "Callers waiting for a database connection.",
+                    "gauge",
+                    p.waiting,
+                ),
+            ]);
+        }
+        self.metrics.render(&hists, &extra)
     }
 }

@@ -154,6 +154,18 @@ fn two_nodes_on_one_database_serve_one_domain() {
     let after = list(&mut c1, &bob);
     assert_eq!(after.last().unwrap().id, entries[1].id + 1);
     assert!(node1.metric("cmtpd_store_commits_total") >= 1);
+    // The database side in the metrics: group commits by size, operations by latency,
+    // the pool.
+    for n in [&node1, &node2] {
+        assert!(n.metric("cmtpd_store_commit_batch_size_count") >= 1);
+        assert!(n.metric("cmtpd_store_commit_batch_size_bucket{le=\"+Inf\"}") >= 1);
+        assert!(n.metric("cmtpd_store_query_seconds_count") >= 3);
+        assert_eq!(n.metric("cmtpd_store_pool_max_connections"), 16);
+        let open = n.metric("cmtpd_store_pool_open_connections");
+        assert!((1..=16).contains(&open), "{open}");
+        assert!(n.metric("cmtpd_store_pool_idle_connections") <= open);
+        assert_eq!(n.metric("cmtpd_store_pool_waiting"), 0);
+    }
 }
 
 /// The mailbox quota holds across nodes: many deliveries in flight at once through two
