@@ -10,6 +10,11 @@ use cmtp_store::{FsUsers, UserRecord, UserStore};
 
 use crate::bins::cmtpd_bin;
 
+/// cmtpd's database URL variable, which wins over `[store] url`: removed from every
+/// cmtpd the kit starts, so a developer's own setting cannot point tests at a real
+/// database.
+pub(crate) const DATABASE_URL_ENV: &str = "CMTPD_DATABASE_URL";
+
 /// How long [`run`] lets a command take before it kills it and fails the test.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -100,7 +105,8 @@ pub fn admin(data: &Path, args: &[&str], stdin: &[u8]) -> Out {
 /// subcommand that sees the configuration (and so the storage backend) of a server.
 pub fn admin_with_config(data: &Path, config: Option<&Path>, args: &[&str], stdin: &[u8]) -> Out {
     let mut cmd = Command::new(cmtpd_bin());
-    cmd.arg("--data-dir").arg(data);
+    // The configuration decides the database, never the caller's environment.
+    cmd.env_remove(DATABASE_URL_ENV).arg("--data-dir").arg(data);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }

@@ -12,7 +12,9 @@ use cmtp_store::{FsUsers, UserStore};
 use crate::bins::cmtpd_bin;
 use crate::client::Client;
 use crate::fixtures::{IO_TIMEOUT, poll, wait_until};
-use crate::process::{Out, admin_with_config, run, seed_user_into, server_public_key};
+use crate::process::{
+    DATABASE_URL_ENV, Out, admin_with_config, run, seed_user_into, server_public_key,
+};
 
 /// The `[federation]` of a test server that does not set its own: DNS questions go to
 /// a closed port on loopback (they fail at once, as temporary failures), never to the
@@ -136,7 +138,8 @@ impl TestServer {
         if database.is_some() {
             // The way an operator creates the schema (idempotent for a shared database).
             let mut cmd = Command::new(cmtpd_bin());
-            cmd.arg("--data-dir")
+            cmd.env_remove(DATABASE_URL_ENV)
+                .arg("--data-dir")
                 .arg(&data)
                 .arg("--config")
                 .arg(&p)
@@ -179,7 +182,9 @@ impl TestServer {
             .open(&self.log)
             .expect("the server log file");
         let mut cmd = Command::new(cmtpd_bin());
-        cmd.arg("--data-dir").arg(&self.data);
+        cmd.env_remove(DATABASE_URL_ENV)
+            .arg("--data-dir")
+            .arg(&self.data);
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
