@@ -101,6 +101,9 @@ pub struct TestServer {
     /// The database's users, opened on first use (a store has its own runtime and pool).
     #[cfg(feature = "postgres")]
     pg: std::sync::OnceLock<cmtp_store_pg::PgStore>,
+    /// Whether this server made its database on the shared cluster (and drops it).
+    #[cfg(feature = "postgres")]
+    owns_database: bool,
 }
 
 impl TestServer {
@@ -132,6 +135,8 @@ impl TestServer {
         if !text.contains("[federation]") {
             text.push_str(NO_DNS);
         }
+        #[cfg(feature = "postgres")]
+        let owns_database = opts.backend == Backend::Postgres && opts.database.is_none();
         let database = store_config(opts.backend, opts.database, &mut text);
         let p = dir.path().join("cmtpd.toml");
         std::fs::write(&p, &text).expect("writing the test configuration");
@@ -164,6 +169,8 @@ impl TestServer {
             rust_log: opts.rust_log,
             #[cfg(feature = "postgres")]
             pg: std::sync::OnceLock::new(),
+            #[cfg(feature = "postgres")]
+            owns_database,
         };
         s.spawn(opts.listen, &opts.args);
         s
@@ -398,5 +405,20 @@ fn store_config(backend: Backend, database: Option<String>, text: &mut String) -
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
+        // The database goes now rather than with the cluster at exit: its files are
+        // deleted while other tests run (at exit, 50 databases took 8–13 s to delete).
+        // (Not while a failed test unwinds: a second panic would abort the process.)
+        #[cfg(feature = "postgres")]
+        if self.owns_database
+            && !std::thread::panicking()
+            && let Some(name) = self.database.as_deref().and_then(|u| u.rsplit('/').next())
+        {
+            drop(self.pg.take());
+            // FORCE: another node of the test may still hold connections.
+            crate::PgCluster::shared().psql(
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            );
+        }
     }
 }
