@@ -137,7 +137,8 @@ impl TestServer {
         }
         #[cfg(feature = "postgres")]
         let owns_database = opts.backend == Backend::Postgres && opts.database.is_none();
-        let database = store_config(opts.backend, opts.database, &mut text);
+        let (section, database) = store_config(opts.backend, opts.database, &text);
+        text.push_str(&section);
         let p = dir.path().join("cmtpd.toml");
         std::fs::write(&p, &text).expect("writing the test configuration");
         if database.is_some() {
@@ -373,14 +374,19 @@ impl TestServer {
     }
 }
 
-/// Appends the `[store]` of `backend` to the configuration `text`; the database URL.
-// Without the `postgres` feature there is one backend, and nothing to append.
+/// The `[store]` section of `backend` for the configuration `text` (empty for the
+/// embedded store), and the database URL.
+// Without the `postgres` feature there is one backend, and nothing to add.
 #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
-fn store_config(backend: Backend, database: Option<String>, text: &mut String) -> Option<String> {
+fn store_config(
+    backend: Backend,
+    database: Option<String>,
+    text: &str,
+) -> (String, Option<String>) {
     match backend {
         Backend::Embedded => {
             assert!(database.is_none(), "Opts::database needs Backend::Postgres");
-            None
+            (String::new(), None)
         }
         #[cfg(feature = "postgres")]
         Backend::Postgres => {
@@ -394,10 +400,8 @@ fn store_config(backend: Backend, database: Option<String>, text: &mut String) -
                 let short = test.rsplit("::").next().unwrap_or("cmtpd").to_owned();
                 crate::PgCluster::shared().database(&short)
             });
-            text.push_str(&format!(
-                "\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
-            ));
-            Some(url)
+            let section = format!("\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
+            (section, Some(url))
         }
     }
 }
