@@ -1,14 +1,8 @@
-//! The hardening suite (tests/suite/hardening.rs) on the embedded store, and its tests that
-//! apply to the embedded store only. tests/suite_pg.rs runs the same suite on PostgreSQL.
+//! The hardening suite (tests/suite/hardening.rs, and hardening_admin.rs with the tests
+//! that run admin commands) on the embedded store. tests/suite_pg.rs runs the same
+//! suite on PostgreSQL.
 
-use std::time::Duration;
-
-use cmtp_crypto::KeyPair;
-use cmtp_proto::{FetchPart, MboxKind, MboxRequest};
-use cmtp_store::UserRecord;
 use cmtp_testkit::*;
-
-use hardening::list;
 
 /// The backend the shared suite runs on in this target.
 const BACKEND: Backend = Backend::Embedded;
@@ -16,75 +10,5 @@ const BACKEND: Backend = Backend::Embedded;
 #[path = "suite/hardening.rs"]
 mod hardening;
 
-// The two tests below run `cmtpd user remove` / `mailbox …`, admin commands that work on
-// the embedded store only so far: they join suite/hardening.rs (and so the postgres run)
-// once the admin commands work on PostgreSQL.
-
-#[test]
-fn readded_account_does_not_see_the_previous_holders_mail() {
-    let srv = TestServer::on(BACKEND);
-    let old = srv.add_user("eve", "pw");
-    let mut c = srv.client();
-    let m = message(0, ("eve", ""), ("x", "y"), b"", b"for the old eve", &[]);
-    assert_eq!(c.mail(&m), "SUCCESS");
-    let entries = list(&mut c, "eve", &old);
-    assert_eq!(entries.len(), 1);
-    let (old_id, received) = (entries[0].id, entries[0].received);
-    let out = srv.admin(&["user", "remove", "eve"], b"");
-    assert!(out.success(), "{out:?}");
-    // `created` has second resolution and a message received in the creation second
-    // counts as the new holder's: wait for the clock to pass it (a real event, polled).
-    wait_until("the next second", Duration::from_secs(5), || {
-        now() > received
-    });
-    let new = KeyPair::generate().unwrap();
-    srv.with_users(|u| {
-        u.add(&UserRecord {
-            name: "eve".into(),
-            public_key: *new.public().as_bytes(),
-            xzibit: Vec::new(),
-            created: now(),
-        })
-    })
-    .unwrap();
-    assert!(list(&mut c, "eve", &new).is_empty());
-    let fetch = c.mbox(
-        MboxKind::Fetch,
-        MboxRequest::fetch("eve", now(), old_id, FetchPart::Full),
-        &new,
-        "localhost",
-    );
-    assert_eq!(fetch.unwrap_err(), "NOSUCHMESSAGE");
-    let del = c.mbox(
-        MboxKind::Delete,
-        MboxRequest::delete("eve", now(), old_id),
-        &new,
-        "localhost",
-    );
-    assert_eq!(del.unwrap_err(), "NOSUCHMESSAGE");
-    // New mail for the new holder is seen.
-    let m2 = message(0, ("eve", ""), ("x", "y"), b"", b"for the new eve", &[]);
-    assert_eq!(c.mail(&m2), "SUCCESS");
-    let entries = list(&mut c, "eve", &new);
-    assert_eq!(entries.len(), 1);
-    assert_ne!(entries[0].id, old_id);
-}
-
-#[test]
-fn mailbox_show_never_creates_a_server_key() {
-    let mut srv = TestServer::on(BACKEND);
-    let mut c = srv.client();
-    let pm = message(0, ("", ""), ("x", "y"), b"", b"hello server", &[]);
-    assert_eq!(c.mail(&pm), "SUCCESS");
-    drop(c);
-    srv.signal(libc::SIGTERM);
-    assert!(srv.wait_exit(Duration::from_secs(30)).success());
-    let key = srv.data.join("server.key");
-    std::fs::remove_file(&key).unwrap();
-    let out = srv.admin(&["mailbox", "list", "--json"], b"");
-    let id = out.json()[0]["id"].as_u64().unwrap().to_string();
-    let out = srv.admin(&["mailbox", "show", &id], b"");
-    assert!(!out.success(), "{out:?}");
-    assert!(out.stderr.contains("no server key"));
-    assert!(!key.exists());
-}
+#[path = "suite/hardening_admin.rs"]
+mod hardening_admin;

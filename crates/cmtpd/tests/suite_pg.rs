@@ -23,3 +23,7 @@ mod tls;
 
 #[path = "suite/opaque.rs"]
 mod opaque;
+
+// The suites that run admin commands join once those work on PostgreSQL (another
+// branch): `#[path = "suite/names.rs"] mod names;` and
+// `#[path = "suite/hardening_admin.rs"] mod hardening_admin;`.
