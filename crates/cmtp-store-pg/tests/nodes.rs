@@ -281,3 +281,64 @@ async fn each_queued_message_is_claimed_by_one_node_and_taken_over_after_its_lea
         assert_eq!(g, [Claim::Gone]);
     }
 }
+
+/// `commit_within` holds a mailbox's quota across nodes: deliveries committed
+/// concurrently through both (one-chunk and chunked ones, each admitted by its node
+/// alone) store exactly the limit; the rest fail with `OverQuota`, leave nothing
+/// visible and their chunks are removed. A mailbox's byte limit is checked as the
+/// quota gate does (the message that crosses it goes in, the next does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_within_holds_the_quota_across_nodes() {
+    use cmtp_store::{MailboxLimit, StoreError};
+    let (url, a, b) = two_nodes("quota across");
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let limit = MailboxLimit {
+        messages: 10,
+        bytes: u64::MAX,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            // Every fourth one spans several chunks (an upload before its commit).
+            let size = if i % 4 == 0 { 600_000 } else { 1_000 };
+            let mut d = store.begin();
+            d.write(&noise(size, i)).await.unwrap();
+            d.commit_within(meta("bob"), limit).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::OverQuota) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 10);
+    assert_eq!(listed_ids(&*a, "bob").await, (1..=10).collect::<Vec<_>>());
+    assert_eq!(a.mailbox_usage("bob").unwrap().0, 10);
+    // The refused uploads are deleted in the background.
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    wait_until("refused uploads removed", Duration::from_secs(30), || {
+        PgCluster::shared().psql(&db, "SELECT count(*) FROM uploads") == "0"
+    });
+    let chunks: u64 = PgCluster::shared()
+        .psql(&db, "SELECT count(DISTINCT key) FROM message_chunks")
+        .parse()
+        .unwrap();
+    assert_eq!(chunks, 10, "chunks of refused messages left behind");
+
+    // Bytes: under the limit, in; at or over it, out.
+    let small = MailboxLimit {
+        messages: 100,
+        bytes: 2_500,
+    };
+    for (want_ok, size) in [(true, 2_000), (true, 2_000), (false, 10)] {
+        let mut d = b.begin();
+        d.write(&noise(size, 7)).await.unwrap();
+        let r = d.commit_within(meta("carol"), small).await;
+        assert_eq!(r.is_ok(), want_ok, "{size}: {r:?}");
+    }
+    assert_eq!(a.mailbox_usage("carol").unwrap(), (2, 4_000));
+}

@@ -42,6 +42,10 @@ pub enum StoreError {
     /// The backend does not implement this (optional) operation.
     #[error("this store does not support {0}")]
     Unsupported(&'static str),
+    /// The commit would take the mailbox past the limit given to
+    /// [`crate::Delivery::commit_within`]: nothing was stored.
+    #[error("the mailbox is over its quota")]
+    OverQuota,
     /// A blocking task of the store panicked or was cancelled.
     #[error("a store task failed: {0}")]
     TaskFailed(String),

@@ -218,6 +218,36 @@ pub trait Delivery: Send + 'static {
     /// Commits the message; resolves with its id only once it is durable (SUCCESS may
     /// be sent then). The stored message is exactly the bytes written.
     fn commit(self, meta: MessageMeta) -> impl Future<Output = Result<u64>> + Send;
+    /// Like [`Delivery::commit`], but only if the mailbox is under `limit` when the
+    /// message goes in (fewer committed messages than `limit.messages` and fewer bytes
+    /// than `limit.bytes`), checked atomically with the commit; else
+    /// [`StoreError::OverQuota`] and nothing is stored.
+    ///
+    /// The default commits unchecked: a store with one writing process leaves the check
+    /// to its caller, whose reservations see every delivery in flight (cmtpd's quota
+    /// gate). A store that several processes write (PostgreSQL) must check here, since
+    /// one process cannot see another's deliveries in flight.
+    fn commit_within(
+        self,
+        meta: MessageMeta,
+        limit: MailboxLimit,
+    ) -> impl Future<Output = Result<u64>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = limit;
+        self.commit(meta)
+    }
+}
+
+/// A mailbox's quota, for [`Delivery::commit_within`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxLimit {
+    /// Most messages.
+    pub messages: u64,
+    /// Most stored bytes (the last message admitted may cross it, as with the messages
+    /// in flight of a quota check made before the bytes arrive).
+    pub bytes: u64,
 }
 
 /// Mailboxes: append-only delivery, listing, streamed reads, deletion.

@@ -42,6 +42,8 @@ pub use cli::{cmtp, cmtp_cmd, login};
 pub use client::Client;
 pub use fixtures::{IO_TIMEOUT, message, noise, now, poll, vectors_dir, wait_until};
 pub use pg::{PG_USER, PgCluster, pg_bin_dir};
-pub use process::{Out, add_user, admin, run, seed_user, server_public_key};
-pub use server::{NO_DNS, Opts, TestServer};
+pub use process::{
+    Out, add_user, admin, admin_with_config, run, seed_user, seed_user_into, server_public_key,
+};
+pub use server::{Backend, NO_DNS, Opts, TestServer};
 pub use tmpfs::{Tmpfs, on_tmpfs};

@@ -10,6 +10,11 @@ use cmtp_store::{FsUsers, UserRecord, UserStore};
 
 use crate::bins::cmtpd_bin;
 
+/// cmtpd's database URL variable, which wins over `[store] url`: removed from every
+/// cmtpd the kit starts, so a developer's own setting cannot point tests at a real
+/// database.
+pub(crate) const DATABASE_URL_ENV: &str = "CMTPD_DATABASE_URL";
+
 /// How long [`run`] lets a command take before it kills it and fails the test.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -93,8 +98,19 @@ fn wait_timeout(child: Child, limit: Duration) -> std::process::Output {
 
 /// Runs `cmtpd --data-dir DATA ARGS` (an admin subcommand) with `stdin`.
 pub fn admin(data: &Path, args: &[&str], stdin: &[u8]) -> Out {
+    admin_with_config(data, None, args, stdin)
+}
+
+/// Runs `cmtpd --data-dir DATA [--config CONFIG] ARGS` with `stdin`: an admin
+/// subcommand that sees the configuration (and so the storage backend) of a server.
+pub fn admin_with_config(data: &Path, config: Option<&Path>, args: &[&str], stdin: &[u8]) -> Out {
     let mut cmd = Command::new(cmtpd_bin());
-    cmd.arg("--data-dir").arg(data).args(args);
+    // The configuration decides the database, never the caller's environment.
+    cmd.env_remove(DATABASE_URL_ENV).arg("--data-dir").arg(data);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(args);
     run(cmd, stdin)
 }
 
@@ -124,11 +140,18 @@ pub fn add_user(data: &Path, name: &str, password: &str) {
 /// (Argon2id ops 1, 8 KiB), and returns the user's key pair. Much faster than
 /// [`add_user`]; a running server sees the user at once.
 pub fn seed_user(data: &Path, name: &str, password: &str) -> KeyPair {
+    let users = FsUsers::open(data)
+        .unwrap_or_else(|e| panic!("cannot open the users of {}: {e}", data.display()));
+    seed_user_into(&users, name, password)
+}
+
+/// Writes a user into `users` (any backend's [`UserStore`]) with a cheap-KDF version-2
+/// xzibit, as [`seed_user`] does, and returns the user's key pair.
+pub fn seed_user_into(users: &dyn UserStore, name: &str, password: &str) -> KeyPair {
     let kp = KeyPair::generate().expect("key generation");
     let xz = Xzibit::create_v2_with_limits(&kp, password.as_bytes(), 1, 8192)
         .expect("a cheap-KDF xzibit");
-    FsUsers::open(data)
-        .unwrap_or_else(|e| panic!("cannot open the users of {}: {e}", data.display()))
+    users
         .add(&UserRecord {
             name: name.to_owned(),
             public_key: *kp.public().as_bytes(),

@@ -42,8 +42,17 @@ fn start_malloc_trim() {
     }
 }
 
+/// Caps added to every log filter, whatever `RUST_LOG` says: tokio-postgres logs each
+/// statement with its parameters at debug level, and those are message bodies, xzibits
+/// and keys. (A directive for the same target replaces the operator's; the module's own
+/// target is capped too, since a more specific directive would win.)
+const LOG_CAPS: [&str; 2] = ["tokio_postgres=info", "tokio_postgres::query=info"];
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for cap in LOG_CAPS {
+        filter = filter.add_directive(cap.parse().expect("a valid log directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

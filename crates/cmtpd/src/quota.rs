@@ -7,6 +7,10 @@
 //! usage before it resolves a commit) or it is dropped: a mailbox can never exceed its
 //! message quota, and exceeds its byte quota by at most the unannounced attachment bytes of
 //! the messages in flight.
+//!
+//! The reservations are this process's: on a database several nodes share, another
+//! node's deliveries in flight are invisible here, so the commit checks the quota again
+//! in the store ([`QuotaHold::limit`] to `Delivery::commit_within`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +61,7 @@ pub struct QuotaHold {
     gate: QuotaGate,
     mailbox: String,
     bytes: u64,
+    quota: Quota,
 }
 
 impl QuotaGate {
@@ -87,12 +92,25 @@ impl QuotaGate {
             gate: self.clone(),
             mailbox: mailbox.to_owned(),
             bytes,
+            quota,
         })
     }
 
     /// Deliveries in flight for `mailbox` (for tests and metrics).
     pub fn in_flight(&self, mailbox: &str) -> u64 {
         self.inflight.lock().get(mailbox).map_or(0, |f| f.messages)
+    }
+}
+
+impl QuotaHold {
+    /// The quota this delivery was admitted under, for the store to check again at its
+    /// commit: this gate sees only this process's deliveries in flight, not another
+    /// node's on a shared database.
+    pub fn limit(&self) -> cmtp_store::MailboxLimit {
+        cmtp_store::MailboxLimit {
+            messages: self.quota.messages,
+            bytes: self.quota.bytes,
+        }
     }
 }
 

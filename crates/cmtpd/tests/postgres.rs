@@ -167,3 +167,65 @@ fn two_nodes_on_one_database_serve_one_domain() {
         assert_eq!(n.metric("cmtpd_store_pool_waiting"), 0);
     }
 }
+
+/// The mailbox quota holds across nodes: many deliveries in flight at once through two
+/// nodes to one mailbox store exactly the quota, never more (each node's own
+/// reservations cannot see the other node's deliveries in flight).
+#[test]
+fn quota_holds_across_two_nodes_under_concurrent_deliveries() {
+    const QUOTA: usize = 40;
+    let config =
+        format!("[limits]\nmax_mailbox_messages = {QUOTA}\n[rate]\nmailbox_mail_per_sec = 0\n");
+    let node1 = TestServer::start_with(Opts {
+        config: config.clone(),
+        ..Opts::on(Backend::Postgres)
+    });
+    let node2 = TestServer::start_with(Opts {
+        config,
+        database: node1.database.clone(),
+        data: Some(node1.data.clone()),
+        ..Opts::on(Backend::Postgres)
+    });
+    let bob = node1.add_user("bob", "pw");
+    let m = message(0, ("bob", ""), ("a", "b"), b"", &vec![7u8; 256 * 1024], &[]);
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let m = m.clone();
+            let (addr, key) = if i % 2 == 0 {
+                (node1.addr, node1.key)
+            } else {
+                (node2.addr, node2.key)
+            };
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr, key);
+                // Pipelined: every MAIL is on the wire before the first reply is read.
+                let mut w = Vec::new();
+                for _ in 0..12 {
+                    w.extend_from_slice(b"MAIL\0");
+                    w.extend_from_slice(&m);
+                }
+                let writer = {
+                    let mut s = c.s.try_clone().unwrap();
+                    std::thread::spawn(move || std::io::Write::write_all(&mut s, &w).unwrap())
+                };
+                let replies: Vec<String> = (0..12).map(|_| c.status()).collect();
+                writer.join().unwrap();
+                replies
+            })
+        })
+        .collect();
+    let replies: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        replies
+            .iter()
+            .all(|r| r == "SUCCESS" || r == "v0:DELIVERYFAILURE"),
+        "{replies:?}"
+    );
+    let ok = replies.iter().filter(|r| *r == "SUCCESS").count();
+    let stored = list(&mut node2.client(), &bob).len();
+    assert_eq!(stored, ok, "every SUCCESS is stored, nothing else");
+    assert_eq!(stored, QUOTA, "the quota is reached and never exceeded");
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cmtp_store::{MessageMeta, Result, StoreError};
+use cmtp_store::{MailboxLimit, MessageMeta, Result, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::delivery::discard_upload;
@@ -25,6 +25,8 @@ pub(crate) struct CommitRequest {
     pub(crate) tail: Vec<u8>,
     /// Total bytes of the message.
     pub(crate) size: u64,
+    /// The mailbox's quota, checked in the transaction ([`cmtp_store::Delivery::commit_within`]).
+    pub(crate) limit: Option<MailboxLimit>,
     /// Gets the id once the transaction has committed.
     pub(crate) reply: oneshot::Sender<Result<u64>>,
 }
@@ -76,11 +78,19 @@ pub(crate) async fn run(sh: Arc<Shared>, queue: Queue) {
         };
         match result {
             Ok(ids) => {
-                let total: u64 = batch.iter().map(|r| r.size).sum();
-                sh.metrics.observe_batch(batch.len() as u64, total);
+                let done = batch.iter().zip(&ids).filter(|(_, id)| id.is_ok());
+                let (n, total) = done.fold((0, 0), |(n, b), (r, _)| (n + 1, b + r.size));
+                if n > 0 {
+                    sh.metrics.observe_batch(n, total);
+                }
                 sh.mark_ok();
                 for (r, id) in batch.into_iter().zip(ids) {
-                    let _ = r.reply.send(Ok(id));
+                    if let (Err(_), Some(key)) = (&id, r.key) {
+                        // Refused over its quota: never committed, so its chunks go.
+                        let sh2 = sh.clone();
+                        tokio::spawn(async move { discard_upload(&sh2, key).await });
+                    }
+                    let _ = r.reply.send(id);
                 }
             }
             Err(e) => {
@@ -106,7 +116,7 @@ ON CONFLICT (name) DO UPDATE SET
     last_id = mailboxes.last_id + EXCLUDED.last_id,
     messages = mailboxes.messages + EXCLUDED.messages,
     bytes = mailboxes.bytes + EXCLUDED.bytes
-RETURNING name, last_id";
+RETURNING name, last_id, messages, bytes";
 
 const INSERT_MESSAGES: &str = "\
 INSERT INTO messages (mailbox, id, key, received, size, src_account, src_domain, version,
@@ -124,8 +134,75 @@ INSERT INTO relay_ids (relay_id, received)
 SELECT * FROM unnest($1::bytea[], $2::bigint[])
 ON CONFLICT (relay_id) DO UPDATE SET received = EXCLUDED.received";
 
-/// One transaction for the whole batch; the ids in batch order.
-async fn commit_batch(sh: &Shared, batch: &[CommitRequest]) -> Result<Vec<u64>> {
+/// One transaction for the whole batch; in batch order, each delivery's id, or
+/// [`StoreError::OverQuota`] for those its mailbox's quota refused (the others are
+/// committed without them).
+async fn commit_batch(sh: &Shared, batch: &[CommitRequest]) -> Result<Vec<Result<u64>>> {
+    let mut refused = vec![false; batch.len()];
+    // Each round either commits or refuses one more delivery, so this ends.
+    loop {
+        let admitted: Vec<&CommitRequest> = batch
+            .iter()
+            .zip(&refused)
+            .filter(|(_, r)| !**r)
+            .map(|(b, _)| b)
+            .collect();
+        let ids = if admitted.is_empty() {
+            Vec::new()
+        } else {
+            match commit_admitted(sh, &admitted).await? {
+                Ok(ids) => ids,
+                Err(over) => {
+                    // Rolled back: the same batch without the refused ones.
+                    let positions: Vec<usize> = (0..batch.len()).filter(|i| !refused[*i]).collect();
+                    for i in over {
+                        refused[positions[i]] = true;
+                    }
+                    continue;
+                }
+            }
+        };
+        let mut ids = ids.into_iter();
+        return Ok(refused
+            .iter()
+            .map(|r| {
+                if *r {
+                    Err(StoreError::OverQuota)
+                } else {
+                    ids.next()
+                        .ok_or_else(|| StoreError::Database("an id was not assigned".into()))
+                }
+            })
+            .collect());
+    }
+}
+
+/// Which deliveries of `batch` (positions) the quotas refuse, given each mailbox's
+/// committed totals `before` (messages, bytes): in batch order, a delivery with a limit
+/// goes in only while its mailbox is under it, as the quota gate of one node decides.
+fn over_quota(batch: &[&CommitRequest], before: &BTreeMap<String, (i64, i64)>) -> Vec<usize> {
+    let mut now = before.clone();
+    let mut over = Vec::new();
+    for (i, r) in batch.iter().enumerate() {
+        let cur = now.entry(r.meta.mailbox.clone()).or_default();
+        if let Some(l) = r.limit
+            && !(cur.0 < i64_of(l.messages) && cur.1 < i64_of(l.bytes))
+        {
+            over.push(i);
+            continue;
+        }
+        cur.0 += 1;
+        cur.1 += i64_of(r.size);
+    }
+    over
+}
+
+/// One transaction for `batch`: the ids in batch order, or (rolled back) the positions
+/// the quotas refuse.
+async fn commit_admitted(
+    sh: &Shared,
+    batch: &[&CommitRequest],
+) -> Result<std::result::Result<Vec<u64>, Vec<usize>>> {
     let what = "committing deliveries";
     let pg = |e| sh.pg(what, e);
     let mut c = sh.conn(what).await?;
@@ -133,7 +210,8 @@ async fn commit_batch(sh: &Shared, batch: &[CommitRequest]) -> Result<Vec<u64>> 
 
     // Ids: one row per mailbox, locked in name order (every writer takes them in that
     // order, so two nodes' batches cannot deadlock) and held until COMMIT, which makes
-    // ids ascend in commit order across nodes.
+    // ids ascend in commit order across nodes. The same lock makes the quota check
+    // below exact across nodes.
     let mut per: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     for r in batch {
         let e = per.entry(r.meta.mailbox.as_str()).or_default();
@@ -148,13 +226,22 @@ async fn commit_batch(sh: &Shared, batch: &[CommitRequest]) -> Result<Vec<u64>> 
         .query(&stmt, &[&names, &counts, &sizes])
         .await
         .map_err(pg)?;
-    // The first id of each mailbox's share of the batch.
+    // The first id of each mailbox's share of the batch; its totals before the batch.
     let mut next: BTreeMap<String, i64> = BTreeMap::new();
+    let mut before: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for row in rows {
         let name: String = row.get(0);
         let last: i64 = row.get(1);
-        let n = per.get(name.as_str()).map_or(0, |v| v.0);
-        next.insert(name, last - n + 1);
+        let (messages, bytes): (i64, i64) = (row.get(2), row.get(3));
+        let (n, b) = per.get(name.as_str()).copied().unwrap_or_default();
+        next.insert(name.clone(), last - n + 1);
+        before.insert(name, (messages - n, bytes - b));
+    }
+    let over = over_quota(batch, &before);
+    if !over.is_empty() {
+        // Nothing of this round stays; the rows' locks go with it.
+        tx.rollback().await.map_err(pg)?;
+        return Ok(Err(over));
     }
 
     // Keys for the messages whose bytes were all buffered.
@@ -266,5 +353,5 @@ async fn commit_batch(sh: &Shared, batch: &[CommitRequest]) -> Result<Vec<u64>> 
     let t0 = Instant::now();
     tx.commit().await.map_err(pg)?;
     sh.metrics.observe_fsync(t0.elapsed());
-    Ok(out)
+    Ok(Ok(out))
 }

@@ -13,7 +13,9 @@
 
 use std::sync::Arc;
 
-use cmtp_store::{Delivery, MessageInfo, MessageMeta, Result, StoreError, validate_meta};
+use cmtp_store::{
+    Delivery, MailboxLimit, MessageInfo, MessageMeta, Result, StoreError, validate_meta,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -167,6 +169,10 @@ impl PgDelivery {
         if self.broken {
             return Err(StoreError::DeliveryIncomplete);
         }
+        // Every chunk is written before the transaction that makes the message visible.
+        self.broken = true;
+        self.wait_inflight().await?;
+        self.broken = false;
         validate_meta(&info.meta)?;
         if info.size != self.size {
             return Err(StoreError::InvalidMeta(
@@ -307,7 +313,24 @@ impl Delivery for PgDelivery {
         Ok(())
     }
 
-    async fn commit(mut self, meta: MessageMeta) -> Result<u64> {
+    async fn commit(self, meta: MessageMeta) -> Result<u64> {
+        self.hand_to_committer(meta, None).await
+    }
+
+    /// The quota is checked in the commit's transaction, under the mailbox row's lock,
+    /// so it holds across every node of the database.
+    async fn commit_within(self, meta: MessageMeta, limit: MailboxLimit) -> Result<u64> {
+        self.hand_to_committer(meta, Some(limit)).await
+    }
+}
+
+impl PgDelivery {
+    /// Queues the delivery for the committer and waits for its answer.
+    async fn hand_to_committer(
+        mut self,
+        meta: MessageMeta,
+        limit: Option<MailboxLimit>,
+    ) -> Result<u64> {
         if self.broken {
             return Err(StoreError::DeliveryIncomplete);
         }
@@ -323,6 +346,7 @@ impl Delivery for PgDelivery {
             tail_seq: self.next_seq,
             tail: std::mem::take(&mut self.buf),
             size: self.size,
+            limit,
             reply: tx,
         };
         // From here the committer owns the upload: if the commit fails, it discards it.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cmtp_crypto::{Blake2b256, Signature};
 use cmtp_proto::submit::SubmitRequest;
 use cmtp_proto::{MessageDecoder, MessageError, MessageEvent, MessageLimits};
-use cmtp_store::{Delivery, MessageMeta};
+use cmtp_store::{Delivery, MessageMeta, StoreError};
 
 use crate::connection::{Conn, ConnError, Flow};
 use crate::metrics::FailureReason;
@@ -360,13 +360,18 @@ fn proof_holds(p: Proof) -> bool {
 async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<Outcome, Refusal> {
     match sink {
         Sink::Deliver(d, meta, hold) => {
-            let committed = d.commit(meta).await;
+            let committed = d.commit_within(meta, hold.limit()).await;
             // The store counts the message in its usage before the commit resolves.
             drop(hold);
             match committed {
                 Ok(id) => {
                     sh.metrics.deliveries_ok.fetch_add(1, Relaxed);
                     Ok(Outcome::Stored(id))
+                }
+                // Another node's deliveries filled the mailbox meanwhile.
+                Err(StoreError::OverQuota) => {
+                    tracing::debug!("mailbox over quota at commit");
+                    Err(Refusal::Delivery(Some(FailureReason::OverQuota)))
                 }
                 Err(e) => Err(Refusal::Internal(format!("store commit failed: {e}"))),
             }
@@ -389,7 +394,7 @@ async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<O
                 note: note.encode(),
                 relay_id,
             };
-            let committed = d.commit(meta).await;
+            let committed = d.commit_within(meta, hold.limit()).await;
             drop(hold);
             match committed {
                 Ok(id) => {
@@ -402,6 +407,10 @@ async fn finish<S: Backend>(sh: &Shared<S>, sink: Sink<S::Delivery>) -> Result<O
                         src_domain: env.src_domain,
                     });
                     Ok(Outcome::Queued(id))
+                }
+                Err(StoreError::OverQuota) => {
+                    tracing::warn!("relay queue full at commit");
+                    Err(Refusal::TryLater(FailureReason::QueueFull))
                 }
                 Err(e) => Err(Refusal::Internal(format!("queue commit failed: {e}"))),
             }
