@@ -5,6 +5,9 @@
 # loopback only, fsync and synchronous_commit on), then RUNS rounds of:
 #   - ceiling: pgbench, 32 clients, each transaction one INSERT of 10 KiB (what the
 #     database commits by itself; one WAL flush per transaction, merged by PostgreSQL);
+#   - large ceiling: pgbench, 8 clients, each transaction four new 256 KiB rows (1 MiB,
+#     made by the server, so no client transfer) into a table like message_chunks: what
+#     the database stores of large messages by itself;
 #   - embedded: cmtpd on the embedded store, MAIL 10 KiB x 32 and 1 MiB x 8;
 #   - pg1: one cmtpd node on the database, the same two loads;
 #   - pg2: two cmtpd nodes on the database, 16 connections to each at once (10 KiB).
@@ -49,8 +52,14 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
     -o "-c listen_addresses=127.0.0.1 -p $PORT -k $WORK/sock $PGSETTINGS" start >/dev/null)
 PSQL=("$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U cmtp -X -q)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE ceiling" -c "CREATE DATABASE cmtp"
-"${PSQL[@]}" -d ceiling -c "CREATE TABLE bench (id bigserial PRIMARY KEY, data bytea)"
+"${PSQL[@]}" -d ceiling -c "CREATE TABLE bench (id bigserial PRIMARY KEY, data bytea)" \
+    -c "CREATE TABLE chunks (key bigint, seq int, data bytea, PRIMARY KEY (key, seq))" \
+    -c "ALTER TABLE chunks ALTER COLUMN data SET STORAGE EXTERNAL" -c "CREATE SEQUENCE keys"
 echo "INSERT INTO bench (data) VALUES (convert_to(repeat('x', 10240), 'UTF8'));" > "$WORK/insert.sql"
+# Each row's value made afresh (a copied value would reuse its stored form).
+echo "WITH n AS (SELECT nextval('keys') AS key) INSERT INTO chunks SELECT n.key, s,
+  convert_to(repeat('x', 262140) || lpad(s::text, 4), 'UTF8') FROM n, generate_series(0, 3) s;" \
+    > "$WORK/large.sql"
 URL="postgres://cmtp@127.0.0.1:$PORT/cmtp"
 CMTPD_DATABASE_URL=$URL "$CMTPD" --data-dir "$WORK/unused" db migrate >&2
 {
@@ -113,11 +122,14 @@ for r in $(seq 1 "$RUNS"); do
     "$BENCH" --json mail -c 16 --size 10k --seconds "$SECS" --server "$ADDR_pg2" \
         --server-pid "$PID_pg2" > "$OUT/pg2-small-$r-b.json"
     wait "$a"
+    note "ceiling-large-$r"
+    "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U cmtp -n -c 8 -j 2 -T "$SECS" \
+        -f "$WORK/large.sql" ceiling > "$OUT/ceiling-large-$r.txt" 2>&1
     mail "emb-large-$r" "$ADDR_emb" "$PID_emb" "$METRICS_emb" 8 1m
     mail "pg1-large-$r" "$ADDR_pg1" "$PID_pg1" "$METRICS_pg1" 8 1m
     # Keep the database small between rounds: what was delivered is not read again.
     "${PSQL[@]}" -d cmtp -c "TRUNCATE messages, message_chunks" -c "UPDATE mailboxes SET messages = 0, bytes = 0" -c "VACUUM"
-    "${PSQL[@]}" -d ceiling -c "TRUNCATE bench"
+    "${PSQL[@]}" -d ceiling -c "TRUNCATE bench, chunks"
 done
 if [[ $BIG == 1 ]]; then
     bench big-pg1 big --size 1G --server "$ADDR_pg1" --server-pid "$PID_pg1"
@@ -130,7 +142,8 @@ done
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 med() { for f in "$OUT"/$1; do jq -r "$2" "$f"; done | median; }
-ceiling=$(for f in "$OUT"/ceiling-*.txt; do awk '/^tps/{print $3}' "$f"; done | median)
+ceiling=$(for f in "$OUT"/ceiling-[0-9]*.txt; do awk '/^tps/{print $3}' "$f"; done | median)
+ceiling_l=$(for f in "$OUT"/ceiling-large-*.txt; do awk '/^tps/{print $3}' "$f"; done | median)
 pg2=$(for r in $(seq 1 "$RUNS"); do
     jq -s 'map(.per_sec) | add' "$OUT/pg2-small-$r-a.json" "$OUT/pg2-small-$r-b.json"
 done | median)
@@ -144,7 +157,8 @@ echo "| embedded, MAIL 10 KiB × 32 | $emb_s msgs/s | |"
 echo "| postgres, one node, MAIL 10 KiB × 32 | $pg1_s msgs/s | $(ratio "$pg1_s" "$ceiling") of ceiling, $(ratio "$pg1_s" "$emb_s") of embedded |"
 echo "| postgres, two nodes, 16 + 16 connections | $pg2 msgs/s | $(ratio "$pg2" "$pg1_s") of one node |"
 echo "| embedded, MAIL 1 MiB × 8 | $emb_l MB/s | |"
-echo "| postgres, one node, MAIL 1 MiB × 8 | $pg1_l MB/s | $(ratio "$pg1_l" "$emb_l") of embedded |"
+echo "| pgbench large ceiling, 8 clients, 1 MiB (4 × 256 KiB rows) per transaction | $ceiling_l tps (× 1.05 MB) | |"
+echo "| postgres, one node, MAIL 1 MiB × 8 | $pg1_l MB/s | $(ratio "$pg1_l" "$emb_l") of embedded, $(awk -v a="$pg1_l" -v c="$ceiling_l" 'BEGIN{printf "%.2f", a/(c*1.048576)}') of the large ceiling |"
 echo "| postgres node, server CPU per 10 KiB MAIL | $(med 'pg1-small-*.json' .server_side.cpu_us_per_op) µs | |"
 if [[ $BIG == 1 ]]; then
     for n in pg1 emb; do
