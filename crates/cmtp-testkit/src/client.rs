@@ -152,6 +152,22 @@ impl Client {
         self.status()
     }
 
+    /// Sends MAIL `n` times with message `m`, every one on the wire before the first
+    /// reply is read (written from another thread, so a server that reads ahead cannot
+    /// stall on a full socket), and returns the `n` replies in order.
+    pub fn mail_pipelined(&mut self, m: &[u8], n: usize) -> Vec<String> {
+        let mut w = Vec::with_capacity(n * (m.len() + 5));
+        for _ in 0..n {
+            w.extend_from_slice(b"MAIL\0");
+            w.extend_from_slice(m);
+        }
+        let mut s = self.s.try_clone().expect("cloning the client socket");
+        let writer = std::thread::spawn(move || s.write_all(&w).expect("writing the MAILs"));
+        let replies = (0..n).map(|_| self.status()).collect();
+        writer.join().expect("the writer thread");
+        replies
+    }
+
     /// A general or version-0 reply (first byte tells).
     pub fn status(&mut self) -> String {
         let mut first = [0u8; 1];

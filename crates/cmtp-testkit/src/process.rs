@@ -122,8 +122,14 @@ pub fn add_user(data: &Path, name: &str, password: &str) {
     if !data.is_dir() {
         admin(data, &["init"], b"").ok();
     }
+    user_add(|args, stdin| admin(data, args, stdin), name, password);
+}
+
+/// `user add NAME --password-stdin --allow-weak-password` through `admin` (asserts
+/// success): the one spelling of the command for [`add_user`] and
+/// [`crate::TestServer::admin_add_user`].
+pub(crate) fn user_add(admin: impl FnOnce(&[&str], &[u8]) -> Out, name: &str, password: &str) {
     admin(
-        data,
         &[
             "user",
             "add",

@@ -300,17 +300,7 @@ impl TestServer {
     /// [`crate::add_user`] knows only a data directory: on a postgres server it would
     /// write users no server reads.
     pub fn admin_add_user(&self, name: &str, password: &str) {
-        self.admin(
-            &[
-                "user",
-                "add",
-                name,
-                "--password-stdin",
-                "--allow-weak-password",
-            ],
-            format!("{password}\n").as_bytes(),
-        )
-        .ok();
+        crate::process::user_add(|args, stdin| self.admin(args, stdin), name, password);
     }
 
     /// Runs `f` on the users the server reads: the data directory's, or the database's.

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use cmtp_crypto::KeyPair;
-use cmtp_proto::Command;
-use cmtp_proto::submit::SubmitRequest;
 use cmtp_testkit::*;
+
+mod fed;
+use fed::submit;
 
 /// Long enough for a relay over loopback with 1-second retries, on a busy 2-core CI box.
 const DELIVERY: Duration = Duration::from_secs(60);
@@ -28,24 +28,6 @@ fn fast_retries(route: Option<(&str, std::net::SocketAddr)>) -> String {
         c.push_str(&format!("routes = {{ \"{d}\" = \"{a}\" }}\n"));
     }
     c
-}
-
-fn submit(c: &mut Client, kp: &KeyPair, user: &str, domain: &str, msg: &[u8]) -> String {
-    let ts = now();
-    let digest = cmtp_crypto::blake2b_256(msg);
-    let sig = kp.sign(&cmtp_proto::submit::signing_bytes(
-        user, domain, ts, &digest,
-    ));
-    let mut w = Vec::new();
-    Command::Submit(SubmitRequest {
-        user: user.into(),
-        timestamp: ts,
-        signature: *sig.as_bytes(),
-    })
-    .encode(&mut w);
-    w.extend_from_slice(msg);
-    c.send(&w);
-    c.status()
 }
 
 fn count(srv: &TestServer, mailbox: &str) -> u64 {

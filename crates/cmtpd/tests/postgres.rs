@@ -198,19 +198,7 @@ fn quota_holds_across_two_nodes_under_concurrent_deliveries() {
             };
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr, key);
-                // Pipelined: every MAIL is on the wire before the first reply is read.
-                let mut w = Vec::new();
-                for _ in 0..12 {
-                    w.extend_from_slice(b"MAIL\0");
-                    w.extend_from_slice(&m);
-                }
-                let writer = {
-                    let mut s = c.s.try_clone().unwrap();
-                    std::thread::spawn(move || std::io::Write::write_all(&mut s, &w).unwrap())
-                };
-                let replies: Vec<String> = (0..12).map(|_| c.status()).collect();
-                writer.join().unwrap();
-                replies
+                c.mail_pipelined(&m, 12)
             })
         })
         .collect();

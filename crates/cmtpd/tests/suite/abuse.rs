@@ -5,7 +5,7 @@
 //! On the backend of the including target (`BACKEND`): tests/abuse.rs runs these on the
 //! embedded store, tests/suite_pg.rs on PostgreSQL.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 
 use cmtp_crypto::KeyPair;
@@ -74,19 +74,7 @@ fn quota_holds_under_concurrent_deliveries() {
             let m = m.clone();
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr, key);
-                // Pipelined: every MAIL is on the wire before the first reply is read.
-                let mut w = Vec::new();
-                for _ in 0..12 {
-                    w.extend_from_slice(b"MAIL\0");
-                    w.extend_from_slice(&m);
-                }
-                let writer = {
-                    let mut s = c.s.try_clone().unwrap();
-                    std::thread::spawn(move || s.write_all(&w).unwrap())
-                };
-                let replies: Vec<String> = (0..12).map(|_| c.status()).collect();
-                writer.join().unwrap();
-                replies
+                c.mail_pipelined(&m, 12)
             })
         })
         .collect();
