@@ -2,11 +2,8 @@
 
 use cmtp_store::{MessageInfo, PeerKey, Result, StoreImport, ensure_path_safe, validate_mailbox};
 
+use crate::state::i64_of;
 use crate::{PgDelivery, PgStore};
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
 
 impl StoreImport for PgStore {
     fn is_empty(&self) -> Result<bool> {

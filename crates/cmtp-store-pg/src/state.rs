@@ -26,6 +26,16 @@ pub(crate) struct Shared {
     degraded: Mutex<Option<(String, u64)>>,
 }
 
+/// A count or time as PostgreSQL's `bigint` (saturating: nothing here comes near).
+pub(crate) fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `bigint` read back (a negative one, which we never write, as 0).
+pub(crate) fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
 /// Unix seconds now.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()

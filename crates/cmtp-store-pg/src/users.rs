@@ -4,10 +4,7 @@ use cmtp_store::{Result, StoreError, UserRecord, ensure_path_safe};
 use tokio_postgres::error::SqlState;
 
 use crate::PgStore;
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
+use crate::state::i64_of;
 
 fn key32(b: &[u8]) -> Result<[u8; 32]> {
     b.try_into()

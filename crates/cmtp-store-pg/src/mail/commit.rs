@@ -12,6 +12,7 @@ use cmtp_store::{MailboxLimit, MessageMeta, Result, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::delivery::discard_upload;
+use crate::state::i64_of;
 use crate::state::{Shared, unix_now};
 
 /// One delivery waiting for its commit.
@@ -29,10 +30,6 @@ pub(crate) struct CommitRequest {
     pub(crate) limit: Option<MailboxLimit>,
     /// Gets the id once the transaction has committed.
     pub(crate) reply: oneshot::Sender<Result<u64>>,
-}
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The committer's queue, shared by the node's committers: one takes a batch while

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use super::CHUNK;
 use super::commit::CommitRequest;
 use crate::bridge::Bridge;
+use crate::state::i64_of;
 use crate::state::{Shared, unix_now};
 
 /// A message being received (see the module doc).
@@ -194,10 +195,6 @@ impl PgDelivery {
         }
         r
     }
-}
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 async fn import_tx(

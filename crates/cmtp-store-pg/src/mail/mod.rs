@@ -20,6 +20,7 @@ pub use reader::PgReader;
 
 use crate::PgStore;
 use crate::state::{Shared, unix_now};
+use crate::state::{i64_of, u64_of};
 
 /// Bytes per `message_chunks` row (and the most a delivery or reader buffers).
 pub const CHUNK: usize = 256 * 1024;
@@ -30,14 +31,6 @@ const COMMIT_QUEUE: usize = 1024;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How often abandoned uploads and expired relay ids are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
 
 /// Starts the committer, the health probe and the sweeper on the store's runtime (call
 /// inside it); returns the committer's queue.
