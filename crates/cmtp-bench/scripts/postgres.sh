@@ -10,7 +10,10 @@
 #     the database stores of large messages by itself;
 #   - embedded: cmtpd on the embedded store, MAIL 10 KiB x 32 and 1 MiB x 8;
 #   - pg1: one cmtpd node on the database, the same two loads;
-#   - pg2: two cmtpd nodes on the database, 16 connections to each at once (10 KiB).
+#   - pg2: two cmtpd nodes on the database, 16 connections to each at once (10 KiB);
+#   - spread: the same 32 connections split over two mailboxes (m1, m2), all through
+#     node 1 (pg1-spread), then m1 through node 1 and m2 through node 2 (pg2-spread):
+#     one node against two on a load that is not one mailbox.
 # and once, at the end, one 1 GiB message through a postgres node (node RSS sampled).
 # Writes one JSON file per run into OUTDIR and prints the medians.
 #
@@ -97,6 +100,10 @@ start_cmtpd emb "$WORK/emb"
 start_cmtpd pg1 "$WORK/node" postgres
 # The second node shares the first one's data directory, hence its server key.
 start_cmtpd pg2 "$WORK/node" postgres
+for u in m1 m2; do
+    echo "bench" | "$CMTPD" --config "$OUT/pg1.toml" user add "$u" --password-stdin \
+        --allow-weak-password >/dev/null
+done
 echo "embedded $ADDR_emb, node 1 $ADDR_pg1, node 2 $ADDR_pg2, database 127.0.0.1:$PORT" >&2
 
 note() { echo "$(date -u +%T) $1 (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2; }
@@ -125,6 +132,18 @@ for r in $(seq 1 "$RUNS"); do
     note "ceiling-large-$r"
     "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U cmtp -n -c 8 -j 2 -T "$SECS" \
         -f "$WORK/large.sql" ceiling > "$OUT/ceiling-large-$r.txt" 2>&1
+    # pair NAME ADDR1 PID1 ADDR2 PID2: 16 connections to m1 at 1 and 16 to m2 at 2 at once.
+    pair() {
+        note "$1"
+        "$BENCH" --json mail -c 16 --size 10k --seconds "$SECS" --to m1 --server "$2" \
+            --server-pid "$3" > "$OUT/$1-a.json" &
+        local a=$!
+        "$BENCH" --json mail -c 16 --size 10k --seconds "$SECS" --to m2 --server "$4" \
+            --server-pid "$5" > "$OUT/$1-b.json"
+        wait "$a"
+    }
+    pair "pg1-spread-$r" "$ADDR_pg1" "$PID_pg1" "$ADDR_pg1" "$PID_pg1"
+    pair "pg2-spread-$r" "$ADDR_pg1" "$PID_pg1" "$ADDR_pg2" "$PID_pg2"
     mail "emb-large-$r" "$ADDR_emb" "$PID_emb" "$METRICS_emb" 8 1m
     mail "pg1-large-$r" "$ADDR_pg1" "$PID_pg1" "$METRICS_pg1" 8 1m
     # Keep the database small between rounds: what was delivered is not read again.
@@ -144,9 +163,12 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 med() { for f in "$OUT"/$1; do jq -r "$2" "$f"; done | median; }
 ceiling=$(for f in "$OUT"/ceiling-[0-9]*.txt; do awk '/^tps/{print $3}' "$f"; done | median)
 ceiling_l=$(for f in "$OUT"/ceiling-large-*.txt; do awk '/^tps/{print $3}' "$f"; done | median)
-pg2=$(for r in $(seq 1 "$RUNS"); do
-    jq -s 'map(.per_sec) | add' "$OUT/pg2-small-$r-a.json" "$OUT/pg2-small-$r-b.json"
-done | median)
+pairsum() { for r in $(seq 1 "$RUNS"); do
+    jq -s 'map(.per_sec) | add' "$OUT/$1-$r-a.json" "$OUT/$1-$r-b.json"
+done | median; }
+pg2=$(pairsum pg2-small)
+pg1s=$(pairsum pg1-spread)
+pg2s=$(pairsum pg2-spread)
 emb_s=$(med 'emb-small-*.json' .per_sec); pg1_s=$(med 'pg1-small-*.json' .per_sec)
 emb_l=$(med 'emb-large-*.json' .mb_per_sec); pg1_l=$(med 'pg1-large-*.json' .mb_per_sec)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
@@ -156,6 +178,8 @@ echo "| pgbench ceiling, 32 clients, 10 KiB INSERT per transaction | $ceiling tp
 echo "| embedded, MAIL 10 KiB × 32 | $emb_s msgs/s | |"
 echo "| postgres, one node, MAIL 10 KiB × 32 | $pg1_s msgs/s | $(ratio "$pg1_s" "$ceiling") of ceiling, $(ratio "$pg1_s" "$emb_s") of embedded |"
 echo "| postgres, two nodes, 16 + 16 connections | $pg2 msgs/s | $(ratio "$pg2" "$pg1_s") of one node |"
+echo "| postgres, one node, 16 + 16 connections to two mailboxes | $pg1s msgs/s | |"
+echo "| postgres, two nodes, one mailbox each (16 + 16) | $pg2s msgs/s | $(ratio "$pg2s" "$pg1s") of one node |"
 echo "| embedded, MAIL 1 MiB × 8 | $emb_l MB/s | |"
 echo "| pgbench large ceiling, 8 clients, 1 MiB (4 × 256 KiB rows) per transaction | $ceiling_l tps (× 1.05 MB) | |"
 echo "| postgres, one node, MAIL 1 MiB × 8 | $pg1_l MB/s | $(ratio "$pg1_l" "$emb_l") of embedded, $(awk -v a="$pg1_l" -v c="$ceiling_l" 'BEGIN{printf "%.2f", a/(c*1.048576)}') of the large ceiling |"
