@@ -1,8 +1,9 @@
 //! Command line: subcommands, their options, and the human or JSON output.
 
+pub use crate::args::{StopArgs, parse_seconds, parse_size_arg};
 use crate::limits::{self, LimitsConfig};
 use crate::load::{self, BigReport, IdleReport, KeyConfig, LoadReport, MailConfig, Stop, Target};
-use crate::size::{format_size, parse_size};
+use crate::size::format_size;
 use crate::spike::{self, Pattern, SpikeConfig, SpikeReport};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -114,18 +115,6 @@ pub struct ServerArgs {
     /// Upgrade every connection to TLS (TLSSTART, docs/protocol.md D7) before the load.
     #[arg(long)]
     pub tls: bool,
-}
-
-/// How long a run lasts: exactly one of a count or a duration.
-#[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
-pub struct StopArgs {
-    /// Stop after this many messages in total.
-    #[arg(long)]
-    pub messages: Option<u64>,
-    /// Stop after this many seconds (operations in flight complete).
-    #[arg(long, value_parser = parse_seconds)]
-    pub seconds: Option<Duration>,
 }
 
 /// How long a keyrequest run lasts: exactly one of a count or a duration.
@@ -247,23 +236,6 @@ pub struct LimitsArgs {
     /// Size of the sequential write + fdatasync measurement (0 skips it).
     #[arg(long, default_value = "1G", value_parser = parse_size_arg)]
     pub seq_size: u64,
-}
-
-/// clap value parser for sizes.
-pub fn parse_size_arg(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
-}
-
-/// clap value parser for durations in (fractional) seconds, 0 < s ≤ 1 day.
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid seconds {s:?}"))?;
-    if !(v > 0.0 && v <= 86_400.0) {
-        return Err(format!("seconds must be in (0, 86400], got {s}"));
-    }
-    Ok(Duration::from_secs_f64(v))
 }
 
 fn target(s: &ServerArgs, allow_remote: bool, timeout: Duration) -> Result<Target> {

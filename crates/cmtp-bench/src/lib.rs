@@ -6,6 +6,7 @@
 //! TCP). Every loop is bounded by a count, a duration or a size, and only loopback
 //! servers are targeted unless `--allow-remote` is given.
 
+pub mod args;
 pub mod cli;
 pub mod hist;
 pub mod limits;

@@ -74,10 +74,19 @@ pub use profile::{Compat, PinStatus, Pins, Profile, ProfileConfig, TimeoutConfig
 pub use readstate::MAX_READ_IDS;
 pub use session::{
     ClientOptions, DEFAULT_INBOX_DEADLINE, DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE, KeyLookup,
-    LoginInfo, RecipientResult, Session, discover, unix_now,
+    LoginInfo, RecipientResult, Session, discover,
 };
 
 pub use cmtp_crypto::PublicKey;
+
+/// The current time in Unix seconds (0 if the clock is before 1970), as the mailbox
+/// requests and internal bodies carry it.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 #[cfg(test)]
 mod send_check {

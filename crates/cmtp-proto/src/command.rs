@@ -7,11 +7,13 @@
 //! parse is a left-to-right scan, so feeding a stream in any split gives the same
 //! commands and the same error as feeding it whole.
 
-use crate::limits::{MAX_COMMAND_WORD, MAX_PARAM};
+use crate::limits::MAX_COMMAND_WORD;
 use crate::mbox::{FetchPart, MboxKind, MboxRequest};
 use crate::opaque::OpaqueCommand;
+pub use crate::params::CommandError;
+use crate::params::{Params, need};
 use crate::submit::SubmitRequest;
-use crate::text::{parse_decimal, parse_hex, push_hex};
+use crate::text::{parse_hex, push_hex};
 
 /// SMTP verbs recognised when a word ends with a space, CR or LF (D1).
 pub const SMTP_VERBS: &[&str] = &[
@@ -67,31 +69,6 @@ pub enum Command {
     Opaque(OpaqueCommand),
 }
 
-/// Why the bytes are not a valid command. Every variant means the stream can no
-/// longer be framed: the server answers FAILURE and closes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    /// More than 10 bytes without a terminator.
-    #[error("command word longer than {MAX_COMMAND_WORD} bytes")]
-    WordTooLong,
-    /// A byte that cannot be part of a command word, or a word ended by a space, CR or
-    /// LF that is not an SMTP verb.
-    #[error("malformed command word")]
-    MalformedWord,
-    /// A well-formed word that is not a CMTP command.
-    #[error("unknown command {0:?}")]
-    UnknownCommand(String),
-    /// A parameter longer than 255 bytes.
-    #[error("parameter longer than {MAX_PARAM} bytes")]
-    ParamTooLong,
-    /// A parameter that is not valid UTF-8.
-    #[error("parameter is not valid UTF-8")]
-    InvalidUtf8,
-    /// A parameter with the wrong syntax (number, part, signature hex).
-    #[error("invalid {0} parameter")]
-    InvalidParam(&'static str),
-}
-
 /// How the command word ended.
 enum WordEnd {
     Nul,
@@ -112,66 +89,6 @@ fn scan_word(buf: &[u8]) -> Result<Option<(&[u8], WordEnd)>, CommandError> {
     Ok(None)
 }
 
-/// Incremental reader of NUL-terminated parameters.
-pub(crate) struct Params<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Params<'a> {
-    /// The bytes after the current position (for binary fields).
-    pub(crate) fn rest(&self) -> &'a [u8] {
-        &self.buf[self.pos..]
-    }
-
-    /// Moves past `n` bytes of [`Params::rest`].
-    pub(crate) fn advance(&mut self, n: usize) {
-        self.pos += n;
-    }
-
-    /// Next parameter as raw bytes; Ok(None) = need more.
-    pub(crate) fn raw(&mut self) -> Result<Option<&'a [u8]>, CommandError> {
-        let rest = &self.buf[self.pos..];
-        let window = &rest[..rest.len().min(MAX_PARAM + 1)];
-        match window.iter().position(|&b| b == 0) {
-            Some(n) => {
-                self.pos += n + 1;
-                Ok(Some(&rest[..n]))
-            }
-            None if window.len() > MAX_PARAM => Err(CommandError::ParamTooLong),
-            None => Ok(None),
-        }
-    }
-
-    pub(crate) fn string(&mut self) -> Result<Option<String>, CommandError> {
-        match self.raw()? {
-            Some(b) => std::str::from_utf8(b)
-                .map(|s| Some(s.to_owned()))
-                .map_err(|_| CommandError::InvalidUtf8),
-            None => Ok(None),
-        }
-    }
-
-    pub(crate) fn number(&mut self, what: &'static str) -> Result<Option<u64>, CommandError> {
-        match self.raw()? {
-            Some(b) => parse_decimal(b)
-                .map(Some)
-                .ok_or(CommandError::InvalidParam(what)),
-            None => Ok(None),
-        }
-    }
-}
-
-/// `?`-like early return of `Ok(None)` for "need more".
-macro_rules! need {
-    ($e:expr) => {
-        match $e? {
-            Some(v) => v,
-            None => return Ok(None),
-        }
-    };
-}
-
 impl Command {
     /// Parses one command from the start of `buf`.
     ///
@@ -188,10 +105,7 @@ impl Command {
                 None => Err(CommandError::MalformedWord),
             };
         }
-        let mut p = Params {
-            buf,
-            pos: after_word,
-        };
+        let mut p = Params::new(buf, after_word);
         let cmd = match word {
             b"" => Command::Empty,
             b"OHAI" => Command::Ohai,
@@ -226,7 +140,7 @@ impl Command {
                 ));
             }
         };
-        Ok(Some((cmd, p.pos)))
+        Ok(Some((cmd, p.used())))
     }
 
     /// Appends the wire form of this command.

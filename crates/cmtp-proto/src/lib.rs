@@ -20,6 +20,7 @@ pub mod mbox;
 pub mod message;
 pub mod name;
 pub mod opaque;
+mod params;
 pub mod reply;
 pub mod submit;
 mod text;

@@ -11,7 +11,7 @@
 //! Lengths are big-endian and at most [`MAX_BLOB`]; a larger one is a framing error as
 //! soon as it is visible.
 
-use crate::command::{CommandError, Params};
+use crate::params::{CommandError, Params, need};
 use crate::reply::{Decoded, ReplyError, StatusReply, decode_general_or_v0};
 use crate::text::{parse_hex, push_hex};
 use crate::{SIG_LEN, be_u32};
@@ -134,16 +134,6 @@ fn encode_auth(a: &RegAuth, out: &mut Vec<u8>) {
     param(out, a.timestamp.to_string().as_bytes());
     push_hex(&a.signature, out);
     out.push(0);
-}
-
-/// `?`-like early return of `Ok(None)` for "need more".
-macro_rules! need {
-    ($e:expr) => {
-        match $e? {
-            Some(v) => v,
-            None => return Ok(None),
-        }
-    };
 }
 
 /// Reads a `u16 len | bytes` blob at the parser's position; Ok(None) = need more.

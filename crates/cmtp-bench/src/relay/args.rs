@@ -4,7 +4,7 @@ use super::drain::{self, DrainReport};
 use super::latency::{self, LatencyReport};
 use super::submit::{Submission, read_secret_key};
 use super::{RateReport, RelayConfig, Side};
-use crate::cli::{StopArgs, parse_seconds, parse_size_arg};
+use crate::args::{StopArgs, parse_seconds, parse_size_arg};
 use crate::load::Latency;
 use crate::size::format_size;
 use anyhow::{Context, Result};

@@ -145,7 +145,7 @@ impl Connection {
         let (state, request) = ClientRegistrationState::start(password)?;
         // Two different timestamps: the server refuses a registration not newer than the
         // stored one, so one login that registers twice within a second still works.
-        let now = crate::session::unix_now();
+        let now = crate::unix_now();
         let mut reg1 = OpaqueCommand::Register1 {
             auth: RegAuth {
                 user: user.to_owned(),

@@ -10,7 +10,9 @@ mod send;
 use keys::obtain_keys;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::unix_now;
 
 use cmtp_crypto::{KeyPair, PublicKey};
 use cmtp_proto::{Body, FetchPart, InternalBody, MboxKind, MboxRequest, SubmitRequest};
@@ -118,15 +120,6 @@ impl std::fmt::Debug for Session {
             .field("unlocked", &self.keys.is_some())
             .finish()
     }
-}
-
-/// The current time in Unix seconds (0 if the clock is before 1970), as the mailbox
-/// requests and internal bodies carry it.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Finds the CMTP servers of `domain` by DNS (SRV, then MX on port 25), as `host:port`.

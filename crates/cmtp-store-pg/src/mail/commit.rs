@@ -11,7 +11,7 @@ use std::time::Instant;
 use cmtp_store::{MailboxLimit, MessageMeta, Result, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-use super::delivery::discard_upload;
+use super::discard_upload;
 use crate::state::i64_of;
 use crate::state::{Shared, unix_now};
 

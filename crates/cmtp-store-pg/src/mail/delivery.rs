@@ -19,8 +19,8 @@ use cmtp_store::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::CHUNK;
 use super::commit::CommitRequest;
+use super::{CHUNK, discard_upload};
 use crate::bridge::Bridge;
 use crate::state::i64_of;
 use crate::state::{Shared, unix_now};
@@ -137,28 +137,6 @@ async fn next_chunk(sh: &Shared, key: i64, seq: i32, data: Vec<u8>) -> Result<()
         .await
         .map_err(|e| sh.pg(what, e))?;
     Ok(())
-}
-
-/// Removes the chunks and upload row of a delivery that was not committed. Only while
-/// its `uploads` row exists: a commit whose answer was lost may have succeeded, and then
-/// the row is gone and the chunks belong to a stored message.
-pub(crate) async fn discard_upload(sh: &Shared, key: i64) {
-    let what = "discarding an upload";
-    let r = async {
-        let c = sh.conn(what).await?;
-        c.execute(
-            "WITH u AS (DELETE FROM uploads WHERE key = $1 RETURNING key)
-             DELETE FROM message_chunks WHERE key IN (SELECT key FROM u)",
-            &[&key],
-        )
-        .await
-        .map_err(|e| sh.pg(what, e))
-    }
-    .await;
-    if let Err(e) = r {
-        // The sweeper removes it later (the upload row stays until then).
-        tracing::warn!(error = %e, "could not discard an abandoned delivery now");
-    }
 }
 
 impl PgDelivery {

@@ -88,6 +88,28 @@ pub(crate) async fn sweep(sh: &Shared) -> Result<u64> {
     Ok(rows.first().map_or(0, |r| u64_of(r.get(0))))
 }
 
+/// Removes the chunks and upload row of a delivery that was not committed. Only while
+/// its `uploads` row exists: a commit whose answer was lost may have succeeded, and then
+/// the row is gone and the chunks belong to a stored message.
+pub(crate) async fn discard_upload(sh: &Shared, key: i64) {
+    let what = "discarding an upload";
+    let r = async {
+        let c = sh.conn(what).await?;
+        c.execute(
+            "WITH u AS (DELETE FROM uploads WHERE key = $1 RETURNING key)
+             DELETE FROM message_chunks WHERE key IN (SELECT key FROM u)",
+            &[&key],
+        )
+        .await
+        .map_err(|e| sh.pg(what, e))
+    }
+    .await;
+    if let Err(e) = r {
+        // The sweeper removes it later (the upload row stays until then).
+        tracing::warn!(error = %e, "could not discard an abandoned delivery now");
+    }
+}
+
 pub(crate) async fn database_size(sh: &Shared) -> Result<u64> {
     let c = sh.conn("measuring the database").await?;
     let r = c
