@@ -168,6 +168,25 @@ impl Client {
         replies
     }
 
+    /// The listing of `user`'s mailbox at `localhost` (a signed MBOXLIST), asserting
+    /// that the server answered it.
+    pub fn list_mailbox(&mut self, user: &str, key: &KeyPair) -> Vec<cmtp_proto::ListEntry> {
+        let req = cmtp_proto::MboxRequest::list(user, crate::now());
+        let payload = self
+            .mbox(cmtp_proto::MboxKind::List, req, key, "localhost")
+            .unwrap_or_else(|e| panic!("MBOXLIST of {user}: {e}"));
+        cmtp_proto::mbox::decode_list(&payload, u32::MAX).expect("a mailbox listing")
+    }
+
+    /// Message `id` of `user`'s mailbox at `localhost`, whole (a signed MBOXFETCH),
+    /// asserting that the server answered it.
+    pub fn fetch_message(&mut self, user: &str, key: &KeyPair, id: u64) -> Vec<u8> {
+        let req =
+            cmtp_proto::MboxRequest::fetch(user, crate::now(), id, cmtp_proto::FetchPart::Full);
+        self.mbox(cmtp_proto::MboxKind::Fetch, req, key, "localhost")
+            .unwrap_or_else(|e| panic!("MBOXFETCH {id} of {user}: {e}"))
+    }
+
     /// A general or version-0 reply (first byte tells).
     pub fn status(&mut self) -> String {
         let mut first = [0u8; 1];

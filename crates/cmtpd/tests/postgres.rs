@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use cmtp_crypto::KeyPair;
-use cmtp_proto::{FetchPart, MboxKind, MboxRequest};
+use cmtp_proto::{MboxKind, MboxRequest};
 use cmtp_store::{UserRecord, UserStore};
 use cmtp_store_pg::{PgOptions, PgStore};
 use cmtp_testkit::*;
@@ -22,18 +22,6 @@ fn cmtpd_with_url(data: &std::path::Path, url: &str, args: &[&str]) -> Out {
         .arg(data)
         .args(args);
     run(cmd, b"")
-}
-
-fn list(c: &mut Client, bob: &KeyPair) -> Vec<cmtp_proto::mbox::ListEntry> {
-    let payload = c
-        .mbox(
-            MboxKind::List,
-            MboxRequest::list("bob", now()),
-            bob,
-            "localhost",
-        )
-        .unwrap();
-    cmtp_proto::mbox::decode_list(&payload, 100).unwrap()
 }
 
 #[test]
@@ -123,20 +111,12 @@ fn two_nodes_on_one_database_serve_one_domain() {
     assert_eq!(c1.mail(&big), "SUCCESS");
     // … listed and fetched through node 2 at once, byte for byte …
     let mut c2 = node2.client();
-    let entries = list(&mut c2, &bob);
+    let entries = c2.list_mailbox("bob", &bob);
     assert_eq!(entries.len(), 2);
     assert!(entries[0].id < entries[1].id);
     for (e, m) in entries.iter().zip([&small, &big]) {
         assert_eq!(e.size, m.len() as u64);
-        let got = c2
-            .mbox(
-                MboxKind::Fetch,
-                MboxRequest::fetch("bob", now(), e.id, FetchPart::Full),
-                &bob,
-                "localhost",
-            )
-            .unwrap();
-        assert_eq!(&got, m);
+        assert_eq!(&c2.fetch_message("bob", &bob, e.id), m);
     }
     // … deleted through node 2, gone on node 1.
     c2.mbox(
@@ -146,12 +126,12 @@ fn two_nodes_on_one_database_serve_one_domain() {
         "localhost",
     )
     .unwrap();
-    let left = list(&mut c1, &bob);
+    let left = c1.list_mailbox("bob", &bob);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].id, entries[1].id);
     // The next message through node 2 goes on after node 1's ids.
     assert_eq!(c2.mail(&small), "SUCCESS");
-    let after = list(&mut c1, &bob);
+    let after = c1.list_mailbox("bob", &bob);
     assert_eq!(after.last().unwrap().id, entries[1].id + 1);
     assert!(node1.metric("cmtpd_store_commits_total") >= 1);
     // The database side in the metrics: group commits by size, operations by latency,
@@ -213,7 +193,7 @@ fn quota_holds_across_two_nodes_under_concurrent_deliveries() {
         "{replies:?}"
     );
     let ok = replies.iter().filter(|r| *r == "SUCCESS").count();
-    let stored = list(&mut node2.client(), &bob).len();
+    let stored = node2.client().list_mailbox("bob", &bob).len();
     assert_eq!(stored, ok, "every SUCCESS is stored, nothing else");
     assert_eq!(stored, QUOTA, "the quota is reached and never exceeded");
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cmtp_crypto::KeyPair;
-use cmtp_proto::{FetchPart, MboxKind, MboxRequest};
+use cmtp_proto::{MboxKind, MboxRequest};
 use cmtp_testkit::*;
 
 /// Sends `MAIL` with `msg` and reads the reply ("SUCCESS", "FAILURE", "v0:…"; its
@@ -117,26 +117,11 @@ impl Tally {
 /// Every message of `user`'s mailbox through `srv`, fetched in full (signed requests).
 fn mailbox(srv: &TestServer, user: &str, key: &KeyPair) -> Vec<Vec<u8>> {
     let mut c = srv.client();
-    let payload = c
-        .mbox(
-            MboxKind::List,
-            MboxRequest::list(user, now()),
-            key,
-            "localhost",
-        )
-        .unwrap();
-    let entries = cmtp_proto::mbox::decode_list(&payload, u32::MAX).unwrap();
+    let entries = c.list_mailbox(user, key);
     entries
         .iter()
         .map(|e| {
-            let m = c
-                .mbox(
-                    MboxKind::Fetch,
-                    MboxRequest::fetch(user, now(), e.id, FetchPart::Full),
-                    key,
-                    "localhost",
-                )
-                .unwrap();
+            let m = c.fetch_message(user, key, e.id);
             assert_eq!(m.len() as u64, e.size, "message {} of {user}", e.id);
             m
         })

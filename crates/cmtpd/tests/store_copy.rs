@@ -30,29 +30,8 @@ fn with_url(data: &Path, url: &str, args: &[&str]) -> Out {
 }
 
 fn mbox_list(c: &mut Client, user: &str, key: &cmtp_crypto::KeyPair) -> Vec<(u64, u64)> {
-    let payload = c
-        .mbox(
-            MboxKind::List,
-            MboxRequest::list(user, now()),
-            key,
-            "localhost",
-        )
-        .unwrap();
-    cmtp_proto::mbox::decode_list(&payload, 100)
-        .unwrap()
-        .iter()
-        .map(|e| (e.id, e.size))
-        .collect()
-}
-
-fn mbox_fetch(c: &mut Client, user: &str, key: &cmtp_crypto::KeyPair, id: u64) -> Vec<u8> {
-    c.mbox(
-        MboxKind::Fetch,
-        MboxRequest::fetch(user, now(), id, cmtp_proto::FetchPart::Full),
-        key,
-        "localhost",
-    )
-    .unwrap()
+    let entries = c.list_mailbox(user, key);
+    entries.iter().map(|e| (e.id, e.size)).collect()
 }
 
 /// An embedded installation (users with and without an OPAQUE login, several
@@ -241,8 +220,8 @@ fn store_copy_moves_an_embedded_installation_to_postgres() {
     });
     let mut c = pg_srv.client();
     assert_eq!(mbox_list(&mut c, "bob", &bob), before);
-    assert_eq!(mbox_fetch(&mut c, "bob", &bob, before[0].0), small);
-    assert_eq!(mbox_fetch(&mut c, "bob", &bob, before[1].0), big);
+    assert_eq!(c.fetch_message("bob", &bob, before[0].0), small);
+    assert_eq!(c.fetch_message("bob", &bob, before[1].0), big);
     // alice's OPAQUE login was copied: `cmtp login` works against the new server.
     let home = tempfile::tempdir().unwrap();
     login(

@@ -8,23 +8,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use cmtp_crypto::KeyPair;
 use cmtp_proto::{FetchPart, MboxKind, MboxRequest};
 use cmtp_testkit::*;
 
 use super::BACKEND;
-
-pub(super) fn list(c: &mut Client, user: &str, key: &KeyPair) -> Vec<cmtp_proto::ListEntry> {
-    let payload = c
-        .mbox(
-            MboxKind::List,
-            MboxRequest::list(user, now()),
-            key,
-            "localhost",
-        )
-        .unwrap();
-    cmtp_proto::mbox::decode_list(&payload, 1000).unwrap()
-}
 
 #[test]
 fn mailbox_quota_refuses_delivery_and_list_stays_bounded() {
@@ -42,7 +29,7 @@ fn mailbox_quota_refuses_delivery_and_list_stays_bounded() {
     assert_eq!(c.mail(&m), "v0:DELIVERYFAILURE");
     c.send(b"NOOP\0");
     assert_eq!(c.general(), "SUCCESS");
-    let entries = list(&mut c, "ann", &ann);
+    let entries = c.list_mailbox("ann", &ann);
     assert_eq!(entries.len(), 2);
     // Deleting one makes room again.
     c.mbox(
@@ -60,7 +47,7 @@ fn mailbox_quota_refuses_delivery_and_list_stays_bounded() {
     assert_eq!(c.mail(&big), "SUCCESS");
     let small = message(0, ("bob", ""), ("x", "y"), b"", b"hi", &[]);
     assert_eq!(c.mail(&small), "v0:DELIVERYFAILURE");
-    assert_eq!(list(&mut c, "bob", &bob).len(), 1);
+    assert_eq!(c.list_mailbox("bob", &bob).len(), 1);
     // Other mailboxes are not affected.
     let pm = message(0, ("", ""), ("x", "y"), b"", b"hi", &[]);
     assert_eq!(c.mail(&pm), "SUCCESS");
@@ -162,7 +149,7 @@ fn slow_mail_is_cut_by_the_transfer_rate_and_fast_mail_passes() {
     c.expect_eof();
     let _ = trickler.join();
     let mut c = srv.client();
-    assert_eq!(list(&mut c, "dee", &dee).len(), 1);
+    assert_eq!(c.list_mailbox("dee", &dee).len(), 1);
 }
 
 #[test]
@@ -200,7 +187,7 @@ fn peer_that_does_not_read_is_closed() {
     let mut c = srv.client();
     let m = message(0, ("fay", ""), ("x", "y"), b"", &[9; 1 << 20], &[]);
     assert_eq!(c.mail(&m), "SUCCESS");
-    let id = list(&mut c, "fay", &fay)[0].id;
+    let id = c.list_mailbox("fay", &fay)[0].id;
     // 64 MiB of replies asked for in one write, none read: more than the socket buffers
     // hold, so the server's write stalls and it must give up on the connection.
     let mut w = Vec::new();

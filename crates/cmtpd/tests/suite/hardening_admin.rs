@@ -12,7 +12,6 @@ use cmtp_store::UserRecord;
 use cmtp_testkit::*;
 
 use crate::BACKEND;
-use crate::hardening::list;
 
 #[test]
 fn readded_account_does_not_see_the_previous_holders_mail() {
@@ -21,7 +20,7 @@ fn readded_account_does_not_see_the_previous_holders_mail() {
     let mut c = srv.client();
     let m = message(0, ("eve", ""), ("x", "y"), b"", b"for the old eve", &[]);
     assert_eq!(c.mail(&m), "SUCCESS");
-    let entries = list(&mut c, "eve", &old);
+    let entries = c.list_mailbox("eve", &old);
     assert_eq!(entries.len(), 1);
     let (old_id, received) = (entries[0].id, entries[0].received);
     let out = srv.admin(&["user", "remove", "eve"], b"");
@@ -41,7 +40,7 @@ fn readded_account_does_not_see_the_previous_holders_mail() {
         })
     })
     .unwrap();
-    assert!(list(&mut c, "eve", &new).is_empty());
+    assert!(c.list_mailbox("eve", &new).is_empty());
     let fetch = c.mbox(
         MboxKind::Fetch,
         MboxRequest::fetch("eve", now(), old_id, FetchPart::Full),
@@ -59,7 +58,7 @@ fn readded_account_does_not_see_the_previous_holders_mail() {
     // New mail for the new holder is seen.
     let m2 = message(0, ("eve", ""), ("x", "y"), b"", b"for the new eve", &[]);
     assert_eq!(c.mail(&m2), "SUCCESS");
-    let entries = list(&mut c, "eve", &new);
+    let entries = c.list_mailbox("eve", &new);
     assert_eq!(entries.len(), 1);
     assert_ne!(entries[0].id, old_id);
 }
